@@ -1,0 +1,175 @@
+"""Checkpoints that rebuild their model from the file alone, loaded only with weights_only=True.
+
+A checkpoint is a plain dict (tensors, str, int, float, list, dict, None only):
+  format, version, arch, model_args, state_dict, preprocess, label_map, temperature,
+  train_config, history, metrics, created
+`load_checkpoint` refuses anything else with a `CheckpointError` whose message says why.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .labels import CLASS_NAMES
+from .models import build_model
+from .preprocess import PreprocessConfig
+
+FORMAT = "ai-image-detector-checkpoint"
+VERSION = 1
+REQUIRED_KEYS = ("format", "version", "arch", "model_args", "state_dict", "preprocess")
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable checkpoint of ours; str(e) says why in one line."""
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module            # eval mode, on `device`
+    arch: str
+    preprocess: PreprocessConfig
+    temperature: float                # logits are divided by this before the sigmoid (1.0 = uncalibrated)
+    sha256: str                       # of the file's bytes: the cache key for everything derived from it
+    meta: dict = field(default_factory=dict)   # the rest of the checkpoint dict (no state_dict)
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name") or self.arch
+
+
+def file_sha256(path_or_bytes) -> str:
+    h = hashlib.sha256()
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        h.update(path_or_bytes)
+    else:
+        with open(path_or_bytes, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _plain(obj):
+    """Make configs JSON/weights_only friendly (tuples -> lists, paths -> str)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool)):
+        return str(obj) if isinstance(obj, str) else obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)     # numpy scalars would be pickled as numpy objects, which weights_only refuses
+    if isinstance(obj, (float, np.floating)):
+        return float(obj)
+    if isinstance(obj, torch.Tensor):
+        return obj
+    return str(obj)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temporary file in the same folder, then rename: a killed process leaves no half file."""
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessConfig, *, temperature: float = 1.0,
+                    train_config: dict | None = None, history: list | None = None, metrics: dict | None = None,
+                    name: str | None = None) -> dict:
+    model = getattr(model, "module", model)   # unwrap DDP
+    return {
+        "format": FORMAT, "version": VERSION, "name": name, "arch": arch, "model_args": _plain(model_args),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "preprocess": preprocess.to_dict(), "label_map": {str(i): n for i, n in enumerate(CLASS_NAMES)},
+        "temperature": float(temperature), "train_config": _plain(train_config or {}),
+        "history": _plain(history or []), "metrics": _plain(metrics or {}),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def save_checkpoint(ckpt: dict, path) -> None:
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_checkpoint(source) -> tuple[dict, str]:
+    """Read and validate a checkpoint dict from a path or bytes; returns (dict, sha256 of the bytes)."""
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint not found: {source}") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{source} is a folder, not a checkpoint file") from None
+        except OSError as e:
+            raise CheckpointError(f"checkpoint could not be read: {e}") from None
+    if not data:
+        raise CheckpointError("checkpoint file is empty (0 bytes)")
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError("refused: the file contains pickled Python objects that safe (weights_only) loading "
+                              "does not allow; it may run code, so it is not loaded. Only checkpoints saved by "
+                              "core.train load here") from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
+        raise CheckpointError(f"not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    except Exception as e:
+        raise CheckpointError(f"not a loadable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"not one of our checkpoints: it holds a {type(ckpt).__name__}, not a checkpoint dict")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        hint = " (it looks like a bare state_dict)" if all(isinstance(v, torch.Tensor) for v in ckpt.values()) else ""
+        raise CheckpointError(f"not one of our checkpoints{hint}: missing {', '.join(missing)}")
+    if ckpt["format"] != FORMAT:
+        raise CheckpointError(f"not one of our checkpoints: format is {ckpt['format']!r}")
+    if ckpt["version"] > VERSION:
+        raise CheckpointError(f"checkpoint version {ckpt['version']} is newer than this code understands ({VERSION})")
+    return ckpt, hashlib.sha256(data).hexdigest()
+
+
+def load_checkpoint(source, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from a checkpoint file (or its bytes) alone; eval mode, on `device`."""
+    ckpt, digest = read_checkpoint(source)
+    try:
+        model = build_model(ckpt["arch"], **ckpt["model_args"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"checkpoint does not match its architecture {ckpt['arch']!r}: {str(e).splitlines()[0][:300]}") from None
+    device = torch.device(device)
+    model.to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    return LoadedModel(model=model, arch=ckpt["arch"], preprocess=PreprocessConfig.from_dict(ckpt["preprocess"]),
+                       temperature=float(ckpt.get("temperature", 1.0)), sha256=digest, meta=meta, device=device)
+
+
+def with_temperature(source_path, temperature: float, out_path) -> None:
+    """Save a copy of a checkpoint with a fitted temperature (the original is not modified)."""
+    ckpt, _ = read_checkpoint(source_path)
+    ckpt["temperature"] = float(temperature)
+    ckpt.setdefault("metrics", {})["temperature_fitted"] = float(temperature)
+    save_checkpoint(ckpt, out_path)

@@ -1,0 +1,165 @@
+"""Classification and calibration metrics on (labels, P(FAKE)) arrays; scikit-learn where it has them.
+
+All functions take `y` int array (N,) of 0/1 (0 = REAL, 1 = FAKE) and `p` float array (N,) of
+P(FAKE) in [0, 1]; none of them mutate their inputs. Calibration is measured on the confidence of
+the predicted class, max(p, 1 - p), the usual definition for a binary classifier's reliability
+diagram (Guo et al. 2017).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn import metrics as skm
+
+from .labels import CLASS_NAMES
+
+
+def _arrays(y, p):
+    y = np.asarray(y, dtype=np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"y and p must be 1-D of equal length, got {y.shape} and {p.shape}")
+    return y, p
+
+
+def reliability_bins(y, p, n_bins: int = 10) -> list[dict]:
+    """Equal-width confidence bins over [0.5, 1]: count, mean confidence, accuracy per bin.
+
+    Confidence is max(p, 1-p), which lies in [0.5, 1] for a binary classifier.
+    """
+    y, p = _arrays(y, p)
+    pred = (p >= 0.5).astype(np.int64)
+    conf = np.maximum(p, 1 - p)
+    correct = (pred == y).astype(np.float64)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    out = []
+    for b in range(n_bins):
+        m = idx == b
+        n = int(m.sum())
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
+                    "confidence": float(conf[m].mean()) if n else float("nan"),
+                    "accuracy": float(correct[m].mean()) if n else float("nan")})
+    return out
+
+
+def expected_calibration_error(y, p, n_bins: int = 10) -> float:
+    """ECE: sum over bins of (count/N) * |accuracy - mean confidence|, in [0, 1]."""
+    bins = reliability_bins(y, p, n_bins)
+    n = sum(b["count"] for b in bins)
+    if n == 0:
+        return float("nan")
+    return float(sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]))
+
+
+def maximum_calibration_error(y, p, n_bins: int = 10) -> float:
+    bins = [b for b in reliability_bins(y, p, n_bins) if b["count"]]
+    return float(max(abs(b["accuracy"] - b["confidence"]) for b in bins)) if bins else float("nan")
+
+
+def bootstrap_ece(y, p, n_bins: int = 10, n_boot: int = 200, alpha: float = 0.05, seed: int = 0) -> tuple[float, float]:
+    """(lo, hi) percentile bootstrap interval of the ECE at level 1 - alpha."""
+    y, p = _arrays(y, p)
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = [expected_calibration_error(y[i], p[i], n_bins)
+            for i in (rng.integers(0, len(y), len(y)) for _ in range(n_boot))]
+    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+
+
+def classification_metrics(y, p, threshold: float = 0.5, n_bins: int = 10) -> dict:
+    """Accuracy, per-class precision/recall/F1, ROC AUC, AP, ECE, MCE, Brier, confusion matrix, counts.
+
+    The confusion matrix is [[TN, FP], [FN, TP]] with rows = true class (REAL, FAKE) and columns =
+    predicted class; undefined quantities (one class absent) are None, never a crash.
+    """
+    y, p = _arrays(y, p)
+    pred = (p >= threshold).astype(np.int64)
+    n = len(y)
+    out: dict = {"n": n, "threshold": threshold,
+                 "counts": {CLASS_NAMES[k]: int((y == k).sum()) for k in (0, 1)}}
+    if n == 0:
+        return out
+    cm = skm.confusion_matrix(y, pred, labels=[0, 1])
+    out["confusion_matrix"] = cm.tolist()
+    out["accuracy"] = float(skm.accuracy_score(y, pred))
+    prec, rec, f1, sup = skm.precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
+    out["per_class"] = {CLASS_NAMES[k]: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
+                                         "support": int(sup[k])} for k in (0, 1)}
+    both = len(np.unique(y)) == 2
+    out["roc_auc"] = float(skm.roc_auc_score(y, p)) if both else None
+    out["average_precision"] = float(skm.average_precision_score(y, p)) if both else None
+    out["ece"] = expected_calibration_error(y, p, n_bins)
+    out["mce"] = maximum_calibration_error(y, p, n_bins)
+    out["brier"] = float(skm.brier_score_loss(y, p, pos_label=1)) if n else None
+    out["log_loss"] = float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
+    wrong = pred != y
+    conf = np.maximum(p, 1 - p)
+    out["errors"] = int(wrong.sum())
+    out["errors_confidence_over_0.9"] = int((wrong & (conf > 0.9)).sum())
+    out["share_of_errors_confidence_over_0.9"] = float((wrong & (conf > 0.9)).sum() / wrong.sum()) if wrong.any() else None
+    return out
+
+
+def roc_curve(y, p) -> dict:
+    y, p = _arrays(y, p)
+    fpr, tpr, thr = skm.roc_curve(y, p)
+    return {"fpr": fpr, "tpr": tpr, "thresholds": thr}
+
+
+def pr_curve(y, p) -> dict:
+    y, p = _arrays(y, p)
+    prec, rec, thr = skm.precision_recall_curve(y, p)
+    return {"precision": prec, "recall": rec, "thresholds": thr}
+
+
+def risk_coverage(y, p, threshold: float = 0.5) -> dict:
+    """Accuracy when the model may abstain on its least confident predictions.
+
+    Returns arrays `coverage` (fraction kept, from 1/N to 1) and `accuracy` (on the kept part),
+    most confident first. AURC-style summaries can be computed from them.
+    """
+    y, p = _arrays(y, p)
+    conf = np.abs(p - threshold)     # distance from the decision threshold
+    order = np.argsort(-conf, kind="stable")
+    correct = ((p >= threshold).astype(np.int64) == y)[order].astype(np.float64)
+    k = np.arange(1, len(y) + 1)
+    return {"coverage": k / len(y), "accuracy": np.cumsum(correct) / k}
+
+
+def apply_temperature(logits, temperature: float) -> np.ndarray:
+    """P(FAKE) = sigmoid(logit / T)."""
+    z = np.asarray(logits, dtype=np.float64) / float(temperature)
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def fit_temperature(logits, y, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
+    """The T > 0 minimising the negative log-likelihood of sigmoid(logit / T) (golden-section on log T).
+
+    NLL in log T is unimodal for a binary logistic model, so a bracketed 1-D search is exact enough
+    (tolerance 1e-4 in log T) and needs no optimiser state.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+
+    def nll(log_t):
+        s = z / math.exp(log_t)
+        # log(1 + e^-s) for y=1, log(1 + e^s) for y=0, computed stably
+        return float(np.mean(np.logaddexp(0, -s) * y + np.logaddexp(0, s) * (1 - y)))
+
+    a, b = math.log(bounds[0]), math.log(bounds[1])
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = nll(c), nll(d)
+    while b - a > 1e-4:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = nll(d)
+    return float(math.exp((a + b) / 2))

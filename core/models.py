@@ -1,0 +1,120 @@
+"""The detector architectures, by name, and the contract every one of them keeps.
+
+Registry: `build_model(arch, **model_args)` with arch in `ARCHITECTURES`:
+- "seed-v1":  the Grad-CAM seed's CNN: 3 x (conv3x3 + ReLU + max-pool), then FC layers.
+- "seed-v21": the V2.1 seed's CNN: 4 x (conv3x3 + BatchNorm + ReLU [+ max-pool]), global average
+  pooling, dropout-regularised FC layers.
+
+Contract (used by training, evaluation, Grad-CAM and the app):
+- `forward(x)`: x float32 (B, 3, S, S) in [0, 1] -> logits (B,), P(FAKE) = sigmoid(logit).
+  Normalisation is inside the model, so preprocessing stays one function.
+- `features(x)` -> (B, C, h, w) activations of the last conv block (the Grad-CAM layer);
+  `head(f)` -> logits (B,). forward(x) == head(features(x)).
+Grad-CAM uses `features`/`head` instead of module hooks, so concurrent calls on one shared model
+cannot see each other's hooks (see core.gradcam).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class SeedV1(nn.Module):
+    """3 conv layers with ReLU and max pooling, then two FC layers (the Grad-CAM seed)."""
+
+    def __init__(self, input_size: int = 32, channels: tuple = (32, 64, 128), hidden: int = 256, dropout: float = 0.0):
+        super().__init__()
+        if input_size % 8:
+            raise ValueError("seed-v1 needs an input size divisible by 8")
+        c1, c2, c3 = channels
+        self.normalize = _Normalize()
+        self.block1 = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.block2 = nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.conv3 = nn.Sequential(nn.Conv2d(c2, c3, 3, padding=1), nn.ReLU(inplace=True))
+        self.pool3 = nn.MaxPool2d(2)
+        side = input_size // 8
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(c3 * side * side, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, 1))
+
+    def features(self, x):                     # (B, 3, S, S) -> (B, c3, S/4, S/4)
+        return self.conv3(self.block2(self.block1(self.normalize(x))))
+
+    def head(self, f):                         # (B, c3, S/4, S/4) -> (B,)
+        return self.classifier(self.pool3(f)).squeeze(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def _conv_bn(cin, cout):
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SeedV21(nn.Module):
+    """4 conv blocks (conv + BatchNorm + ReLU, max-pool after the first three), GAP, dropout FC layers.
+
+    The seed pooled after every block; at 32x32 input that leaves a 2x2 map, too coarse for Grad-CAM,
+    so by default the last block keeps its 4x4 map (`pool_last=False`); GAP follows either way.
+    """
+
+    def __init__(self, input_size: int = 32, channels: tuple = (32, 64, 128, 256), hidden: int = 128,
+                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False):
+        super().__init__()
+        self.normalize = _Normalize()
+        blocks = []
+        cin = 3
+        for i, c in enumerate(channels):
+            layers = _conv_bn(cin, c) + (_conv_bn(c, c) if double_conv else [])
+            if i < len(channels) - 1 or pool_last:
+                layers.append(nn.MaxPool2d(2))
+            blocks.append(nn.Sequential(*layers))
+            cin = c
+        self.blocks = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, 1))
+
+    def features(self, x):                     # (B, 3, S, S) -> (B, C4, S/8, S/8)
+        return self.blocks(self.normalize(x))
+
+    def head(self, f):                         # (B, C4, h, w) -> (B,)
+        return self.classifier(f.mean(dim=(2, 3))).squeeze(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+ARCHITECTURES = {"seed-v1": SeedV1, "seed-v21": SeedV21}
+
+
+def build_model(arch: str, **model_args) -> nn.Module:
+    """Instantiate a registered architecture; unknown names raise ValueError listing the known ones."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](**model_args)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit name is used as given."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")

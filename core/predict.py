@@ -1,0 +1,163 @@
+"""Predict P(FAKE) for image files, folders and zips; one JSON line per file.
+
+    python -m core.predict --weights weights/default.pt photo.jpg more_images/ batch.zip
+
+Output lines: {"file": ..., "prob_fake": 0.93, "label": "FAKE"} or {"file": ..., "error": "reason"}.
+Exit status 0 when every file was processed (per-file errors included), 2 for usage errors
+(no files given, unusable weights).
+
+The library part (`predict_one`, `predict_many`) is what the app's Predict page calls.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .archive import ArchiveError, read_zip_images
+from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from .gradcam import gradcam
+from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, load_image
+from .labels import CLASS_NAMES
+from .preprocess import preprocess_image, to_model_input
+
+
+@dataclass
+class Prediction:
+    """Everything the app shows about one image."""
+    name: str
+    prob_fake: float | None = None            # sigmoid(logit / T)
+    logit: float | None = None
+    error: str | None = None
+    model_input: np.ndarray | None = None      # uint8 (S, S, 3): exactly what the model sees
+    cam: np.ndarray | None = None              # float (S, S) in [0, 1], Grad-CAM of the predicted class
+    original_size: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def label(self, threshold: float = 0.5) -> str | None:
+        return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
+
+    def as_json(self, threshold: float = 0.5) -> dict:
+        if self.error:
+            return {"file": self.name, "error": self.error}
+        d = {"file": self.name, "prob_fake": round(self.prob_fake, 6), "label": self.label(threshold)}
+        if self.notes:
+            d["notes"] = self.notes
+        return d
+
+
+def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False):
+    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams (B, S, S) or None). Thread-safe."""
+    x = to_model_input(x_uint8.to(lm.device))
+    if with_cam:
+        cams, logits = gradcam(lm.model, x)
+        cams = cams.cpu()
+    else:
+        with torch.inference_mode():
+            logits = lm.model(x)
+        cams = None
+    logits = logits.float().cpu()
+    return torch.sigmoid(logits / lm.temperature), logits, cams
+
+
+def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: bool = False,
+                 batch_size: int = 128, progress=None) -> list[Prediction]:
+    """Predict for [(name, path | bytes)]; every input gets a Prediction, failed ones with `error`."""
+    out: list[Prediction] = []
+    pending: list[tuple[Prediction, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) uint8
+        probs, logits, cams = predict_tensors(lm, x, with_cam)
+        for i, (pred, t) in enumerate(pending):
+            pred.prob_fake, pred.logit = float(probs[i]), float(logits[i])
+            pred.model_input = t.permute(1, 2, 0).numpy()
+            if cams is not None:
+                pred.cam = cams[i].numpy()
+        pending.clear()
+
+    for n, (name, src) in enumerate(sources):
+        pred = Prediction(name=name)
+        out.append(pred)
+        try:
+            loaded: LoadedImage = load_image(src)
+            pred.original_size, pred.notes = loaded.original_size, loaded.notes
+            pending.append((pred, preprocess_image(loaded.image, lm.preprocess)))
+        except ImageError as e:
+            pred.error = str(e)
+        if len(pending) >= batch_size:
+            flush()
+        if progress:
+            progress(n + 1, len(sources))
+    flush()
+    return out
+
+
+def predict_one(lm: LoadedModel, name: str, src, with_cam: bool = True) -> Prediction:
+    return predict_many(lm, [(name, src)], with_cam=with_cam)[0]
+
+
+def expand_inputs(paths: list[str]) -> list[tuple[str, object]]:
+    """Files stay files; folders become their image files (recursive, sorted); zips their image entries.
+    Problems become (name, ImageError) entries so they are reported in order, not raised."""
+    out: list[tuple[str, object]] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                out.append((p, ImageError("folder has no image files")))
+            out += [(str(f), str(f)) for f in files]
+        elif path.suffix.lower() == ".zip" and path.is_file():
+            try:
+                images, skipped = read_zip_images(path.read_bytes())
+            except ArchiveError as e:
+                out.append((p, ImageError(str(e))))
+                continue
+            out += [(f"{p}!{n}", b) for n, b in images]
+            out += [(f"{p}!{n}", ImageError(r)) for n, r in skipped]
+        else:
+            out.append((p, p))
+    return out
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Predict P(FAKE) for images; one JSON line per file.")
+    p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
+    p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold for the FAKE label (default: 0.5)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    p.add_argument("inputs", nargs="+", help="image files, folders or zip archives")
+    return p
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from .models import select_device
+    try:
+        lm = load_checkpoint(args.weights, select_device(args.device))
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    items = expand_inputs(args.inputs)
+    ok = [(n, s) for n, s in items if not isinstance(s, ImageError)]
+    preds = iter(predict_many(lm, ok))
+    for name, src in items:
+        if isinstance(src, ImageError):
+            line = {"file": name, "error": str(src)}
+        else:
+            line = next(preds).as_json(args.threshold)
+        print(json.dumps(line), flush=False)
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Robustness sweeps and the Grad-CAM audit behind the limitations page.
+
+    python -m core.robustness --weights weights/default.pt --data data/sample/test --out runs/sweep
+
+`sweep` measures accuracy, ECE, AUC and per-class recall under every named shift at several
+levels (core.shifts.SWEEP_LEVELS). When every image already has the model's input size (CIFAKE,
+the sample), preprocessing is the identity, so the set is decoded once and each shift is applied to
+whole batches of tensors; otherwise each image is decoded, shifted and preprocessed per level
+through the dataset (slower, same definition).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .checkpoint import LoadedModel, load_checkpoint
+from .datasets import ImageDataset, open_dataset
+from .evaluate import build_loader, dataset_fingerprint, predict_dataset, predict_logits
+from .gradcam import deletion_test, gradcam, heat_concentration
+from .metrics import apply_temperature, classification_metrics
+from .preprocess import to_model_input
+from .shifts import SWEEP_LEVELS, Shift, apply_shift
+
+
+def decode_dataset(lm: LoadedModel, ds: ImageDataset, progress=None):
+    """Decode + preprocess once: (x uint8 (N, 3, S, S), y (N,), ids, sources, skipped, identity_preprocess).
+
+    identity_preprocess is True when every decoded image already had the model's input size and no
+    upsampling is configured, i.e. x holds the original pixels and shifts may be applied to x.
+    """
+    ds.preprocess, ds.shift = lm.preprocess, None
+    xs, ys, ids, srcs, skipped, done = [], [], [], [], [], 0
+    for b in build_loader(ds, batch_size=512):
+        if len(b["ids"]):
+            xs.append(b["x"])
+            ys.append(b["y"])
+        ids += b["ids"]
+        srcs += b["sources"]
+        skipped += b["skipped"]
+        done += len(b["ids"]) + len(b["skipped"])
+        if progress:
+            progress(done, len(ds))
+    x = torch.cat(xs) if xs else torch.zeros(0, 3, lm.preprocess.size, lm.preprocess.size, dtype=torch.uint8)
+    y = torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)
+    identity = lm.preprocess.upsample_from is None and _all_native_size(ds, lm.preprocess.size)
+    return x, y, ids, srcs, skipped, identity
+
+
+def _all_native_size(ds: ImageDataset, size: int, sample: int = 64) -> bool:
+    """Whether the dataset's images are stored at size x size (checked on an even sample of items)."""
+    idx = np.linspace(0, len(ds) - 1, min(sample, len(ds))).astype(int)
+    for i in idx:
+        try:
+            if ds.load(int(i)).original_size != (size, size):
+                return False
+        except Exception:
+            continue
+    return True
+
+
+def _row(name, level, y, z, lm, seconds):
+    p = apply_temperature(z, lm.temperature)
+    m = classification_metrics(y, p)
+    return {"shift": name, "level": level, "n": m["n"], "accuracy": m.get("accuracy"), "ece": m.get("ece"),
+            "roc_auc": m.get("roc_auc"), "recall_REAL": m["per_class"]["REAL"]["recall"] if m["n"] else None,
+            "recall_FAKE": m["per_class"]["FAKE"]["recall"] if m["n"] else None,
+            "mean_prob_fake": float(np.mean(p)) if len(p) else None, "seconds": round(seconds, 3)}
+
+
+def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_size: int = 512,
+          progress=None) -> pd.DataFrame:
+    """One row per (shift, level), plus ("none", 0) for the clean set; see module docstring."""
+    levels = levels or SWEEP_LEVELS
+    jobs = [(n, lv) for n, lvs in levels.items() for lv in lvs]
+    x, y, *_, identity = decode_dataset(lm, ds)
+    y_np = y.numpy()
+    rows = []
+
+    def logits_of(xx):
+        return np.concatenate([predict_logits(lm.model, xx[i:i + batch_size], lm.device).numpy()
+                               for i in range(0, len(xx), batch_size)]) if len(xx) else np.zeros(0)
+
+    t0 = time.perf_counter()
+    rows.append(_row("none", 0.0, y_np, logits_of(x), lm, time.perf_counter() - t0))
+    for k, (name, level) in enumerate(jobs):
+        t0 = time.perf_counter()
+        if identity:
+            zs = []
+            for i in range(0, len(x), batch_size):
+                xb = apply_shift(x[i:i + batch_size], name, level, seed=i)
+                zs.append(predict_logits(lm.model, xb, lm.device).numpy())
+            z, yy = (np.concatenate(zs) if zs else np.zeros(0)), y_np
+        else:
+            df, _ = predict_dataset(lm, ds, batch_size, shift=Shift(name, level))
+            z, yy = df["logit"].to_numpy(), df["label"].to_numpy()
+        rows.append(_row(name, level, yy, z, lm, time.perf_counter() - t0))
+        if progress:
+            progress(k + 1, len(jobs))
+    return pd.DataFrame(rows)
+
+
+def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batch_size: int = 256, seed: int = 0) -> dict:
+    """How concentrated Grad-CAM maps are, and whether their hottest pixels matter more than random ones.
+
+    Returns per-image arrays (concentration, drop_cam, drop_random, flip_cam, flip_random) and means.
+    """
+    conc, dc, dr, fc, fr = [], [], [], [], []
+    for i in range(0, len(x_uint8), batch_size):
+        x = to_model_input(x_uint8[i:i + batch_size].to(lm.device))
+        cams, _ = gradcam(lm.model, x)
+        conc.append(heat_concentration(cams, top))
+        d = deletion_test(lm.model, x, cams, frac=top, seed=seed + i)
+        dc.append(d["drop_cam"]); dr.append(d["drop_random"]); fc.append(d["flip_cam"]); fr.append(d["flip_random"])
+    cat = lambda v: torch.cat(v).float().cpu().numpy() if v else np.zeros(0)   # noqa: E731
+    out = {"concentration": cat(conc), "drop_cam": cat(dc), "drop_random": cat(dr),
+           "flip_cam": cat(fc), "flip_random": cat(fr), "top_fraction": top}
+    out["summary"] = {
+        "n": int(len(out["concentration"])),
+        "concentration_mean": float(np.nanmean(out["concentration"])) if len(out["concentration"]) else None,
+        "uniform_concentration": top,
+        "drop_cam_mean": float(out["drop_cam"].mean()) if len(out["drop_cam"]) else None,
+        "drop_random_mean": float(out["drop_random"].mean()) if len(out["drop_random"]) else None,
+        "flip_rate_cam": float(out["flip_cam"].mean()) if len(out["flip_cam"]) else None,
+        "flip_rate_random": float(out["flip_random"].mean()) if len(out["flip_random"]) else None,
+    }
+    return out
+
+
+def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None) -> pd.DataFrame:
+    """`sweep` computed once per (weights hash, dataset fingerprint, levels), stored as CSV atomically."""
+    key = hashlib.sha256(f"{lm.sha256}|{dataset_fingerprint(ds)}|{json.dumps(SWEEP_LEVELS, sort_keys=True)}"
+                         .encode()).hexdigest()[:20]
+    path = Path(runs_dir) / f"sweep-{key}.csv"
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except (OSError, ValueError):
+            pass
+    df = sweep(lm, ds, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
+    os.close(fd)
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return df
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Robustness sweep: metrics under every shift and level.")
+    p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
+    p.add_argument("--data", default="data/sample/test", help="dataset (default: data/sample/test)")
+    p.add_argument("--split", default="test", help="split of a CIFAKE root (default: test)")
+    p.add_argument("--out", default=None, help="CSV path for the table (default: print only)")
+    args = p.parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError
+    try:
+        lm = load_checkpoint(args.weights)
+        ds = open_dataset(args.data, split=args.split)
+    except (CheckpointError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    df = sweep(lm, ds)
+    print(df.to_string(index=False))
+    print(f"sweep of {len(df) - 1} shift levels on {len(ds)} images: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    if args.out:
+        df.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
