@@ -1,0 +1,21 @@
+"""The audit dashboard for AI-generated-image detectors (Streamlit entrypoint).
+
+    streamlit run dashboard.py
+
+Starts on the shipped default model (weights/default.pt) and the embedded sample's test split
+(data/sample/test) with no configuration. Pages live in pages/; the shared sidebar in pages/_common.py.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="AI-image detector audit", page_icon="🔎", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_predict.py", title="Predict", icon="🖼️", default=True),
+    st.Page("pages/2_confusion.py", title="Confusion matrix", icon="🧮"),
+    st.Page("pages/3_calibration.py", title="Calibration", icon="📏"),
+    st.Page("pages/4_misclassifications.py", title="Misclassifications", icon="❌"),
+    st.Page("pages/5_limitations.py", title="Limitations", icon="⚠️"),
+    st.Page("pages/6_model_data.py", title="Model & data", icon="📇"),
+]
+
+st.navigation(PAGES).run()
