@@ -7,6 +7,8 @@ Starts on the shipped default model (weights/default.pt) and the embedded sample
 """
 import streamlit as st
 
+from pages._common import sidebar_ui
+
 st.set_page_config(page_title="AI-image detector audit", page_icon="🔎", layout="wide")
 
 PAGES = [
@@ -18,4 +20,6 @@ PAGES = [
     st.Page("pages/6_model_data.py", title="Model & data", icon="📇"),
 ]
 
-st.navigation(PAGES).run()
+page = st.navigation(PAGES)
+sidebar_ui()
+page.run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from core.robustness import cached_sweep
 from core.shifts import Shift
 
 ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS_DIR = ROOT / "weights"
-SAMPLE_DIR = ROOT / "data" / "sample"
-RUNS_DIR = ROOT / "runs"
+# Overridable so tests (and users with their own model zoo) can point the app elsewhere.
+WEIGHTS_DIR = Path(os.environ.get("AUDIT_WEIGHTS_DIR", ROOT / "weights"))
+SAMPLE_DIR = Path(os.environ.get("AUDIT_SAMPLE_DIR", ROOT / "data" / "sample"))
+RUNS_DIR = Path(os.environ.get("AUDIT_RUNS_DIR", ROOT / "runs"))
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
 MAX_CHECKPOINT_BYTES = 50 * 1024 * 1024
 
@@ -158,17 +160,39 @@ def _dataset_ui():
     return ds, key
 
 
-def context_ui() -> Context | None:
-    """Draw the shared sidebar (model, data, threshold) and return the selection, or None if unusable."""
+def sidebar_ui() -> None:
+    """Draw the shared sidebar (model, data, threshold); the entrypoint calls it on every run.
+
+    Only plain values go into st.session_state["selection"]; the model and dataset stay in
+    st.cache_resource, and `get_context()` looks them up again (a dictionary hit).
+    """
     m = _model_ui()
     ds, key = _dataset_ui()
     st.sidebar.subheader("Decision")
     threshold = st.sidebar.slider("Threshold on P(AI)", 0.0, 1.0, 0.5, 0.01, key="threshold",
                                   help="An image is called FAKE (AI-generated) when P(FAKE) >= threshold. "
                                        "Applies on every page.")
-    if m is None:
+    st.session_state["selection"] = {
+        "weights_path": m[1] if m else None, "sha256": m[0].sha256 if m else None,
+        "dataset_key": key if ds is not None else None, "threshold": threshold}
+
+
+def get_context(need_data: bool = True) -> Context | None:
+    """The current selection as live objects; shows why and returns None when it is not usable."""
+    sel = st.session_state.get("selection") or {}
+    if not sel.get("weights_path"):
+        st.warning("No usable model is selected: pick one in the sidebar.")
         return None
-    return Context(lm=m[0], weights_path=m[1], ds=ds, dataset_key=key or (), threshold=threshold)
+    lm = load_model_cached(sel["weights_path"], sel["sha256"])
+    ds = None
+    if sel.get("dataset_key"):
+        key = sel["dataset_key"]
+        ds = open_dataset_cached(*key, Path(key[0]).stat().st_mtime)
+    elif need_data:
+        st.warning("No usable evaluation dataset is selected: pick one in the sidebar.")
+        return None
+    return Context(lm=lm, weights_path=sel["weights_path"], ds=ds, dataset_key=sel.get("dataset_key") or (),
+                   threshold=float(sel.get("threshold", 0.5)))
 
 
 # ----------------------------------------------------------------------------- evaluations
@@ -199,10 +223,10 @@ def sweep_ui(ctx: Context) -> pd.DataFrame | None:
 
 def _sweep_cached(sha, weights_path, dataset_key):
     # The sweep's own disk cache (runs/sweep-*.csv) makes a warm call a CSV read.
-    ctx_lm = load_model_cached(weights_path, sha)
+    lm = load_model_cached(weights_path, sha)
     ds = open_dataset_cached(*dataset_key, Path(dataset_key[0]).stat().st_mtime)
     bar = st.progress(0.0, text="Robustness sweep...")
-    df = cached_sweep(ctx_lm, ds, RUNS_DIR, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Sweep: {d}/{t} levels"))
+    df = cached_sweep(lm, ds, RUNS_DIR, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Sweep: {d}/{t} levels"))
     bar.empty()
     return df
 
