@@ -138,7 +138,7 @@ def read_checkpoint(source) -> tuple[dict, str]:
     except (RuntimeError, zipfile.BadZipFile, EOFError, ValueError, OSError) as e:
         raise CheckpointError(f"not a PyTorch checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     except Exception as e:
-        raise CheckpointError(f"not a loadable checkpoint ({type(e).__name__})") from None
+        raise CheckpointError(f"not a PyTorch checkpoint ({type(e).__name__} while reading it)") from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"not one of our checkpoints: it holds a {type(ckpt).__name__}, not a checkpoint dict")
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]

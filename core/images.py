@@ -128,6 +128,8 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     except UnidentifiedImageError:
         raise ImageError(_sniff(data[:64])) from None
     except Exception as e:  # PIL raises many types on hostile headers
+        if "truncated" in str(e).lower():
+            raise ImageError(f"truncated or corrupt image data ({_sniff(data[:64]).replace('a damaged ', '')})") from None
         raise ImageError(f"unreadable image header ({type(e).__name__}: {e})") from None
 
     fmt = img.format

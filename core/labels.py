@@ -29,8 +29,12 @@ def label_from_name(name: str, overrides: dict[str, int] | None = None, case_sen
         table = overrides if case_sensitive else {k.lower(): v for k, v in overrides.items()}
         if key in table:
             return table[key]
-    if key.lower() in _KNOWN_NAMES:
-        return _KNOWN_NAMES[key.lower()]
+    if case_sensitive:
+        # Exact names only: the CIFAKE spelling.
+        if key in CLASS_NAMES:
+            return CLASS_NAMES.index(key)
+    elif key in _KNOWN_NAMES:
+        return _KNOWN_NAMES[key]
     raise LabelMappingError(
         f"class name {name!r} is not a known REAL/FAKE name; pass a mapping, e.g. --class-map '{name}=FAKE'")
 

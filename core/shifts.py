@@ -6,7 +6,7 @@ so robustness sweeps apply it to whole batches. torchvision's transforms are use
 | name       | level means                               | identity |
 |------------|-------------------------------------------|----------|
 | grayscale  | blend towards luma, 0..1 (1 = full gray)  | 0        |
-| jpeg       | JPEG quality 1..100 (re-encode)           | -        |
+| jpeg       | JPEG quality 1..100 (Pillow re-encode)    | -        |
 | blur       | gaussian sigma, pixels                    | 0        |
 | noise      | gaussian std, in units of 1/255 of range  | 0        |
 | downscale  | factor >= 1: shrink (antialiased), re-enlarge | 1    |
@@ -17,6 +17,7 @@ so robustness sweeps apply it to whole batches. torchvision's transforms are use
 """
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 
@@ -99,10 +100,11 @@ def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torc
             return gray
         return torch.lerp(x.float(), gray.float(), float(level)).round_().clamp_(0, 255).to(torch.uint8)
     if name == "jpeg":
+        # Pillow's libjpeg rather than torchvision.io, whose codecs are deprecated from 0.29 on.
         q = int(round(level))
         if x.ndim == 3:
-            return TF.jpeg(x, quality=q)
-        return torch.stack([TF.jpeg(im, quality=q) for im in x])   # the encoder takes one image at a time
+            return _jpeg(x, q)
+        return torch.stack([_jpeg(im, q) for im in x.reshape(-1, *x.shape[-3:])]).reshape(x.shape)
     if name == "blur":
         if level <= 0:
             return x.clone()
@@ -130,6 +132,13 @@ def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torc
     if name == "hue":
         return TF.adjust_hue(x, float(level))
     raise ShiftError(f"unknown shift {name!r}")
+
+
+def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
+    buf = io.BytesIO()
+    tensor_to_pil(x).save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return pil_to_tensor(Image.open(buf).convert("RGB"))
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""train -> evaluate -> predict end to end through the three CLIs, on a CIFAKE folder and a Hemg parquet."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import jpeg_bytes, make_hemg_parquet, noise_image
+from core import evaluate, predict, train
+from core.checkpoint import load_checkpoint
+
+
+def test_train_cli_writes_self_describing_checkpoint(tiny_cifake, tmp_path):
+    out = tmp_path / "m.pt"
+    rc = train.main(["--data", str(tiny_cifake), "--arch", "seed-v1", "--epochs", "2", "--finetune-epochs", "1",
+                     "--batch-size", "16", "--out", str(out), "--seed", "1",
+                     "--model-args", '{"channels": [8, 16, 16], "hidden": 16}'])
+    assert rc == 0
+    lm = load_checkpoint(out)
+    meta = lm.meta
+    assert lm.arch == "seed-v1" and meta["model_args"]["channels"] == [8, 16, 16]
+    assert [h["phase"] for h in meta["history"]] == ["main", "main", "finetune"]
+    # finetune runs at lr * 0.05
+    assert meta["history"][-1]["lr"] == pytest.approx(meta["train_config"]["lr"] * 0.05)
+    assert meta["train_config"]["train_images"] + meta["train_config"]["val_images"] == 128
+    assert 0 <= meta["metrics"]["val"]["accuracy"] <= 1
+
+
+def test_training_is_deterministic_with_seed(tiny_cifake, tmp_path):
+    import torch
+    from core.train import TrainConfig
+    kw = dict(data=str(tiny_cifake), arch="seed-v1", epochs=1, finetune_epochs=0, batch_size=32,
+              model_args={"channels": [4, 8, 8], "hidden": 8}, seed=3)
+    a = train.train(TrainConfig(out=str(tmp_path / "a.pt"), **kw), log=lambda *x: None)
+    b = train.train(TrainConfig(out=str(tmp_path / "b.pt"), **kw), log=lambda *x: None)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_evaluate_cli_outputs(trained_ckpt, tiny_cifake, tmp_path, capsys):
+    (tiny_cifake / "test" / "FAKE" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    try:
+        rc = evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "ev")])
+    finally:
+        (tiny_cifake / "test" / "FAKE" / "zz_broken.jpg").unlink()
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert list(df.columns) == ["path", "label", "prob_fake", "logit", "source"]
+    assert len(df) == 48 and m["n"] == 48 and m["n_skipped"] == 1
+    assert m["skipped"][0]["path"] == "FAKE/zz_broken.jpg"
+    # The tiny task is easy: smooth REAL vs noise FAKE.
+    assert m["accuracy"] >= 0.9 and m["roc_auc"] >= 0.95
+    # metrics.json agrees with predictions.csv, recomputed by hand
+    pred = (df.prob_fake >= 0.5).astype(int)
+    assert m["confusion_matrix"] == [[int(((df.label == 0) & (pred == 0)).sum()), int(((df.label == 0) & (pred == 1)).sum())],
+                                     [int(((df.label == 1) & (pred == 0)).sum()), int(((df.label == 1) & (pred == 1)).sum())]]
+    assert np.allclose(df.prob_fake, 1 / (1 + np.exp(-df.logit)), atol=1e-6)
+    for key in ("accuracy", "per_class", "roc_auc", "average_precision", "ece", "brier", "counts", "weights_sha256",
+                "dataset"):
+        assert key in m
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["accuracy"] == m["accuracy"]
+
+
+@pytest.mark.parametrize("shift", ["grayscale", "jpeg:20", "blur:1.5", "noise:16", "downscale:4", "brightness:0.5",
+                                   "contrast:0.5", "saturation:0", "hue:0.25"])
+def test_evaluate_with_every_shift(trained_ckpt, tiny_cifake, tmp_path, shift):
+    rc = evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "ev"),
+                        "--shift", shift])
+    assert rc == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["shift"] == shift if ":" in shift else m["shift"] == "grayscale:1"
+    assert m["n"] == 48
+
+
+def test_blur_and_downscale_remove_the_tiny_task_signal(trained_ckpt, tiny_cifake, tmp_path):
+    """The tiny model tells noise from smooth images; heavy blur makes noise smooth, so FAKE recall must fall."""
+    evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "a")])
+    evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "b"),
+                   "--shift", "blur:2"])
+    clean = json.loads((tmp_path / "a" / "metrics.json").read_text())["per_class"]["FAKE"]["recall"]
+    blurred = json.loads((tmp_path / "b" / "metrics.json").read_text())["per_class"]["FAKE"]["recall"]
+    assert blurred < clean - 0.3
+
+
+def test_evaluate_on_hemg_parquet_and_usage_errors(trained_ckpt, tmp_path, capsys):
+    folder = make_hemg_parquet(tmp_path / "hemg", n_per_class=12)
+    assert evaluate.main(["--weights", str(trained_ckpt), "--data", str(folder), "--out", str(tmp_path / "ev")]) == 0
+    err = capsys.readouterr().err
+    assert "label mapping: 0 (AiArtData) -> FAKE (1), 1 (RealArt) -> REAL (0)" in err
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["n"] == 24 and m["accuracy"] >= 0.9
+    df = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert df.path.str.contains(r"train-0000\d-of-00002.parquet#\d+").all()
+    assert evaluate.main(["--weights", str(tmp_path / "nope.pt"), "--data", str(folder), "--out", str(tmp_path / "x")]) == 2
+    assert evaluate.main(["--weights", str(trained_ckpt), "--data", str(folder), "--out", str(tmp_path / "x"),
+                          "--shift", "sharpen:3"]) == 2
+
+
+def test_train_on_parquet(tmp_path):
+    folder = make_hemg_parquet(tmp_path / "hemg", n_per_class=16)
+    assert train.main(["--data", str(folder), "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8",
+                       "--out", str(tmp_path / "p.pt"), "--model-args", '{"channels": [4, 8, 8, 8], "hidden": 8}']) == 0
+    assert load_checkpoint(tmp_path / "p.pt").meta["train_config"]["train_images"] == 29
+
+
+def test_predict_cli_json_lines(trained_ckpt, tiny_cifake, tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    (tmp_path / "noise.jpg").write_bytes(jpeg_bytes(noise_image(rng)))
+    (tmp_path / "fake.jpg").write_text("<html>not an image</html>")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.png").write_bytes(jpeg_bytes(noise_image(rng)))
+    rc = predict.main(["--weights", str(trained_ckpt), str(tmp_path / "noise.jpg"), str(tmp_path / "fake.jpg"),
+                       str(tmp_path / "missing.jpg"), str(tmp_path / "sub")])
+    assert rc == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.strip().splitlines()]
+    assert [ln["file"].rsplit("/", 1)[-1] for ln in lines] == ["noise.jpg", "fake.jpg", "missing.jpg", "a.png"]
+    assert lines[0]["label"] == "FAKE" and 0.5 <= lines[0]["prob_fake"] <= 1
+    assert lines[1] == {"file": str(tmp_path / "fake.jpg"), "error": "an HTML document, not an image"}
+    assert lines[2]["error"] == "file not found"
+    assert predict.main(["--weights", str(tmp_path / "nope.pt"), str(tmp_path / "noise.jpg")]) == 2
