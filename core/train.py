@@ -205,8 +205,10 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
         if distributed else None
     steps_per_epoch = (len(x_tr) // world) // cfg.batch_size or 1
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, cfg.epochs * steps_per_epoch),
-                                                pct_start=0.25)
+    total_steps = cfg.epochs * steps_per_epoch
+    # OneCycleLR divides by its phase lengths: with a handful of steps (tiny runs) keep the lr constant.
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25) \
+        if total_steps >= 20 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     history, best, best_state = [], None, None
     total_epochs = cfg.epochs + cfg.finetune_epochs
