@@ -1,0 +1,78 @@
+"""The committed sample matches its manifests, splits never share a source photo, and the shipped
+default checkpoint reproduces its accuracy on the sample's test split."""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from core.images import load_image
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+MIN_PER_CLASS = {"train": 5000, "test": 1000, "ood": 500}
+
+pytestmark = pytest.mark.skipif(not (SAMPLE / "test" / "manifest.csv").is_file(), reason="data/sample not built")
+
+
+def _manifest(split):
+    with open(SAMPLE / split / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("split", ["train", "test", "ood"])
+def test_manifest_matches_files(split):
+    rows = _manifest(split)
+    listed = {r["file"] for r in rows}
+    on_disk = {p.relative_to(SAMPLE / split).as_posix() for p in (SAMPLE / split).rglob("*.jpg")}
+    assert listed == on_disk
+    counts = Counter(int(r["label"]) for r in rows)
+    assert counts[0] == counts[1] == MIN_PER_CLASS[split]
+    for r in rows:
+        assert r["file"].split("/")[0] == ("REAL" if r["label"] == "0" else "FAKE")
+        assert r["source"] and r["origin"]
+    # Every file decodes to a 32x32 RGB image, saved the same way for both classes.
+    sizes = set()
+    for r in rows[:: max(1, len(rows) // 400)] if split == "train" else rows:
+        li = load_image(SAMPLE / split / r["file"])
+        sizes.add((li.image.size, li.format))
+    assert sizes == {((32, 32), "JPEG")}
+
+
+def test_no_source_photo_in_two_splits():
+    photos = {}
+    for split in ("train", "test", "ood"):
+        for r in _manifest(split):
+            if r["label"] == "0":
+                photo = (r["source"], r["origin"].split(" box=")[0].split(" (")[0])
+                photos.setdefault(photo, set()).add(split)
+    shared = {p: s for p, s in photos.items() if len(s) > 1}
+    assert not shared, shared
+    assert len(photos) >= 30
+
+
+def test_ood_fakes_come_from_another_generator():
+    gen = {split: {r["source"] for r in _manifest(split) if r["label"] == "1"} for split in ("train", "test", "ood")}
+    assert gen["train"] == gen["test"] and len(gen["train"]) == 1
+    assert gen["ood"].isdisjoint(gen["train"])
+
+
+def test_sample_size_budget():
+    total = sum(p.stat().st_size for p in SAMPLE.rglob("*") if p.is_file())
+    assert total < 42 * 2**20
+
+
+@pytest.mark.skipif(not (ROOT / "weights" / "default.pt").is_file(), reason="weights/default.pt not built")
+def test_default_checkpoint_scores_at_least_97_percent_on_sample_test(tmp_path):
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.evaluate import evaluate
+    lm = load_checkpoint(ROOT / "weights" / "default.pt")
+    df, m = evaluate(lm, open_dataset(SAMPLE, split="test"))
+    assert m["n"] == 2000 and m["n_skipped"] == 0
+    assert m["accuracy"] >= 0.97, m["accuracy"]
+    # The model card's numbers are what this run reproduces.
+    card = (ROOT / "weights" / "README.md").read_text()
+    assert f"{m['accuracy'] * 100:.2f}%" in card
