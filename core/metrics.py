@@ -163,3 +163,39 @@ def fit_temperature(logits, y, bounds: tuple[float, float] = (0.05, 20.0)) -> fl
             d = a + g * (b - a)
             fd = nll(d)
     return float(math.exp((a + b) / 2))
+
+
+def temperature_scaling_split(logits, y, fit_fraction: float = 0.5, seed: int = 0, n_bins: int = 10,
+                              current_temperature: float = 1.0) -> dict:
+    """Fit a temperature on a seeded random `fit_fraction` of (logits, y); measure before/after on the rest.
+
+    logits: raw logits (N,) (before any temperature); y: 0/1 (N,). "Before" uses
+    `current_temperature` (the checkpoint's own T), "after" the fitted T (also relative to raw logits). Returns {"temperature", "fit_idx", "eval_idx", "before", "after"}
+    where before/after hold ece, mce, brier, log_loss and reliability `bins` on the evaluation part.
+    The split is stratified by class so both parts keep the class balance.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    fit_idx, eval_idx = [], []
+    for k in (0, 1):
+        idx = rng.permutation(np.flatnonzero(y == k))
+        cut = int(round(fit_fraction * len(idx)))
+        fit_idx.append(idx[:cut])
+        eval_idx.append(idx[cut:])
+    fit_idx, eval_idx = np.sort(np.concatenate(fit_idx)), np.sort(np.concatenate(eval_idx))
+    if len(fit_idx) == 0 or len(eval_idx) == 0:
+        raise ValueError("both the fitting part and the evaluation part need at least one image")
+    t = fit_temperature(z[fit_idx], y[fit_idx])
+
+    def report(temp):
+        p = apply_temperature(z[eval_idx], temp)
+        yy = y[eval_idx]
+        return {"temperature": temp, "ece": expected_calibration_error(yy, p, n_bins),
+                "mce": maximum_calibration_error(yy, p, n_bins),
+                "brier": float(np.mean((p - yy) ** 2)),
+                "log_loss": float(skm.log_loss(yy, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
+                "bins": reliability_bins(yy, p, n_bins)}
+
+    return {"temperature": t, "fit_idx": fit_idx, "eval_idx": eval_idx, "before": report(float(current_temperature)),
+            "after": report(t)}

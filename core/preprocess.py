@@ -68,7 +68,7 @@ def preprocess_image(rgb: Image.Image, cfg: PreprocessConfig = PreprocessConfig(
 
 
 def to_model_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> float32 in [0, 1]. Float input is returned unchanged."""
+    """uint8 (B, 3, S, S) -> float32 in [0, 1], channels_last. Float input keeps its values."""
     if x.dtype == torch.uint8:
-        return x.float().div_(255.0)
-    return x
+        x = x.float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x

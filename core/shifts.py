@@ -134,6 +134,12 @@ def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torc
     raise ShiftError(f"unknown shift {name!r}")
 
 
+def shift_array(arr: np.ndarray, name: str, level: float, seed: int = 0) -> np.ndarray:
+    """uint8 (H, W, 3) array -> uint8 (H, W, 3): `apply_shift` for one image held as an array (the app's examples)."""
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8)).permute(2, 0, 1).contiguous()   # (3, H, W)
+    return apply_shift(x, name, level, seed).permute(1, 2, 0).contiguous().numpy()
+
+
 def _jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     buf = io.BytesIO()
     tensor_to_pil(x).save(buf, format="JPEG", quality=quality)

@@ -189,9 +189,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
         raise DatasetError("training needs both REAL and FAKE images")
 
     model_args = {"input_size": pcfg.size, **cfg.model_args}
-    model = build_model(cfg.arch, **model_args).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(cfg.arch, **model_args).to(device, memory_format=torch.channels_last)
     ddp_model = model
     if distributed:
         from torch.nn.parallel import DistributedDataParallel
@@ -232,9 +230,7 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             xb = augment(x_tr[idx], g, cfg.robust_aug)
             yb = y_tr[idx].float().to(device, non_blocking=True)
-            xb = to_model_input(xb.to(device, non_blocking=True))
-            if device.type == "cuda":
-                xb = xb.contiguous(memory_format=torch.channels_last)
+            xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
             with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
                 logits = ddp_model(xb)
                 target = yb * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
