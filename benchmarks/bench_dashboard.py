@@ -42,13 +42,13 @@ def main():
         for page in PAGES:
             st.cache_data.clear()
             st.cache_resource.clear()
-            at = AppTest.from_file("dashboard.py", default_timeout=600)
+            at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
             if page != PAGES[0]:
                 at.run()                 # the entrypoint's first run; the page switch is what we time
             first = timed(at, page)
             st.cache_data.clear()
             st.cache_resource.clear()
-            at2 = AppTest.from_file("dashboard.py", default_timeout=600)
+            at2 = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=600)
             if page != PAGES[0]:
                 at2.run()
             disk = timed(at2, page)

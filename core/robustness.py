@@ -136,6 +136,22 @@ def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batc
     return out
 
 
+def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed: int = 0, top: float = 0.1) -> dict:
+    """`gradcam_audit` on a seeded random sample of at most n decodable items of ds (only those are decoded).
+
+    Adds "ids" and "labels" (N,) of the audited items to the result; undecodable items are left out.
+    """
+    idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
+    ds.preprocess, ds.shift = lm.preprocess, None
+    recs = [r for r in (ds[int(i)] for i in idx) if r["image"] is not None]
+    x = torch.stack([r["image"] for r in recs]) if recs else \
+        torch.zeros(0, 3, lm.preprocess.size, lm.preprocess.size, dtype=torch.uint8)   # (N, 3, S, S) uint8
+    out = gradcam_audit(lm, x, top=top, seed=seed)
+    out["ids"] = [r["id"] for r in recs]
+    out["labels"] = np.array([r["label"] for r in recs], dtype=np.int64)
+    return out
+
+
 def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None) -> pd.DataFrame:
     """`sweep` computed once per (weights hash, dataset fingerprint, levels), stored as CSV atomically."""
     key = hashlib.sha256(f"{lm.sha256}|{dataset_fingerprint(ds)}|{json.dumps(SWEEP_LEVELS, sort_keys=True)}"

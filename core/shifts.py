@@ -136,7 +136,7 @@ def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torc
 
 def shift_array(arr: np.ndarray, name: str, level: float, seed: int = 0) -> np.ndarray:
     """uint8 (H, W, 3) array -> uint8 (H, W, 3): `apply_shift` for one image held as an array (the app's examples)."""
-    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.uint8)).permute(2, 0, 1).contiguous()   # (3, H, W)
+    x = torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1).contiguous()   # (3, H, W)
     return apply_shift(x, name, level, seed).permute(1, 2, 0).contiguous().numpy()
 
 

@@ -29,9 +29,11 @@ From the repository root::
     python data/build_sample.py --skip-gen-train      # reuse weights/generators/*.pt
     python data/build_sample.py --dcgan-steps 20 --vae-steps 20 --out /tmp/s   # smoke test
 
-Measured build time (2 CPU cores, torch 2.14 CPU): about 50 minutes in total, nearly all of it
-generator training (DCGAN 6,500 steps ~ 36 min, VAE 6,000 steps ~ 9 min); with
-``--skip-gen-train`` about 1 minute. See ``data/card/build_times.md`` for the last run.
+Measured build time (2 CPU cores, shared, torch 2.14 CPU), run as
+``python data/build_sample.py --dcgan-minutes 36 --vae-minutes 8``: 43 minutes in total, nearly
+all of it generator training (DCGAN capped at 36 min = 4,789 steps at ~0.45 s/step; VAE 8,000
+steps in 7 min); real crops and writing take seconds. With ``--skip-gen-train`` under 10 seconds.
+See ``data/card/build_times.md`` for the last run.
 """
 
 from __future__ import annotations
@@ -436,7 +438,12 @@ def train_dcgan(x, args, cfg):
     oD = torch.optim.Adam(D.parameters(), cfg["lr_d"], betas=(0.5, 0.999))
     data = batches(x, cfg["batch"], g)
     bar = tqdm(range(args.dcgan_steps), desc="train dcgan", unit="step", mininterval=20)
+    t0, done = time.time(), 0
     for step in bar:
+        if args.dcgan_minutes and time.time() - t0 > 60 * args.dcgan_minutes:
+            log(f"[dcgan] time budget of {args.dcgan_minutes} min reached at step {step}")
+            break
+        done = step + 1
         real = next(data)
         z = torch.randn(cfg["batch"], cfg["nz"], generator=g)
         fake = G(z)
@@ -460,8 +467,9 @@ def train_dcgan(x, args, cfg):
             # Snapshots of the live G let a long run be judged (and stopped) before it ends.
             args.progress_dir.mkdir(parents=True, exist_ok=True)
             grid(fake[:64].detach(), args.progress_dir / f"dcgan_{step:05d}.png")
+    bar.close()
     recalibrate_bn(G_ema, lambda: G_ema(torch.randn(256, cfg["nz"], generator=g)))
-    return G_ema
+    return G_ema, done
 
 
 def train_vae(x, args, cfg):
@@ -472,7 +480,12 @@ def train_vae(x, args, cfg):
     opt = torch.optim.Adam(V.parameters(), cfg["lr"])
     data = batches(x, cfg["batch"], g)
     bar = tqdm(range(args.vae_steps), desc="train vae", unit="step", mininterval=20)
+    t0, done = time.time(), 0
     for step in bar:
+        if args.vae_minutes and time.time() - t0 > 60 * args.vae_minutes:
+            log(f"[vae] time budget of {args.vae_minutes} min reached at step {step}")
+            break
+        done = step + 1
         real = next(data)
         rec, mu, logvar = V(real)
         # Sum over pixels (Gaussian log-likelihood up to scale) so the KL term does not
@@ -486,8 +499,9 @@ def train_vae(x, args, cfg):
         if step % 500 == 0 or step == args.vae_steps - 1:
             bar.set_postfix(recon=f"{recon.item():.1f}", kl=f"{kl.item():.1f}")
             log(f"[vae] step {step} recon {recon.item():.1f} kl {kl.item():.1f}")
+    bar.close()
     V.eval()
-    return V
+    return V, done
 
 
 @torch.no_grad()
@@ -587,6 +601,12 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=20260522)
     p.add_argument("--dcgan-steps", type=int, default=7000)
     p.add_argument("--vae-steps", type=int, default=8000)
+    # Wall-clock caps: a shared CPU can run 3x slower for minutes at a time, and a build that
+    # must finish on schedule is better off with fewer steps than with no weights at all.
+    p.add_argument("--dcgan-minutes", type=float, default=0,
+                   help="stop DCGAN training after this many minutes (0 = no cap)")
+    p.add_argument("--vae-minutes", type=float, default=0,
+                   help="stop VAE training after this many minutes (0 = no cap)")
     p.add_argument("--skip-gen-train", action="store_true",
                    help="load weights/generators/{dcgan,vae}.pt instead of training")
     p.add_argument("--train-n", type=int, default=5000, help="images per class in train")
@@ -624,13 +644,13 @@ def main(argv=None):
         log(f"[gen] loaded {dc_path} and {vae_path}")
     else:
         t = time.time()
-        G = train_dcgan(x, args, dc_cfg)
-        times["train dcgan"] = time.time() - t
-        save_generator(dc_path, G, "dcgan", dc_cfg, args.dcgan_steps, times["train dcgan"])
+        G, dc_steps = train_dcgan(x, args, dc_cfg)
+        times[f"train dcgan ({dc_steps} steps)"] = time.time() - t
+        save_generator(dc_path, G, "dcgan", dc_cfg, dc_steps, time.time() - t)
         t = time.time()
-        V = train_vae(x, args, vae_cfg)
-        times["train vae"] = time.time() - t
-        save_generator(vae_path, V, "vae", vae_cfg, args.vae_steps, times["train vae"])
+        V, vae_steps = train_vae(x, args, vae_cfg)
+        times[f"train vae ({vae_steps} steps)"] = time.time() - t
+        save_generator(vae_path, V, "vae", vae_cfg, vae_steps, time.time() - t)
         log(f"[gen] saved {dc_path} ({dc_path.stat().st_size / 1e6:.1f} MB),"
             f" {vae_path} ({vae_path.stat().st_size / 1e6:.1f} MB)")
 

@@ -177,8 +177,27 @@ def sidebar_ui() -> None:
         "dataset_key": key if ds is not None else None, "threshold": threshold}
 
 
+def _ensure_entrypoint() -> None:
+    """Rerun through dashboard.py when Streamlit ran a page file on its own.
+
+    A folder named pages/ next to the entrypoint makes Streamlit start in its old pages-directory
+    mode, which it leaves only at the first st.navigation call. Until then (a fresh server whose
+    first visitor opens a deep link such as /confusion, and every AppTest run) the page file runs
+    alone: no sidebar, no selection, and pages/_common.py listed as a page. Leaving that mode and
+    rerunning lands on the same page (same URL path) through dashboard.py's st.navigation.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:          # internal module moved: nothing to repair
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def get_context(need_data: bool = True) -> Context | None:
     """The current selection as live objects; shows why and returns None when it is not usable."""
+    _ensure_entrypoint()
     sel = st.session_state.get("selection") or {}
     if not sel.get("weights_path"):
         st.warning("No usable model is selected: pick one in the sidebar.")

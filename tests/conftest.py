@@ -89,3 +89,8 @@ def trained_ckpt(tiny_cifake, tmp_path_factory) -> Path:
                       lr=3e-3, val_fraction=0.25, out=str(out), seed=0,
                       model_args={"channels": [8, 16, 16, 32], "hidden": 16}), log=lambda *a: None)
     return out
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "shipped: runs on the shipped weights/default.pt and data/sample "
+                                       "(skips until they exist)")

@@ -1,0 +1,134 @@
+"""Confusion matrix page: counts and row-normalised rates, per-class precision/recall/F1, ROC and PR
+curves with the threshold's operating point, and the images behind each cell.
+
+Everything follows the sidebar threshold: metrics are recomputed from the stored P(AI) of every
+image (core.metrics.classification_metrics), which is cheap; the model does not run again.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.metrics import classification_metrics, pr_curve, roc_curve
+from pages._common import evaluation_ui, get_context
+from pages._views import gallery, heatmap, num, pct, predicted_confidence
+
+CELLS = {  # cell -> (true label, predicted label, plain meaning)
+    "TN": (0, 0, "REAL called REAL"), "FP": (0, 1, "REAL called FAKE"),
+    "FN": (1, 0, "FAKE called REAL"), "TP": (1, 1, "FAKE called FAKE"),
+}
+
+
+def cells_table(cm: list[list[int]]) -> pd.DataFrame:
+    (tn, fp), (fn, tp) = cm
+    counts = {"TN": tn, "FP": fp, "FN": fn, "TP": tp}
+    rows = []
+    for cell, (t, p, meaning) in CELLS.items():
+        row_total = sum(cm[t])
+        rows.append({"cell": cell, "meaning": meaning, "true": "FAKE" if t else "REAL",
+                     "predicted": "FAKE" if p else "REAL", "count": counts[cell],
+                     "share_of_true_class": counts[cell] / row_total if row_total else None})
+    return pd.DataFrame(rows)
+
+
+def curves_figures(y, p, cm) -> tuple[go.Figure, go.Figure]:
+    (tn, fp), (fn, tp) = cm
+    roc, pr = roc_curve(y, p), pr_curve(y, p)
+    fpr_t = fp / (fp + tn) if fp + tn else None
+    tpr_t = tp / (tp + fn) if tp + fn else None
+    prec_t = tp / (tp + fp) if tp + fp else None
+    f1 = go.Figure(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="ROC",
+                              customdata=np.r_[roc["thresholds"]],
+                              hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}, threshold %{customdata:.3f}<extra></extra>"))
+    f1.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
+    if fpr_t is not None and tpr_t is not None:
+        f1.add_trace(go.Scatter(x=[fpr_t], y=[tpr_t], mode="markers", marker=dict(size=12, color="red"),
+                                name="threshold"))
+    f1.update_layout(height=380, xaxis_title="false positive rate (REAL called FAKE)",
+                     yaxis_title="true positive rate (FAKE caught)", margin=dict(l=10, r=10, t=30, b=10))
+    f2 = go.Figure(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name="PR"))
+    base = float(np.mean(y)) if len(y) else 0
+    f2.add_hline(y=base, line=dict(dash="dot", color="gray"), annotation_text="share of FAKE (chance)")
+    if prec_t is not None and tpr_t is not None:
+        f2.add_trace(go.Scatter(x=[tpr_t], y=[prec_t], mode="markers", marker=dict(size=12, color="red"),
+                                name="threshold"))
+    f2.update_layout(height=380, xaxis_title="recall of FAKE", yaxis_title="precision of FAKE",
+                     yaxis=dict(range=[0, 1.02]), margin=dict(l=10, r=10, t=30, b=10))
+    return f1, f2
+
+
+def main() -> None:
+    st.title("Confusion matrix")
+    ctx = get_context()
+    if ctx is None:
+        st.stop()
+    res = evaluation_ui(ctx)
+    if res is None:
+        st.stop()
+    df, stored = res
+    if df.empty:
+        st.error("No image of this dataset could be decoded; nothing to count.")
+        st.stop()
+    y, p = df["label"].to_numpy(), df["prob_fake"].to_numpy()
+    m = classification_metrics(y, p, ctx.threshold)
+    cm = m["confusion_matrix"]
+    st.caption(f"{stored.get('dataset', '')} · threshold {ctx.threshold:.2f}: an image is called FAKE when "
+               "P(AI) >= threshold.")
+    cols = st.columns(5)
+    cols[0].metric("Images", f"{m['n']:,}")
+    cols[1].metric("Accuracy", pct(m["accuracy"]))
+    cols[2].metric("ROC AUC", num(m["roc_auc"]))
+    cols[3].metric("Average precision", num(m["average_precision"]))
+    cols[4].metric("Unreadable (skipped)", stored.get("n_skipped", 0))
+
+    counts = np.array(cm)
+    rows = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    a, b = st.columns(2)
+    a.plotly_chart(heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts"), key="cm_counts")
+    b.plotly_chart(heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
+                           zmax=1), key="cm_norm")
+    st.dataframe(cells_table(cm), key="cm_cells", hide_index=True,
+                 column_config={"share_of_true_class": st.column_config.NumberColumn(format="percent")})
+
+    st.subheader("Per class")
+    per = pd.DataFrame([{"class": k, **v} for k, v in m["per_class"].items()])
+    st.dataframe(per, key="cm_per_class", hide_index=True,
+                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+    st.caption("Recall of REAL is the share of real images let through; recall of FAKE the share of AI images caught.")
+
+    if m["roc_auc"] is None:
+        st.warning("ROC and PR curves need both classes in the dataset.")
+    else:
+        f1, f2 = curves_figures(y, p, cm)
+        a, b = st.columns(2)
+        with a:
+            st.markdown(f"**ROC curve** · AUC = {m['roc_auc']:.4f}")
+            st.plotly_chart(f1, key="roc")
+        with b:
+            st.markdown(f"**Precision-recall curve (FAKE as positive)** · AP = {m['average_precision']:.4f}")
+            st.plotly_chart(f2, key="pr")
+        st.caption("The red dot is the operating point of the sidebar threshold.")
+
+    st.subheader("Images in a cell")
+    (tn, fp), (fn, tp) = cm
+    cell = st.radio("Cell", list(CELLS), horizontal=True, key="cm_cell", index=1 if fp >= fn else 2,
+                    format_func=lambda c: f"{c}: {CELLS[c][2]} ({cells_table(cm).set_index('cell').loc[c, 'count']:,})")
+    t, pr_ = CELLS[cell][:2]
+    pred = (df["prob_fake"] >= ctx.threshold).astype(int)
+    sel = df[(df["label"] == t) & (pred == pr_)].copy()
+    sel["confidence"] = predicted_confidence(sel["prob_fake"], ctx.threshold)
+    sel = sel.sort_values("confidence", ascending=False)
+    n_show = st.slider("Images to show (most confident first)", 6, 60, 18, 6, key="cm_n")
+    st.caption(f"{len(sel):,} image(s) in {cell}; showing up to {n_show}.")
+    gallery(ctx, sel.head(n_show))
+
+    skipped = stored.get("skipped") or []
+    if skipped:
+        with st.expander(f"{len(skipped)} file(s) could not be decoded and are not counted"):
+            st.dataframe(pd.DataFrame(skipped), hide_index=True)
+
+
+main()

@@ -1,0 +1,185 @@
+"""Calibration page: does P(AI) mean what it says?
+
+Reliability diagram with per-bin counts, ECE (with a bootstrap interval), MCE and Brier score;
+confidence of correct vs wrong calls; temperature scaling fitted on a seeded half of the evaluation
+and checked on the other half, with a button to save the fitted temperature into a *copy* of the
+checkpoint; and the risk-coverage curve (what abstaining on unsure images buys).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core.checkpoint import CheckpointError, with_temperature
+from core.metrics import (bootstrap_ece, classification_metrics, reliability_bins, risk_coverage,
+                          temperature_scaling_split)
+from pages import _common
+from pages._common import evaluation_ui, get_context
+from pages._views import num, pct, predicted_confidence
+
+
+@st.cache_data(show_spinner="Bootstrapping the ECE...", max_entries=16)
+def _bootstrap(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    return bootstrap_ece(y, p, n_boot=200, seed=0)
+
+
+def reliability_figure(curves: dict[str, list[dict]]) -> go.Figure:
+    """curves: {name: reliability bins}; accuracy vs confidence on top, counts per bin below."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06)
+    fig.add_trace(go.Scatter(x=[0.5, 1], y=[0.5, 1], mode="lines", line=dict(dash="dot", color="gray"),
+                             name="perfect calibration"), row=1, col=1)
+    for (name, bins), color in zip(curves.items(), ("#1f77b4", "#ff7f0e", "#2ca02c")):
+        xs = [b["confidence"] for b in bins if b["count"]]
+        ys = [b["accuracy"] for b in bins if b["count"]]
+        ns = [b["count"] for b in bins if b["count"]]
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, customdata=ns, line=dict(color=color),
+                                 hovertemplate="confidence %{x:.3f}, accuracy %{y:.3f}, %{customdata} images"
+                                               "<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins], y=[b["count"] for b in bins],
+                             width=0.045, name=f"{name}: images per bin", opacity=0.6, marker_color=color),
+                      row=2, col=1)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="images", type="log", row=2, col=1)
+    fig.update_xaxes(title_text="confidence of the predicted class", range=[0.48, 1.01], row=2, col=1)
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), barmode="group",
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def safe_checkpoint_name(text: str) -> str | None:
+    """A plain file name ending in .pt (letters, digits, . _ -), or None."""
+    text = text.strip()
+    if not text.endswith(".pt"):
+        text += ".pt"
+    return text if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,100}\.pt", text) else None
+
+
+def save_ui(ctx, temperature: float) -> None:
+    weights_dir = Path(_common.WEIGHTS_DIR)
+    stem = Path(ctx.weights_path).stem
+    name = st.text_input("Name of the calibrated copy", f"{stem}-T{temperature:.3f}.pt", key="cal_save_name",
+                         help=f"Saved under {weights_dir}; an existing file is never overwritten.")
+    if st.button("Save a calibrated copy of the checkpoint", key="cal_save"):
+        clean = safe_checkpoint_name(name)
+        if clean is None:
+            st.error("Use a plain file name: letters, digits, '.', '_' or '-', ending in .pt.")
+            return
+        out = weights_dir / clean
+        if out.exists() or out.resolve() == Path(ctx.weights_path).resolve():
+            st.error(f"{out} already exists; choose another name (files are never overwritten).")
+            return
+        try:
+            with_temperature(ctx.weights_path, temperature, out)
+        except (CheckpointError, OSError) as e:
+            st.error(f"Could not save the copy: {e}")
+            return
+        st.success(f"Saved {out} with T = {temperature:.4f}. Pick `{clean}` in the sidebar's checkpoint list to use it; "
+                   "the original checkpoint is unchanged.")
+
+
+def main() -> None:
+    st.title("Calibration")
+    ctx = get_context()
+    if ctx is None:
+        st.stop()
+    res = evaluation_ui(ctx)
+    if res is None:
+        st.stop()
+    df, stored = res
+    if df.empty or df["label"].nunique() < 2:
+        st.warning("Calibration needs decoded images of both classes in the evaluation set.")
+        st.stop()
+    y, p, z = df["label"].to_numpy(), df["prob_fake"].to_numpy(), df["logit"].to_numpy()
+    m = classification_metrics(y, p, ctx.threshold)
+    lo, hi = _bootstrap(y, p)
+    st.caption(f"{stored.get('dataset', '')} · model temperature T = {ctx.lm.temperature:.3g}. Reliability, ECE, "
+               "MCE and Brier describe the probabilities themselves, so they do not depend on the threshold; the "
+               "correct/wrong split and the risk-coverage curve use the sidebar threshold "
+               f"({ctx.threshold:.2f}).")
+    cols = st.columns(4)
+    cols[0].metric("ECE", num(m["ece"], ".4f"), help="Expected calibration error over 10 equal-width confidence "
+                   "bins: the average gap between confidence and accuracy, weighted by bin size.")
+    cols[0].caption(f"95% bootstrap interval {lo:.4f} to {hi:.4f}")
+    cols[1].metric("MCE", num(m["mce"], ".4f"), help="Largest gap in any non-empty bin.")
+    cols[2].metric("Brier score", num(m["brier"], ".4f"), help="Mean squared error of P(AI); 0.25 for a constant 0.5.")
+    cols[3].metric("Accuracy at threshold", pct(m["accuracy"]))
+
+    st.subheader("Reliability diagram")
+    bins = reliability_bins(y, p)
+    st.plotly_chart(reliability_figure({"model": bins}), key="reliability")
+    st.dataframe([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
+                   "accuracy": b["accuracy"], "gap": b["accuracy"] - b["confidence"] if b["count"] else None}
+                  for b in bins], key="reliability_table", hide_index=True)
+
+    st.subheader("Confidence of correct and wrong calls")
+    pred = (df["prob_fake"] >= ctx.threshold).astype(int)
+    conf = predicted_confidence(df["prob_fake"], ctx.threshold)
+    correct = pred == df["label"]
+    fig = go.Figure()
+    for ok, name, color in ((True, "correct", "#2ca02c"), (False, "wrong", "#d62728")):
+        fig.add_trace(go.Histogram(x=conf[correct == ok], name=f"{name} ({int((correct == ok).sum()):,})",
+                                   xbins=dict(start=0, end=1.0001, size=0.025), marker_color=color, opacity=0.7,
+                                   histnorm="percent"))
+    fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="confidence in the predicted class", yaxis_title="% of the group")
+    st.plotly_chart(fig, key="conf_hist")
+    n_wrong = int((~correct).sum())
+    hi_wrong = int(((~correct) & (conf > 0.9)).sum())
+    st.markdown(f"{n_wrong:,} wrong call(s); {hi_wrong:,} of them ({pct(hi_wrong / n_wrong) if n_wrong else 'n/a'}) "
+                "with confidence above 0.9.")
+
+    st.subheader("Temperature scaling")
+    st.markdown("P(AI) = sigmoid(logit / T). One number T is fitted by maximum likelihood on a held-out part of "
+                "this evaluation and checked on the other part, so the improvement is not measured on the "
+                "images it was fitted on.")
+    a, b = st.columns(2)
+    frac = a.slider("Share used for fitting", 0.2, 0.8, 0.5, 0.1, key="cal_frac")
+    seed = b.number_input("Split seed", 0, 10_000, 0, key="cal_seed")
+    try:
+        ts = temperature_scaling_split(z, y, fit_fraction=frac, seed=int(seed), current_temperature=ctx.lm.temperature)
+    except ValueError as e:
+        st.warning(f"Temperature scaling is not possible here: {e}")
+    else:
+        t_fit, before, after = ts["temperature"], ts["before"], ts["after"]
+        cols = st.columns(4)
+        cols[0].metric("Fitted T", f"{t_fit:.4f}", help=f"fitted on {len(ts['fit_idx']):,} images; T > 1 means "
+                       "the model was over-confident")
+        cols[1].metric("ECE on the other part", f"{after['ece']:.4f}", f"{after['ece'] - before['ece']:+.4f}",
+                       delta_color="inverse")
+        cols[2].metric("Brier on the other part", f"{after['brier']:.4f}", f"{after['brier'] - before['brier']:+.4f}",
+                       delta_color="inverse")
+        cols[3].metric("Log loss on the other part", f"{after['log_loss']:.4f}",
+                       f"{after['log_loss'] - before['log_loss']:+.4f}", delta_color="inverse")
+        st.dataframe([{"temperature": f"current T = {before['temperature']:.4g}", "ECE": before["ece"],
+                       "MCE": before["mce"], "Brier": before["brier"], "log loss": before["log_loss"]},
+                      {"temperature": f"fitted T = {t_fit:.4g}", "ECE": after["ece"], "MCE": after["mce"],
+                       "Brier": after["brier"], "log loss": after["log_loss"]}],
+                     key="temperature_table", hide_index=True)
+        st.plotly_chart(reliability_figure({f"before (T = {before['temperature']:.3g})": before["bins"],
+                                            f"after (T = {t_fit:.3g})": after["bins"]}), key="reliability_ts")
+        st.caption(f"Evaluated on the {len(ts['eval_idx']):,} images not used for fitting. Temperature scaling never "
+                   "changes which side of 0.5 an image falls on, so accuracy at threshold 0.5 is unchanged.")
+        save_ui(ctx, t_fit)
+
+    st.subheader("Risk-coverage: abstaining on unsure images")
+    rc = risk_coverage(y, p, ctx.threshold)
+    fig = go.Figure(go.Scatter(x=rc["coverage"], y=rc["accuracy"], mode="lines", name="accuracy on kept images"))
+    abstain = st.slider("Abstain on the least confident (%)", 0, 90, 10, 5, key="cal_abstain")
+    keep = max(1, int(np.ceil((1 - abstain / 100) * len(y))))
+    acc_kept = float(rc["accuracy"][keep - 1])
+    fig.add_trace(go.Scatter(x=[keep / len(y)], y=[acc_kept], mode="markers", marker=dict(size=12, color="red"),
+                             name="chosen"))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="coverage (share of images answered)",
+                      yaxis_title="accuracy on answered images", xaxis=dict(autorange="reversed"))
+    st.plotly_chart(fig, key="risk_coverage")
+    st.markdown(f"Abstaining on the **{abstain}%** least confident images (closest to the threshold) gives accuracy "
+                f"**{pct(acc_kept)}** on the remaining {keep:,}, against {pct(m['accuracy'])} answering all "
+                f"{len(y):,}.")
+
+
+main()

@@ -1,0 +1,210 @@
+"""Model & data page: the model card (read from the checkpoint itself) and the dataset card.
+
+Model: architecture, parameter count, preprocessing, temperature, training configuration, training
+history curves and the metrics stored at training time. Data: counts per split, class and source
+(from each split's manifest.csv when the sample has one), example images per class, and the sample's
+data card (data/README.md) when it exists.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from core.images import ImageError
+from core.labels import CLASS_NAMES
+from core.models import count_parameters
+from pages import _common
+from pages._common import get_context
+from pages._views import enlarged
+
+N_EXAMPLES = 8      # example images per class
+
+
+def _flatten(d: dict, prefix: str = "") -> list[dict]:
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            rows += _flatten(v, f"{prefix}{k}.")
+        else:
+            rows.append({"setting": f"{prefix}{k}", "value": json.dumps(v) if isinstance(v, (list, bool)) or v is None
+                         else str(v)})
+    return rows
+
+
+def history_figure(hist: pd.DataFrame) -> go.Figure:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "validation ECE / learning rate"),
+                        specs=[[{}, {}, {"secondary_y": True}]])
+    x = hist["epoch_index"]
+    for col, name, c in (("train_loss", "train loss", 1), ("val_loss", "val loss", 1),
+                         ("train_acc", "train acc", 2), ("val_acc", "val acc", 2)):
+        if col in hist:
+            fig.add_trace(go.Scatter(x=x, y=hist[col], mode="lines+markers", name=name,
+                                     text=hist.get("phase"), hovertemplate="%{y:.4f} (%{text})"), row=1, col=c)
+    if "val_ece" in hist:
+        fig.add_trace(go.Scatter(x=x, y=hist["val_ece"], mode="lines+markers", name="val ECE"), row=1, col=3)
+    if "lr" in hist:
+        fig.add_trace(go.Scatter(x=x, y=hist["lr"], mode="lines", name="learning rate", line=dict(dash="dot")),
+                      row=1, col=3, secondary_y=True)
+    if "phase" in hist and hist["phase"].nunique() > 1:
+        first_ft = hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()
+        for c in (1, 2, 3):
+            fig.add_vline(x=first_ft - 0.5, line=dict(dash="dash", color="gray"), row=1, col=c)
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def model_card(ctx) -> None:
+    lm = ctx.lm
+    st.header("Model card")
+    cols = st.columns(4)
+    cols[0].metric("Architecture", lm.arch)
+    cols[1].metric("Parameters", f"{count_parameters(lm.model):,}")
+    cols[2].metric("Input", f"{lm.preprocess.size}x{lm.preprocess.size} RGB")
+    cols[3].metric("Temperature", f"{lm.temperature:.4g}")
+    st.markdown(f"**Name:** `{lm.name}` · **file:** `{ctx.weights_path}` · **sha256:** `{lm.sha256[:16]}...` · "
+                f"**created:** {lm.meta.get('created', 'unknown')}  \n"
+                f"**Preprocessing:** {lm.preprocess.describe()}, fit `{lm.preprocess.fit}`; pixels scaled to [0, 1] "
+                "and normalised inside the model.  \n"
+                f"**Output:** one logit; P(AI) = sigmoid(logit / T). Labels: "
+                f"{', '.join(f'{k} = {v}' for k, v in (lm.meta.get('label_map') or {}).items())}.  \n"
+                f"**Model arguments:** `{json.dumps(lm.meta.get('model_args') or {})}`")
+    hist = pd.DataFrame(lm.meta.get("history") or [])
+    st.subheader("Training history")
+    if hist.empty:
+        st.info("This checkpoint stores no training history.")
+    else:
+        hist["epoch_index"] = np.arange(1, len(hist) + 1)
+        st.plotly_chart(history_figure(hist), key="history")
+        total = hist["seconds"].sum() if "seconds" in hist else None
+        if total is not None:
+            st.caption(f"{len(hist)} epochs, {total:,.1f} s of training"
+                       + (f", {hist['images_per_second'].median():,.0f} images/s median" if "images_per_second" in hist
+                          else "") + ". A dashed line marks the start of the fine-tuning phase.")
+        with st.expander("History table"):
+            st.dataframe(hist.drop(columns=["epoch_index"]), hide_index=True, key="history_table")
+    a, b = st.columns(2)
+    with a:
+        st.subheader("Training configuration")
+        cfg = lm.meta.get("train_config") or {}
+        if cfg:
+            st.dataframe(pd.DataFrame(_flatten(cfg)), hide_index=True, key="train_config", height=400)
+        else:
+            st.info("This checkpoint stores no training configuration.")
+    with b:
+        st.subheader("Metrics stored at training time")
+        metrics = lm.meta.get("metrics") or {}
+        if metrics:
+            st.dataframe(pd.DataFrame(_flatten(metrics)), hide_index=True, key="stored_metrics")
+            st.caption("Measured when the checkpoint was written; the other pages measure the selected data live.")
+        else:
+            st.info("This checkpoint stores no metrics.")
+    card = Path(_common.WEIGHTS_DIR) / "README.md"
+    if card.is_file():
+        with st.expander("Model cards of the shipped weights (weights/README.md)"):
+            st.markdown(card.read_text(encoding="utf-8", errors="replace"))
+
+
+def manifest_counts(sample_dir: Path) -> pd.DataFrame | None:
+    """Rows split, class, source, images from SAMPLE_DIR/<split>/manifest.csv, or None when there are none."""
+    frames = []
+    for split in _common.sample_splits():
+        m = sample_dir / split / "manifest.csv"
+        if m.is_file():
+            try:
+                d = pd.read_csv(m, dtype=str, keep_default_na=False)
+            except (OSError, ValueError):
+                continue
+            if "label" in d:
+                d["split"] = split
+                frames.append(d)
+    if not frames:
+        return None
+    d = pd.concat(frames)
+    d["class"] = d["label"].map(lambda v: CLASS_NAMES[1] if str(v).strip().upper() in ("1", "FAKE") else CLASS_NAMES[0])
+    if "source" not in d:
+        d["source"] = ""
+    return d.groupby(["split", "class", "source"]).size().rename("images").reset_index()
+
+
+def render_markdown_with_images(path: Path) -> None:
+    """st.markdown of a file, with its local images (![alt](rel/path.png)) drawn by st.image."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    pattern = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
+    pos = 0
+    for mt in pattern.finditer(text):
+        st.markdown(text[pos:mt.start()])
+        img = (path.parent / mt.group(2)).resolve()
+        if img.is_file() and path.parent.resolve() in img.parents:
+            st.image(str(img), caption=mt.group(1) or None)
+        pos = mt.end()
+    st.markdown(text[pos:])
+
+
+def data_card(ctx) -> None:
+    st.header("Dataset card")
+    sample = Path(_common.SAMPLE_DIR)
+    counts = manifest_counts(sample)
+    if counts is not None:
+        st.markdown(f"Embedded sample at `{sample}`: images per split and class (from each split's manifest.csv).")
+        pivot = counts.pivot_table(index="split", columns="class", values="images", aggfunc="sum", fill_value=0)
+        pivot["total"] = pivot.sum(axis=1)
+        st.dataframe(pivot.reset_index(), hide_index=True, key="data_counts")
+        with st.expander("Per source"):
+            st.dataframe(counts.pivot_table(index=["class", "source"], columns="split", values="images",
+                                            aggfunc="sum", fill_value=0).reset_index(),
+                         hide_index=True, key="data_sources")
+    if ctx.ds is not None:
+        c = ctx.ds.counts()
+        st.markdown(f"**Selected evaluation data:** {ctx.ds.describe()}")
+        if counts is None:
+            st.dataframe(pd.DataFrame([{"class": k, "images": v} for k, v in c.items()]), hide_index=True,
+                         key="data_counts")
+        for w in ctx.ds.warnings:
+            st.warning(w)
+        st.subheader("Example images")
+        labels = np.array(ctx.ds.labels)
+        rng = np.random.default_rng(0)
+        for k, name in enumerate(CLASS_NAMES):
+            idx = np.flatnonzero(labels == k)
+            if not len(idx):
+                continue
+            pick = np.sort(rng.choice(idx, size=min(N_EXAMPLES, len(idx)), replace=False))
+            st.markdown(f"**{name}**")
+            cols = st.columns(N_EXAMPLES)
+            for c_, i in zip(cols, pick):
+                try:
+                    img = ctx.ds.load(int(i))
+                except ImageError as e:
+                    c_.warning(f"{ctx.ds.item_id(int(i))}: {e}")
+                    continue
+                src = ctx.ds.items[int(i)][2]
+                c_.image(enlarged(np.asarray(img.image), 96),
+                         caption=f"{ctx.ds.item_id(int(i))}" + (f" · {src}" if src else ""))
+    readme = sample.parent / "README.md"
+    if readme.is_file():
+        st.subheader("Data card (data/README.md)")
+        with st.container(border=True):
+            render_markdown_with_images(readme)
+    elif counts is None and ctx.ds is None:
+        st.info("No dataset selected and no sample data card found.")
+
+
+def main() -> None:
+    st.title("Model & data")
+    ctx = get_context(need_data=False)
+    if ctx is None:
+        st.stop()
+    model_card(ctx)
+    st.divider()
+    data_card(ctx)
+
+
+main()

@@ -1,0 +1,165 @@
+"""Rendering helpers shared by the pages: image galleries (with Grad-CAM on demand), thumbnails, figures.
+
+Nothing here computes a metric: numbers come from core; this module only looks images up in the
+selected dataset, draws them and lays out plotly figures the same way on every page.
+"""
+from __future__ import annotations
+
+import base64
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.gradcam import overlay_heatmap
+from core.images import ImageError
+from core.labels import CLASS_NAMES
+from core.predict import predict_many
+from pages._common import Context, image_bytes
+
+DISPLAY_SIDE = 128      # px: small images are enlarged (nearest-neighbour) to about this side
+MAX_GALLERY = 60        # images drawn at once; more would make every rerun slow
+
+
+# ----------------------------------------------------------------------------- dataset lookups
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _id_index(dataset_key: tuple, stamp: float, _ds) -> dict[str, int]:
+    return {_ds.item_id(i): i for i in range(len(_ds))}
+
+
+def id_index(ctx: Context) -> dict[str, int]:
+    """{prediction id -> dataset index} for ctx.ds (ids are relative paths for folder datasets)."""
+    return _id_index(tuple(ctx.dataset_key), _stamp(ctx), ctx.ds)
+
+
+def _stamp(ctx: Context) -> float:
+    try:
+        return Path(ctx.dataset_key[0]).stat().st_mtime
+    except (OSError, IndexError, TypeError):
+        return 0.0
+
+
+def load_array(ctx: Context, item_id: str) -> np.ndarray | None:
+    """The decoded RGB image of a prediction id as uint8 (H, W, 3), or None when it cannot be read."""
+    i = id_index(ctx).get(item_id)
+    if i is None:
+        return None
+    try:
+        return np.asarray(ctx.ds.load(i).image)
+    except (ImageError, OSError):
+        return None
+
+
+def display_scale(arr: np.ndarray, side: int = DISPLAY_SIDE) -> int:
+    """Integer nearest-neighbour factor that brings the longer side of arr to about `side` pixels."""
+    return max(1, side // max(arr.shape[:2]))
+
+
+def enlarged(arr: np.ndarray, side: int = DISPLAY_SIDE) -> bytes:
+    return image_bytes(arr, display_scale(arr, side))
+
+
+def data_uri(arr: np.ndarray, side: int = 48) -> str:
+    """A small PNG thumbnail as a data: URI, for st.column_config.ImageColumn."""
+    from PIL import Image
+    img = Image.fromarray(arr)
+    if max(img.size) > side:
+        img.thumbnail((side, side), Image.Resampling.LANCZOS)
+        arr = np.asarray(img)
+        return "data:image/png;base64," + base64.b64encode(image_bytes(arr)).decode()
+    return "data:image/png;base64," + base64.b64encode(image_bytes(arr, max(1, side // max(img.size)))).decode()
+
+
+@st.cache_data(show_spinner="Computing Grad-CAM...", max_entries=32)
+def _cams(sha: str, weights_path: str, dataset_key: tuple, stamp: float, ids: tuple[str, ...]) -> dict:
+    from pages._common import load_model_cached, open_dataset_cached
+    lm = load_model_cached(weights_path, sha)
+    ds = open_dataset_cached(*dataset_key, stamp)
+    index = _id_index(tuple(dataset_key), stamp, ds)
+    sources = []
+    for i in ids:
+        if i in index:
+            sources.append((i, ds.read_bytes(ds.items[index[i]][0])))
+    preds = predict_many(lm, sources, with_cam=True)
+    return {p.name: (p.model_input, p.cam, p.prob_fake) for p in preds if p.error is None}
+
+
+def cams_for(ctx: Context, ids: list[str]) -> dict:
+    """{id: (model_input uint8 (S, S, 3), cam float (S, S), prob_fake)} for the given prediction ids."""
+    return _cams(ctx.lm.sha256, ctx.weights_path, tuple(ctx.dataset_key), _stamp(ctx), tuple(ids))
+
+
+# ----------------------------------------------------------------------------- galleries
+
+def predicted_confidence(p: pd.Series, threshold: float) -> pd.Series:
+    """Confidence in the predicted class at `threshold`: P(AI) for FAKE calls, 1 - P(AI) for REAL calls."""
+    return p.where(p >= threshold, 1 - p)
+
+
+def gallery(ctx: Context, rows: pd.DataFrame, n_cols: int = 6, cam: bool = False,
+            alpha: float = 0.5, caption=None) -> None:
+    """Draw rows (columns path, label, prob_fake[, source]) as an image grid, in the given order.
+
+    With cam=True each tile is the model's input with its Grad-CAM overlay (predicted class).
+    """
+    rows = rows.head(MAX_GALLERY)
+    if rows.empty:
+        st.info("No images to show.")
+        return
+    cams = cams_for(ctx, rows["path"].tolist()) if cam else {}
+    cols = st.columns(n_cols)
+    for k, (_, r) in enumerate(rows.iterrows()):
+        with cols[k % n_cols]:
+            if cam:
+                hit = cams.get(r["path"])
+                arr = overlay_heatmap(hit[0], hit[1], alpha) if hit else None
+            else:
+                arr = load_array(ctx, r["path"])
+            text = caption(r) if caption else default_caption(r, ctx.threshold)
+            if arr is None:
+                st.warning(f"{r['path']}: could not be read")
+                continue
+            st.image(enlarged(arr), caption=text)
+
+
+def default_caption(r, threshold: float) -> str:
+    called = CLASS_NAMES[int(r["prob_fake"] >= threshold)]
+    src = f" · {r['source']}" if r.get("source") else ""
+    return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{src}"
+
+
+# ----------------------------------------------------------------------------- figures
+
+def heatmap(z, text, title: str, zmax=None, colorscale="Blues") -> go.Figure:
+    """A 2x2 confusion heatmap: rows = true REAL/FAKE, columns = predicted REAL/FAKE."""
+    fig = go.Figure(go.Heatmap(z=z, x=["pred REAL", "pred FAKE"], y=["true REAL", "true FAKE"], text=text,
+                               texttemplate="%{text}", colorscale=colorscale, zmin=0, zmax=zmax,
+                               showscale=False, hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
+    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=330, margin=dict(l=10, r=10, t=60, b=10),
+                      yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def severity_figure(df: pd.DataFrame, x_title: str, baseline: dict) -> go.Figure:
+    """Accuracy, ECE and per-class recall against shift level (df: rows of one shift, sorted by level)."""
+    fig = go.Figure()
+    for col, name, dash in (("accuracy", "accuracy", "solid"), ("recall_REAL", "recall REAL", "dot"),
+                            ("recall_FAKE", "recall FAKE", "dot"), ("ece", "ECE", "dash")):
+        fig.add_trace(go.Scatter(x=df["level"], y=df[col], mode="lines+markers", name=name, line=dict(dash=dash)))
+    fig.add_hline(y=baseline["accuracy"], line=dict(color="gray", dash="dot", width=1),
+                  annotation_text="clean accuracy", annotation_position="bottom right")
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x_title,
+                      yaxis=dict(range=[0, 1.02], title="value"), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
+
+
+def num(v, fmt=".3f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)

@@ -1,0 +1,435 @@
+"""The six dashboard pages under streamlit.testing (AppTest), on tiny fixtures built in tmp_path.
+
+    python -m pytest tests/test_app.py -q
+
+Fixtures: a CIFAKE-layout sample with train/test/ood splits (24 REAL + 24 FAKE each, 32x32 JPEG;
+REAL smooth, FAKE noise, manifest.csv with sources) and a small seed-v21 trained on it for a few
+epochs. pages._common reads AUDIT_* at import time and AppTest runs the scripts in this process, so
+the fixture sets the environment *and* patches the module's path attributes (monkeypatch restores
+them). Uploads go through AppTest's own file_uploader support (streamlit >= 1.50).
+The last test runs on the shipped weights/default.pt + data/sample and skips until they exist.
+"""
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+PAGES = {"1_predict": "Predict", "2_confusion": "Confusion matrix", "3_calibration": "Calibration",
+         "4_misclassifications": "Misclassifications", "5_limitations": "Limitations", "6_model_data": "Model & data"}
+N_PER_CLASS = 24
+
+
+def _smooth(rng, size=32):
+    return Image.fromarray(rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC)
+
+
+def _noise(rng, size=32):
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3)).astype(np.uint8))
+
+
+def _encode(img, fmt="JPEG"):
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+def make_sample(root: Path, n=N_PER_CLASS, seed=0) -> Path:
+    """root/{train,test,ood}/{REAL,FAKE}/NNNN.jpg + manifest.csv (file,label,source,origin) per split."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "test", "ood"):
+        rows = []
+        for cls, make, label in (("REAL", _smooth, 0), ("FAKE", _noise, 1)):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (d / f"{i:04d}.jpg").write_bytes(_encode(make(rng)))
+                src = ("photos-a" if i % 2 else "photos-b") if label == 0 else ("gen-ood" if split == "ood" else "gen")
+                rows.append({"file": f"{cls}/{i:04d}.jpg", "label": label, "source": src, "origin": f"test {i}"})
+        pd.DataFrame(rows).to_csv(root / split / "manifest.csv", index=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def app_dirs(tmp_path_factory):
+    from core.train import TrainConfig, train
+    base = tmp_path_factory.mktemp("app")
+    sample = make_sample(base / "sample")
+    weights = base / "weights"
+    weights.mkdir()
+    train(TrainConfig(data=str(sample), arch="seed-v21", epochs=3, finetune_epochs=1, batch_size=16, lr=3e-3,
+                      val_fraction=0.25, out=str(weights / "default.pt"), seed=0, device="cpu",
+                      model_args={"channels": [8, 16, 16, 32], "hidden": 16}), log=lambda *a: None)
+    return {"weights": weights, "sample": sample, "runs": base / "runs"}
+
+
+def _use_navigation(monkeypatch) -> None:
+    """Make every AppTest run go through dashboard.py's st.navigation, as a live server does.
+
+    AppTest resets PagesManager.uses_pages_directory before each run, so each run starts in
+    Streamlit's old pages-directory mode (there is a pages/ folder); pages._common then reruns
+    through dashboard.py (test_lone_page_file_reruns_through_dashboard), but that rerun drops
+    a button click. A live server leaves the mode for good at the first st.navigation call.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", False)
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+
+
+def _point_app_at(monkeypatch, weights: Path, sample: Path, runs: Path, navigation: bool = True) -> None:
+    if navigation:
+        _use_navigation(monkeypatch)
+    monkeypatch.setenv("AUDIT_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("AUDIT_SAMPLE_DIR", str(sample))
+    monkeypatch.setenv("AUDIT_RUNS_DIR", str(runs))
+    import pages._common as common
+    monkeypatch.setattr(common, "WEIGHTS_DIR", weights)
+    monkeypatch.setattr(common, "SAMPLE_DIR", sample)
+    monkeypatch.setattr(common, "RUNS_DIR", runs)
+    monkeypatch.setattr(common, "DEFAULT_WEIGHTS", weights / "default.pt")
+
+
+@pytest.fixture
+def app(app_dirs, monkeypatch):
+    _point_app_at(monkeypatch, app_dirs["weights"], app_dirs["sample"], app_dirs["runs"])
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def _page(at, name):
+    at.switch_page(f"pages/{name}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _table(at, column) -> pd.DataFrame:
+    hits = [d.value for d in at.dataframe if column in d.value.columns]
+    assert hits, f"no table with a {column!r} column"
+    return hits[0]
+
+
+def _predictions(app_dirs, split="test") -> pd.DataFrame:
+    """The stored per-image predictions the app evaluated (the 'hand computation' starts here)."""
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.evaluate import evaluation_dir, load_evaluation
+    lm = load_checkpoint(app_dirs["weights"] / "default.pt")
+    ds = open_dataset(app_dirs["sample"], split=split)
+    res = load_evaluation(evaluation_dir(app_dirs["runs"], lm, ds, None))
+    assert res is not None, "the page did not store its evaluation"
+    return res[0]
+
+
+def _cells(df, t):
+    pred = (df["prob_fake"] >= t).astype(int)
+    y = df["label"]
+    return {"TN": int(((y == 0) & (pred == 0)).sum()), "FP": int(((y == 0) & (pred == 1)).sum()),
+            "FN": int(((y == 1) & (pred == 0)).sum()), "TP": int(((y == 1) & (pred == 1)).sum())}
+
+
+def _second_threshold(df) -> float:
+    """0.9 when it moves some image across the threshold (as it should), else the median P(AI)."""
+    if _cells(df, 0.9) != _cells(df, 0.5):
+        return 0.9
+    return round(float(df["prob_fake"].median()), 2)
+
+
+# ----------------------------------------------------------------------------- every page
+
+@pytest.mark.parametrize("page", list(PAGES))
+def test_page_renders_without_errors(app, page):
+    at = _page(app, page)
+    assert [t.value for t in at.title] == [PAGES[page]]
+    assert not at.error, [e.value for e in at.error]
+    assert at.sidebar.slider(key="threshold").value == 0.5
+    assert at.sidebar.selectbox(key="model_choice").value == "default.pt"
+
+
+def test_lone_page_file_reruns_through_dashboard(app_dirs, monkeypatch):
+    """A fresh server opened on a deep link runs the page file alone (pages-directory mode); the page
+    must rerun through dashboard.py and show the sidebar, not 'no model selected'."""
+    _point_app_at(monkeypatch, app_dirs["weights"], app_dirs["sample"], app_dirs["runs"], navigation=False)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at = _page(at, "2_confusion")
+    assert [t.value for t in at.title] == ["Confusion matrix"]
+    assert at.sidebar.slider(key="threshold").value == 0.5
+    assert not at.warning, [w.value for w in at.warning]
+    assert sum(_table(at, "cell")["count"]) == 2 * N_PER_CLASS
+
+
+# ----------------------------------------------------------------------------- confusion matrix
+
+def test_confusion_cells_add_up_and_follow_threshold(app, app_dirs):
+    at = _page(app, "2_confusion")
+    cells = _table(at, "cell").set_index("cell")["count"].to_dict()
+    assert sum(cells.values()) == 2 * N_PER_CLASS
+    df = _predictions(app_dirs)
+    assert cells == _cells(df, 0.5)
+    t2 = _second_threshold(df)
+    assert _cells(df, t2) != _cells(df, 0.5), "fixture model gives no threshold-sensitive images"
+    at.sidebar.slider(key="threshold").set_value(t2).run()
+    assert not at.exception
+    cells2 = _table(at, "cell").set_index("cell")["count"].to_dict()
+    assert cells2 == _cells(df, t2)
+    # Raising the threshold can only move images from "called FAKE" to "called REAL".
+    assert cells2["TP"] + cells2["FP"] <= cells["TP"] + cells["FP"]
+    per = _table(at, "recall").set_index("class")
+    n_fake = cells2["TP"] + cells2["FN"]
+    assert per.loc["FAKE", "recall"] == pytest.approx(cells2["TP"] / n_fake)
+
+
+# ----------------------------------------------------------------------------- misclassifications
+
+def test_misclassification_counts_follow_threshold(app, app_dirs):
+    at = _page(app, "4_misclassifications")
+    df = _predictions(app_dirs)
+    metrics = {m.label: m.value for m in at.metric}
+    c = _cells(df, 0.5)
+    assert (int(metrics["False positives"]), int(metrics["False negatives"])) == (c["FP"], c["FN"])
+    t2 = _second_threshold(df)
+    at.sidebar.slider(key="threshold").set_value(t2).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    c = _cells(df, t2)
+    assert (int(metrics["False positives"]), int(metrics["False negatives"])) == (c["FP"], c["FN"])
+    listed = _table(at, "error")
+    assert len(listed) == c["FP"] + c["FN"]
+    # Grad-CAM on demand renders without errors.
+    at.toggle(key="mis_cam").set_value(True).run()
+    assert not at.exception and not at.error
+
+
+# ----------------------------------------------------------------------------- predict
+
+def test_predict_one_image_shows_label_p_ai_and_gradcam(app):
+    at = _page(app, "1_predict")
+    img = _encode(_noise(np.random.default_rng(5), 48), "PNG")
+    at.file_uploader(key="predict_upload").set_value(("upload_me.png", img, "image/png")).run()
+    assert not at.exception and not at.error
+    text = " ".join(m.value for m in at.markdown)
+    assert "P(AI) = " in text and ("**FAKE**" in text or "**REAL**" in text)
+    assert "upload_me.png" in [s.value for s in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Label"] in ("REAL", "FAKE") and 0 <= float(metrics["P(AI)"]) <= 1
+    assert float(metrics["Distance from threshold"]) == pytest.approx(float(metrics["P(AI)"]) - 0.5, abs=2e-4)
+    # original, model input (real size + enlarged), Grad-CAM on the input and on the original
+    assert len(at.image) >= 5
+
+
+def test_predict_not_an_image_gives_a_clear_message(app):
+    at = _page(app, "1_predict")
+    at.file_uploader(key="predict_upload").set_value(("notes.txt", b"just some text\n", "text/plain")).run()
+    assert not at.exception
+    assert any("notes.txt" in e.value and "not an image" in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_predict_batch_with_zip_and_bad_files(app):
+    at = _page(app, "1_predict")
+    rng = np.random.default_rng(1)
+    good = [(f"img{i}.jpg", _encode(_noise(rng) if i % 2 else _smooth(rng)), "image/jpeg") for i in range(3)]
+    truncated = ("cut.jpg", _encode(_noise(rng))[:200], "image/jpeg")
+    text = ("readme.txt", b"hello", "text/plain")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a/one.png", _encode(_smooth(rng), "PNG"))
+        z.writestr("two.jpg", _encode(_noise(rng)))
+        z.writestr("notes.md", "not an image")
+    bad_zip = ("broken.zip", b"PK\x03\x04 not really", "application/zip")
+    files = good + [truncated, text, ("batch.zip", buf.getvalue(), "application/zip"), bad_zip]
+    at.file_uploader(key="predict_upload").set_value(files).run()
+    assert not at.exception
+    table = _table(at, "message").set_index("file")
+    ok = ["img0.jpg", "img1.jpg", "img2.jpg", "batch.zip/a/one.png", "batch.zip/two.jpg"]
+    assert set(ok) <= set(table.index)
+    assert set(table.loc[ok, "label"]) <= {"REAL", "FAKE"}
+    assert table.loc[ok, "P(AI)"].between(0, 1).all()
+    assert table.loc["cut.jpg", "label"] == "error" and "truncated" in table.loc["cut.jpg", "message"]
+    assert "text file" in table.loc["readme.txt", "message"]
+    assert "not an image file name" in table.loc["batch.zip/notes.md", "message"]
+    assert "not a valid zip" in table.loc["broken.zip", "message"]
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Unreadable"]) == 4
+    n_fake = int((table.loc[ok, "P(AI)"] >= 0.5).sum())
+    assert int(metrics["Called FAKE (AI)"]) == n_fake
+    # Threshold applies to the batch table too.
+    at.sidebar.slider(key="threshold").set_value(0.0).run()
+    assert int({m.label: m.value for m in at.metric}["Called FAKE (AI)"]) == len(ok)
+    # The detail view of the selected image renders with Grad-CAM.
+    assert at.selectbox(key="predict_pick").value in ok
+    assert len(at.get("plotly_chart")) >= 2 and len(at.image) >= 4
+
+
+def test_predict_caps_images_per_run(app, monkeypatch):
+    at = _page(app, "1_predict")
+    rng = np.random.default_rng(2)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for i in range(505):
+            z.writestr(f"{i:03d}.png", _encode(Image.fromarray(rng.integers(0, 256, (8, 8, 3)).astype(np.uint8)), "PNG"))
+    at.file_uploader(key="predict_upload").set_value(("many.zip", buf.getvalue(), "application/zip")).run()
+    assert not at.exception
+    assert any("only the first 500" in w.value for w in at.warning)
+    assert len(_table(at, "message")) == 500
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def test_calibration_numbers_and_saved_copy(app_dirs, monkeypatch, tmp_path):
+    from core.checkpoint import file_sha256, load_checkpoint
+    from core.metrics import expected_calibration_error, temperature_scaling_split
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(app_dirs["weights"] / "default.pt", weights / "default.pt")
+    before = file_sha256(weights / "default.pt")
+    _point_app_at(monkeypatch, weights, app_dirs["sample"], app_dirs["runs"])
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at = _page(at, "3_calibration")
+    df = _predictions(app_dirs)
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["ECE"]) == pytest.approx(expected_calibration_error(df["label"], df["prob_fake"]), abs=1e-4)
+    ts = temperature_scaling_split(df["logit"], df["label"], 0.5, 0, current_temperature=1.0)
+    assert float(metrics["Fitted T"]) == pytest.approx(ts["temperature"], rel=1e-3)
+    assert sum(_table(at, "images")["images"]) == len(df)
+    # Saving writes a new file with the fitted T and never touches the original.
+    at.text_input(key="cal_save_name").set_value("calibrated.pt").run()
+    at.button(key="cal_save").click().run()
+    assert not at.exception and at.success, [e.value for e in at.error]
+    saved = load_checkpoint(weights / "calibrated.pt")
+    assert saved.temperature == pytest.approx(ts["temperature"], rel=1e-3)
+    assert file_sha256(weights / "default.pt") == before
+    # A second save under the same name is refused, not overwritten.
+    sha_saved = file_sha256(weights / "calibrated.pt")
+    at.button(key="cal_save").click().run()
+    assert any("already exists" in e.value for e in at.error)
+    assert file_sha256(weights / "calibrated.pt") == sha_saved
+    # Unsafe names are refused.
+    at.text_input(key="cal_save_name").set_value("../escape.pt").run()
+    at.button(key="cal_save").click().run()
+    assert any("plain file name" in e.value for e in at.error)
+    assert not (tmp_path / "escape.pt").exists()
+
+
+def test_risk_coverage_readout(app, app_dirs):
+    from core.metrics import risk_coverage
+    at = _page(app, "3_calibration")
+    at.slider(key="cal_abstain").set_value(50).run()
+    df = _predictions(app_dirs)
+    rc = risk_coverage(df["label"].to_numpy(), df["prob_fake"].to_numpy(), 0.5)
+    keep = int(np.ceil(0.5 * len(df)))
+    text = " ".join(m.value for m in at.markdown)
+    assert f"**{100 * rc['accuracy'][keep - 1]:.1f}%** on the remaining {keep:,}" in text
+
+
+# ----------------------------------------------------------------------------- limitations, model & data
+
+def test_limitations_sections_and_verdicts(app):
+    at = _page(app, "5_limitations")
+    summary = at.table[0].value.reset_index()
+    names = " ".join(summary["limitation"])
+    for part in ("grayscale", "jpeg", "blur", "noise", "downscale", "brightness", "contrast", "saturation", "hue",
+                 "Dataset bias", "High-quality", "Grad-CAM", "Confidence", "Binary"):
+        assert part in names
+    assert summary["verdict"].str.match(r"(Holds|Not observed|Not tested|Does not hold)").all()
+    bias = _table(at, "FAKE generator(s)")
+    assert list(bias["split"]) == ["test", "ood"] and list(bias["images"]) == [2 * N_PER_CLASS] * 2
+    assert "gen-ood" in bias.loc[1, "FAKE generator(s)"]
+    headers = [h.value for h in at.header]
+    assert headers == ["Sensitivity to preprocessing changes", "Dataset bias and unseen generators",
+                       "High-quality AI images", "Grad-CAM interpretability", "Confidence vs correctness",
+                       "Binary classification scope"]
+
+
+def test_model_and_data_cards(app, app_dirs):
+    from core.checkpoint import load_checkpoint
+    from core.models import count_parameters
+    at = _page(app, "6_model_data")
+    lm = load_checkpoint(app_dirs["weights"] / "default.pt")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Parameters"] == f"{count_parameters(lm.model):,}"
+    assert metrics["Architecture"] == "seed-v21"
+    counts = _table(at, "total").set_index("split")
+    assert counts.loc["test", "REAL"] == counts.loc["ood", "FAKE"] == N_PER_CLASS
+    history = _table(at, "train_loss")
+    assert len(history) == len(lm.meta["history"]) == 4
+    assert "epochs" in set(_table(at, "setting")["setting"])
+
+
+def test_helpers_added_to_core():
+    """core.metrics.temperature_scaling_split and core.shifts.shift_array (added for these pages)."""
+    from core.metrics import temperature_scaling_split
+    from core.shifts import apply_shift, shift_array
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    z = rng.normal(0, 1, 4000) + np.where(y == 1, 1.5, -1.5)
+    # For these two Gaussians (variance 1, means +-1.5) the calibrated logit is 3 * z; 12 * z needs T = 4.
+    ts = temperature_scaling_split(12 * z, y, 0.5, 0)
+    assert ts["temperature"] == pytest.approx(4, rel=0.1)
+    assert ts["after"]["ece"] < ts["before"]["ece"]
+    assert not set(ts["fit_idx"]) & set(ts["eval_idx"]) and len(ts["fit_idx"]) + len(ts["eval_idx"]) == 4000
+    assert abs(y[ts["fit_idx"]].mean() - y.mean()) < 0.01            # stratified
+    arr = rng.integers(0, 256, (9, 7, 3)).astype(np.uint8)
+    keep = arr.copy()
+    out = shift_array(arr, "noise", 8, seed=3)
+    ref = apply_shift(torch.from_numpy(keep).permute(2, 0, 1), "noise", 8, seed=3).permute(1, 2, 0).numpy()
+    assert out.shape == (9, 7, 3) and out.dtype == np.uint8 and np.array_equal(out, ref)
+    assert np.array_equal(arr, keep)
+
+
+def test_gradcam_audit_dataset_samples_without_decoding_everything(app_dirs):
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.robustness import gradcam_audit_dataset
+    lm = load_checkpoint(app_dirs["weights"] / "default.pt")
+    ds = open_dataset(app_dirs["sample"], split="test")
+    out = gradcam_audit_dataset(lm, ds, n=10, seed=0)
+    assert out["summary"]["n"] == len(out["ids"]) == len(set(out["ids"])) == len(out["labels"]) == 10
+    assert set(out["ids"]) <= {ds.item_id(i) for i in range(len(ds))}
+    assert 0.1 - 1e-6 <= out["summary"]["concentration_mean"] <= 1
+    assert gradcam_audit_dataset(lm, ds, n=10, seed=0)["ids"] == out["ids"]          # seeded
+    assert gradcam_audit_dataset(lm, ds, n=1000)["summary"]["n"] == len(ds)
+
+
+# ----------------------------------------------------------------------------- shipped defaults
+
+@pytest.mark.shipped
+def test_shipped_defaults(monkeypatch, tmp_path):
+    """weights/default.pt on data/sample/test with no configuration: Predict, Confusion matrix, Model & data."""
+    if not (ROOT / "weights" / "default.pt").is_file() or not (ROOT / "data" / "sample" / "test").is_dir():
+        pytest.skip("shipped weights/default.pt or data/sample not built yet")
+    _point_app_at(monkeypatch, ROOT / "weights", ROOT / "data" / "sample", tmp_path / "runs")
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=300).run()
+    assert not at.exception
+    at.file_uploader(key="predict_upload").set_value(
+        ("photo.png", _encode(_smooth(np.random.default_rng(0), 64), "PNG"), "image/png")).run()
+    assert not at.exception and not at.error
+    at = _page(at, "2_confusion")
+    from core.datasets import open_dataset
+    n = len(open_dataset(ROOT / "data" / "sample", split="test"))
+    cells = _table(at, "cell")["count"]
+    skipped = int({m.label: m.value for m in at.metric}["Unreadable (skipped)"])
+    assert cells.sum() + skipped == n
+    at = _page(at, "6_model_data")
+    assert not at.error
