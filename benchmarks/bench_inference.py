@@ -12,13 +12,9 @@ Latency (ms, one image): bare forward of one image vs Predict's decode + preproc
 from __future__ import annotations
 
 import argparse
-import io
-import time
 
 from common import ROOT, best_of, print_table, save
 
-import numpy as np
-import torch
 
 from core.checkpoint import load_checkpoint
 from core.datasets import open_dataset

@@ -20,7 +20,7 @@ from core.datasets import open_dataset
 from core.models import build_model
 from core.preprocess import PreprocessConfig, to_model_input
 from core.robustness import decode_dataset
-from core.train import TrainConfig, augment, evaluate_tensors, train
+from core.train import TrainConfig, augment, train
 
 
 def main():

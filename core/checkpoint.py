@@ -131,7 +131,7 @@ def read_checkpoint(source) -> tuple[dict, str]:
         raise CheckpointError("checkpoint file is empty (0 bytes)")
     try:
         ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         raise CheckpointError("refused: the file contains pickled Python objects that safe (weights_only) loading "
                               "does not allow; it may run code, so it is not loaded. Only checkpoints saved by "
                               "core.train load here") from None

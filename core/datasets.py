@@ -254,7 +254,6 @@ class ParquetDataset(ImageDataset):
         self.shards = [str(s) for s in shards]
         self.image_column = image_column
         items, names, warnings = [], None, []
-        raw_labels: list = []
         for si, shard in enumerate(shards):
             try:
                 pf = pq.ParquetFile(shard)

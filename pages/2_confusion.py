@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.metrics import classification_metrics, pr_curve, roc_curve
-from pages._common import evaluation_ui, get_context
+from pages._common import context_and_evaluation_or_stop
 from pages._views import gallery, heatmap, num, pct, predicted_confidence
 
 CELLS = {  # cell -> (true label, predicted label, plain meaning)
@@ -61,13 +61,7 @@ def curves_figures(y, p, cm) -> tuple[go.Figure, go.Figure]:
 
 def main() -> None:
     st.title("Confusion matrix")
-    ctx = get_context()
-    if ctx is None:
-        st.stop()
-    res = evaluation_ui(ctx)
-    if res is None:
-        st.stop()
-    df, stored = res
+    ctx, df, stored = context_and_evaluation_or_stop()
     if df.empty:
         st.error("No image of this dataset could be decoded; nothing to count.")
         st.stop()

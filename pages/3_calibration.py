@@ -19,7 +19,7 @@ from core.checkpoint import CheckpointError, with_temperature
 from core.metrics import (bootstrap_ece, classification_metrics, reliability_bins, risk_coverage,
                           temperature_scaling_split)
 from pages import _common
-from pages._common import evaluation_ui, get_context
+from pages._common import context_and_evaluation_or_stop
 from pages._views import num, pct, predicted_confidence
 
 
@@ -84,13 +84,7 @@ def save_ui(ctx, temperature: float) -> None:
 
 def main() -> None:
     st.title("Calibration")
-    ctx = get_context()
-    if ctx is None:
-        st.stop()
-    res = evaluation_ui(ctx)
-    if res is None:
-        st.stop()
-    df, stored = res
+    ctx, df, stored = context_and_evaluation_or_stop()
     if df.empty or df["label"].nunique() < 2:
         st.warning("Calibration needs decoded images of both classes in the evaluation set.")
         st.stop()

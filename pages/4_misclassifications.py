@@ -8,7 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from core.labels import CLASS_NAMES
-from pages._common import evaluation_ui, get_context
+from pages._common import context_and_evaluation_or_stop
 from pages._views import gallery, pct, predicted_confidence
 
 KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
@@ -17,13 +17,7 @@ KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
 
 def main() -> None:
     st.title("Misclassifications")
-    ctx = get_context()
-    if ctx is None:
-        st.stop()
-    res = evaluation_ui(ctx)
-    if res is None:
-        st.stop()
-    df, stored = res
+    ctx, df, stored = context_and_evaluation_or_stop()
     df = df.copy()
     df["predicted"] = (df["prob_fake"] >= ctx.threshold).astype(int)
     df["confidence"] = predicted_confidence(df["prob_fake"], ctx.threshold)

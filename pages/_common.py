@@ -259,3 +259,14 @@ def image_bytes(arr: np.ndarray, scale: int = 1) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     return buf.getvalue()
+
+
+def context_and_evaluation_or_stop():
+    """(ctx, predictions DataFrame, stored metrics) for the page's selection, or stop the page with a message."""
+    ctx = get_context()
+    if ctx is None:
+        st.stop()
+    res = evaluation_ui(ctx)
+    if res is None:
+        st.stop()
+    return ctx, res[0], res[1]

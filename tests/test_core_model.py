@@ -1,7 +1,6 @@
 """Architectures, checkpoints, metrics (hand-computed), temperature scaling, shifts and Grad-CAM contracts."""
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -12,7 +11,7 @@ from core.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, s
 from core.gradcam import deletion_test, gradcam, heat_concentration, overlay_heatmap
 from core.metrics import (apply_temperature, bootstrap_ece, classification_metrics, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage)
-from core.models import ARCHITECTURES, build_model, count_parameters
+from core.models import ARCHITECTURES, build_model
 from core.preprocess import PreprocessConfig
 from core.shifts import SHIFT_NAMES, SWEEP_LEVELS, ShiftError, apply_shift, parse_shift
 
