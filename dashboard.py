@@ -9,15 +9,15 @@ import streamlit as st
 
 from pages._common import sidebar_ui
 
-st.set_page_config(page_title="AI-image detector audit", page_icon="🔎", layout="wide")
+st.set_page_config(page_title="AI-image detector audit", page_icon=":material/search:", layout="wide")
 
 PAGES = [
-    st.Page("pages/1_predict.py", title="Predict", icon="🖼️", default=True),
-    st.Page("pages/2_confusion.py", title="Confusion matrix", icon="🧮"),
-    st.Page("pages/3_calibration.py", title="Calibration", icon="📏"),
-    st.Page("pages/4_misclassifications.py", title="Misclassifications", icon="❌"),
-    st.Page("pages/5_limitations.py", title="Limitations", icon="⚠️"),
-    st.Page("pages/6_model_data.py", title="Model & data", icon="📇"),
+    st.Page("pages/1_predict.py", title="Predict", icon=":material/image_search:", default=True),
+    st.Page("pages/2_confusion.py", title="Confusion matrix", icon=":material/grid_on:"),
+    st.Page("pages/3_calibration.py", title="Calibration", icon=":material/straighten:"),
+    st.Page("pages/4_misclassifications.py", title="Misclassifications", icon=":material/report:"),
+    st.Page("pages/5_limitations.py", title="Limitations", icon=":material/warning:"),
+    st.Page("pages/6_model_data.py", title="Model & data", icon=":material/description:"),
 ]
 
 page = st.navigation(PAGES)

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
+PREDICTION = re.compile(r"\b(REAL|FAKE) · P\(AI\) = [01]\.\d{4} · P\(real\) = [01]\.\d{4}")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1800"]
 
@@ -120,13 +121,15 @@ def test_predict_in_real_browser(browser_tools, tmp_path):
         end, text = time.time() + 90, ""
         while time.time() < end:
             text = wd.cmd("POST", "/execute/sync", {"script": "return document.body.innerText", "args": []})
-            if "upload_me.png" in text and re.search(r"\b(REAL|FAKE)\b", text) and re.search(r"P\(AI\)", text):
+            if PREDICTION.search(text):
                 break
             time.sleep(0.5)
+        time.sleep(2)                          # let the images and metrics finish drawing for the screenshot
         shot.parent.mkdir(exist_ok=True)
         shot.write_bytes(base64.b64decode(wd.cmd("GET", "/screenshot")))
-        assert "upload_me.png" in text, text[-2000:]
-        assert re.search(r"\b(REAL|FAKE)\b", text) and re.search(r"P\(AI\)\s*[:=]?\s*\d", text), text[-2000:]
+        # The Predict page's verdict line, e.g. "FAKE · P(AI) = 0.9731 · P(real) = 0.0269", under the file's name.
+        assert PREDICTION.search(text), text[-2000:]
+        assert text.index("upload_me.png", text.index("Predict")) < PREDICTION.search(text).start()
         assert "Traceback" not in text
     finally:
         if wd is not None:
