@@ -38,7 +38,8 @@ def main():
     # The limit: forward + backward + AdamW step on tensors in memory, no augmentation, same batch size.
     ds = open_dataset(args.data, split="train")
     torch.manual_seed(0)
-    model = build_model(args.arch, input_size=32)
+    # Same memory layout as core.train (channels_last), so the ratio compares like with like.
+    model = build_model(args.arch, input_size=32).to(memory_format=torch.channels_last)
     lm_like = type("LM", (), {"preprocess": PreprocessConfig(), "device": torch.device("cpu")})()
     x, y, *_ = decode_dataset(lm_like, ds)
     n = min(len(x), 4096)
