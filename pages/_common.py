@@ -2,7 +2,8 @@
 
 The selection (paths, options) lives in st.session_state; the model and the dataset index live in
 st.cache_resource (shared by all sessions, read-only), and evaluations are computed once by core,
-stored on disk under runs/ and read through st.cache_data. Pages call `context_ui()` once.
+stored on disk under runs/ and read through st.cache_data. The entrypoint calls `sidebar_ui()`;
+pages call `get_context()` (or `context_and_evaluation_or_stop()`).
 """
 from __future__ import annotations
 
@@ -237,10 +238,10 @@ def sweep_ui(ctx: Context) -> pd.DataFrame | None:
     if ctx.ds is None:
         st.info("Choose an evaluation dataset in the sidebar.")
         return None
-    return _sweep_cached(ctx.lm.sha256, ctx.weights_path, ctx.dataset_key)
+    return _sweep_from_disk(ctx.lm.sha256, ctx.weights_path, ctx.dataset_key)
 
 
-def _sweep_cached(sha, weights_path, dataset_key):
+def _sweep_from_disk(sha, weights_path, dataset_key):
     # The sweep's own disk cache (runs/sweep-*.csv) makes a warm call a CSV read.
     lm = load_model_cached(weights_path, sha)
     ds = open_dataset_cached(*dataset_key, Path(dataset_key[0]).stat().st_mtime)
