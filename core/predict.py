@@ -1,6 +1,7 @@
 """Predict P(FAKE) for image files, folders and zips; one JSON line per file.
 
     python -m core.predict --weights weights/default.pt photo.jpg more_images/ batch.zip
+    python -m core.predict --stability photo.jpg      # adds "flips_under": [...] (core.stability)
 
 Output lines: {"file": ..., "prob_fake": 0.93, "label": "FAKE"} or {"file": ..., "error": "reason"}.
 Exit status 0 when every file was processed (per-file errors included), 2 for usage errors
@@ -133,6 +134,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold for the FAKE label (default: 0.5)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    p.add_argument("--stability", action="store_true",
+                   help="add \"flips_under\": the everyday changes (core.stability.CHANGES) that flip the label")
     p.add_argument("inputs", nargs="+", help="image files, folders or zip archives")
     return p
 
@@ -148,11 +151,18 @@ def main(argv=None) -> int:
     items = expand_inputs(args.inputs)
     ok = [(n, s) for n, s in items if not isinstance(s, ImageError)]
     preds = iter(predict_many(lm, ok))
+    if args.stability:
+        from .stability import stability_of_sources
+        flips = iter(stability_of_sources(lm, ok, args.threshold))
     for name, src in items:
         if isinstance(src, ImageError):
             line = {"file": name, "error": str(src)}
         else:
             line = next(preds).as_json(args.threshold)
+            if args.stability:
+                f = next(flips)
+                if "error" not in line and f is not None:
+                    line["flips_under"] = f
         print(json.dumps(line), flush=False)
     sys.stdout.flush()
     return 0

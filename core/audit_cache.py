@@ -1,0 +1,61 @@
+"""On-disk results of the audit tools (forensics, stability, slices, compare) under runs/, written atomically.
+
+Each result is a folder named `<kind>-<key>` where the key hashes everything the result depends on
+(weights hash, dataset fingerprint, settings) *and* `RESULT_VERSION`, so results written by older code
+are never read back as current. Folders are written to a temporary name and renamed, so an
+interrupted run never leaves a result that looks complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# Bump when the content or meaning of any audit result changes.
+RESULT_VERSION = 1
+
+
+def result_dir(runs_dir, kind: str, *parts) -> Path:
+    key = hashlib.sha256("|".join([f"v{RESULT_VERSION}", kind, *map(str, parts)]).encode()).hexdigest()[:20]
+    return Path(runs_dir) / f"{kind}-{key}"
+
+
+def write_result_dir(out_dir, files: dict[str, bytes]) -> Path:
+    """Write {name: bytes} into out_dir atomically (temporary folder, then rename); returns out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        for name, data in files.items():
+            (tmp / name).write_bytes(data)
+        if out_dir.exists():
+            old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, indent=2, default=_default).encode()
+
+
+def _default(o):
+    import numpy as np
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return str(o)

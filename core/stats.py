@@ -1,0 +1,64 @@
+"""Small statistics used by the audit tools: Wilson intervals, McNemar's exact test, seeded bootstrap CIs.
+
+All three are textbook formulas checked against values worked by hand in tests/test_forensics_stats.py.
+scipy is used only for the binomial CDF (it is installed as a dependency of scikit-learn).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.stats import binom, norm
+
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (lo, hi) for a binomial proportion successes/n at confidence `level`.
+
+    n = 0 gives (nan, nan). Unlike the normal interval it stays inside [0, 1] and is sensible at 0/n
+    and n/n, which matters for small error slices.
+    """
+    if n <= 0:
+        return float("nan"), float("nan")
+    z = float(norm.ppf(0.5 + level / 2))
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant counts (A right/B wrong, A wrong/B right).
+
+    Under H0 (equal error rates) only_a ~ Binomial(only_a + only_b, 1/2); the two-sided p-value is
+    min(1, 2 * P(X <= min(only_a, only_b))). No discordant pairs: p = 1.
+    """
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
+
+
+def bootstrap_ci(stat, arrays: tuple, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                 strata=None) -> tuple[float, float]:
+    """Percentile bootstrap interval of stat(*resampled arrays); rows resampled together, seeded.
+
+    `strata` (optional, (N,) labels) resamples within each stratum so every replicate keeps the class
+    counts (an AUC needs both classes). Replicates where stat returns None/nan are dropped.
+    """
+    n = len(arrays[0])
+    if n == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(np.asarray(strata) == s) for s in np.unique(strata)] if strata is not None \
+        else [np.arange(n)]
+    vals = []
+    for _ in range(n_boot):
+        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+        v = stat(*(a[idx] for a in arrays))
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            vals.append(float(v))
+    if not vals:
+        return float("nan"), float("nan")
+    alpha = 1 - level
+    return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
