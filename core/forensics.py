@@ -196,6 +196,14 @@ def centre_crop(img: Image.Image, crop: int) -> tuple[np.ndarray, bool]:
     return np.asarray(img.crop((x0, y0, x0 + crop, y0 + crop)), dtype=np.uint8), resized
 
 
+def image_spectrum(img: Image.Image, sigma: float = RESIDUAL_SIGMA) -> tuple[np.ndarray, int]:
+    """One decoded RGB image -> (residual spectrum (c, c), c): the largest even centre crop up to MAX_CROP."""
+    c = max(2, min(MAX_CROP, min(img.size)))
+    c -= c % 2
+    arr, _ = centre_crop(img, c)
+    return residual_spectrum(arr, sigma), c
+
+
 def auto_crop(props: pd.DataFrame) -> int:
     """Spectrum crop side: the 10th percentile of the images' shorter sides, even, in [8, MAX_CROP]."""
     sides = np.minimum(props["width"].dropna().to_numpy(float), props["height"].dropna().to_numpy(float))

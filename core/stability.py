@@ -91,11 +91,10 @@ def check_image(lm, img: Image.Image, threshold: float = 0.5) -> dict:
             "flips_under": fl, "stable": not fl}
 
 
-def stability_of_sources(lm, sources: list[tuple[str, object]], threshold: float = 0.5,
-                         chunk: int = 64) -> list[list[str] | None]:
-    """flips_under for each (name, path | bytes); None where the file cannot be decoded (its reason is
-    reported by the prediction itself)."""
-    out: list[list[str] | None] = []
+def probs_of_sources(lm, sources: list[tuple[str, object]], chunk: int = 64, progress=None) -> list[np.ndarray | None]:
+    """`stability_probs` rows for each (name, path | bytes); None where the file cannot be decoded (its
+    reason is reported by the prediction itself)."""
+    out: list[np.ndarray | None] = []
     for i in range(0, len(sources), chunk):
         imgs, slots = [], []
         for _, src in sources[i:i + chunk]:
@@ -105,8 +104,15 @@ def stability_of_sources(lm, sources: list[tuple[str, object]], threshold: float
             except ImageError:
                 slots.append(False)
         probs = iter(stability_probs(lm, imgs)) if imgs else iter(())
-        out += [flips(next(probs), threshold) if ok else None for ok in slots]
+        out += [next(probs) if ok else None for ok in slots]
+        if progress:
+            progress(min(i + chunk, len(sources)), len(sources))
     return out
+
+
+def stability_of_sources(lm, sources: list[tuple[str, object]], threshold: float = 0.5) -> list[list[str] | None]:
+    """flips_under for each (name, path | bytes); None where the file cannot be decoded."""
+    return [None if row is None else flips(row, threshold) for row in probs_of_sources(lm, sources)]
 
 
 def dataset_stability(lm, ds, chunk: int = 128, progress=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
@@ -170,20 +176,46 @@ def flips_column(df: pd.DataFrame, threshold: float = 0.5) -> pd.Series:
     return pd.Series(out, index=df.index, name="stability")
 
 
+def stability_result_dir(lm, ds, runs_dir="runs") -> Path:
+    from .audit_cache import result_dir
+    from .evaluate import dataset_fingerprint
+    return result_dir(runs_dir, "stability", lm.sha256, dataset_fingerprint(ds), ",".join(CHANGES))
+
+
+def read_stability(out_dir) -> pd.DataFrame | None:
+    try:
+        return pd.read_csv(Path(out_dir) / "stability.csv", keep_default_na=False, dtype={"path": str, "source": str})
+    except (OSError, ValueError):
+        return None
+
+
 def cached_dataset_stability(lm, ds, runs_dir="runs", progress=None) -> pd.DataFrame:
     """`dataset_stability` once per (weights hash, dataset fingerprint); stored as runs/stability-*/stability.csv."""
-    from .audit_cache import result_dir, write_result_dir
-    from .evaluate import dataset_fingerprint
-    out = result_dir(runs_dir, "stability", lm.sha256, dataset_fingerprint(ds), ",".join(CHANGES))
-    path = out / "stability.csv"
-    if path.is_file():
-        try:
-            return pd.read_csv(path, keep_default_na=False, dtype={"path": str, "source": str})
-        except (OSError, ValueError):
-            pass
-    df, _ = dataset_stability(lm, ds, progress=progress)
-    write_result_dir(out, {"stability.csv": df.to_csv(index=False).encode()})
+    from .audit_cache import write_result_dir
+    out = stability_result_dir(lm, ds, runs_dir)
+    df = read_stability(out)
+    if df is None:
+        df, skipped = dataset_stability(lm, ds, progress=progress)
+        write_result_dir(out, {"stability.csv": df.to_csv(index=False).encode()})
     return df
+
+
+def stability_verdict(table: pd.DataFrame) -> str:
+    """One sentence from flip_table's numbers, in the Limitations page's wording: "Holds" when some change
+    flips at least 5% of the calls, "Holds weakly" from 1%, else "Not observed here"."""
+    rows = table[table["change"] != "any"]
+    if rows.empty or not rows["images"].iloc[0]:
+        return "Not tested: no image could be decoded."
+    anyr = table[table["change"] == "any"].iloc[0]
+    worst = rows.loc[rows["flip_rate"].idxmax()]
+    rate = float(worst["flip_rate"])
+    if rate < 0.01:
+        return (f"Not observed here: no change flips more than 1% of the {int(anyr['images']):,} calls "
+                f"(at most {rate:.1%}, under {worst['description']}).")
+    head = "Holds" if rate >= 0.05 else "Holds weakly"
+    return (f"{head}: {anyr['flip_rate']:.1%} of the calls ({int(anyr['flips']):,} of {int(anyr['images']):,}) flip "
+            f"under at least one everyday change; the worst is {worst['description']} ({rate:.1%}: "
+            f"{int(worst['flips_to_REAL'])} to REAL, {int(worst['flips_to_FAKE'])} to FAKE).")
 
 
 def main(argv=None) -> int:

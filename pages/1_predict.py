@@ -19,6 +19,7 @@ from core.gradcam import overlay_heatmap
 from core.images import ImageError, load_image
 from core.predict import Prediction, predict_many, predict_one
 from pages._common import Context, get_context, image_bytes, load_model_cached
+from pages._forensics_views import batch_stability_ui, spectrum_ui, stability_ui
 from pages._views import data_uri, display_scale, enlarged
 
 MAX_IMAGES = 500            # per run: a batch of 500 32x32 predictions takes a few seconds on 2 CPU cores
@@ -109,11 +110,12 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
              "an over-confident model (fitted on the Calibration page).")
     st.markdown(f"**{label}** · P(AI) = {p:.4f} · P(real) = {1 - p:.4f} · logit {pred.logit:+.3f}")
     st.plotly_chart(confidence_figure(p, t), key=f"conf-{name}")
+    stability_ui(ctx, name, data)
     for note in pred.notes:
         st.info(f"Decoding note: {note}")
     size = ctx.lm.preprocess.size
     alpha = st.slider("Grad-CAM opacity", 0.0, 1.0, 0.5, 0.05, key="cam_alpha")
-    cols = st.columns(4)
+    cols = st.columns(5)
     with cols[0]:
         st.markdown("**Original**")
         if original is not None:
@@ -133,6 +135,9 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
         if original is not None:
             st.image(enlarged(overlay_heatmap(original, pred.cam, alpha), 256), width="stretch",
                      caption="the same map, stretched to the original's shape")
+    with cols[4]:
+        st.markdown("**Residual spectrum**")
+        spectrum_ui(name, data)
     st.caption(f"Preprocessing: {ctx.lm.preprocess.describe()}. Grad-CAM is computed at the model's "
                f"input resolution; on the original it is only stretched, it has no finer detail.")
 
@@ -189,6 +194,7 @@ def main() -> None:
 
     st.subheader(f"{n_ok} of {len(preds) + len(errors)} files predicted")
     table = batch_table(preds, errors, ctx.threshold)
+    table.insert(4, "stability", table["file"].map(batch_stability_ui(ctx, images)).fillna(""))
     good = table[table["label"] != "error"]
     bad = table[table["label"] == "error"]
     if len(bad):

@@ -23,6 +23,7 @@ from core.shifts import SWEEP_LEVELS, shift_array
 from pages import _common
 from pages._common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
                            sweep_ui)
+from pages._forensics_views import flip_rate_section
 from pages._views import enlarged, gallery, num, pct, predicted_confidence, severity_figure
 
 SEED = "AI-Generated vs Real Image Classification (seed README, 'Limitations')"
@@ -378,6 +379,7 @@ def main() -> None:
         st.stop()
     verdicts: list[dict] = []
     preprocessing_section(ctx, df, verdicts)
+    flip_rate_section(ctx, verdicts)
     bias_section(ctx, verdicts)
     high_quality_section(ctx, df, verdicts)
     gradcam_section(ctx, verdicts)

@@ -357,7 +357,8 @@ def test_limitations_sections_and_verdicts(app):
     assert list(bias["split"]) == ["test", "ood"] and list(bias["images"]) == [2 * N_PER_CLASS] * 2
     assert "gen-ood" in bias.loc[1, "FAKE generator(s)"]
     headers = [h.value for h in at.header]
-    assert headers == ["Sensitivity to preprocessing changes", "Dataset bias and unseen generators",
+    assert headers == ["Sensitivity to preprocessing changes", "Verdict stability under everyday changes",
+                       "Dataset bias and unseen generators",
                        "High-quality AI images", "Grad-CAM interpretability", "Confidence vs correctness",
                        "Binary classification scope"]
 

@@ -98,6 +98,10 @@ def test_flip_table_hand_checked():
     assert list(stability.flips_column(df, 0.5)) == ["flips under: hflip", "flips under: hflip", "stable"]
     # At 0.65 image 2 (0.6) is REAL unchanged and under every change: still stable.
     assert stability.flip_table(df, 0.65).set_index("change").loc["hflip", "flips"] == 2
+    v = stability.stability_verdict(stability.flip_table(df, 0.5))
+    assert v.startswith("Holds: 66.7% of the calls (2 of 3)") and "horizontal flip (66.7%: 1 to REAL, 1 to FAKE)" in v
+    calm = df.assign(**{"p:hflip": df["prob_fake"]})
+    assert stability.stability_verdict(stability.flip_table(calm, 0.5)).startswith("Not observed here")
 
 
 def test_predict_cli_stability_adds_flips_under(trained_ckpt, tmp_path, capsys):
