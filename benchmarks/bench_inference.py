@@ -18,11 +18,10 @@ from common import ROOT, best_of, print_table, save
 
 from core.checkpoint import load_checkpoint
 from core.datasets import open_dataset
-from core.evaluate import predict_dataset, predict_logits
+from core.evaluate import decode_dataset, predict_dataset, predict_logits
 from core.metrics import classification_metrics
 from core.predict import predict_one
 from core.preprocess import SEED_V21_PREPROCESS
-from core.robustness import decode_dataset
 
 
 def main():
@@ -39,7 +38,8 @@ def main():
     lm = load_checkpoint(args.weights)
     ds = open_dataset(args.data)
     n = len(ds)
-    x, y, *_ = decode_dataset(lm, ds)
+    dec = decode_dataset(ds, lm.preprocess)
+    x, y = dec.x, dec.y
     bs = args.batch_size
 
     def bare():

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from core.datasets import open_dataset
 from core.models import build_model
 from core.preprocess import PreprocessConfig, to_model_input
-from core.robustness import decode_dataset
-from core.train import TrainConfig, augment, train
+from core.evaluate import decode_dataset
+from core.train import TrainConfig, augment, evaluate, train
 
 
 def main():
@@ -40,8 +40,8 @@ def main():
     torch.manual_seed(0)
     # Same memory layout as core.train (channels_last), so the ratio compares like with like.
     model = build_model(args.arch, input_size=32).to(memory_format=torch.channels_last)
-    lm_like = type("LM", (), {"preprocess": PreprocessConfig(), "device": torch.device("cpu")})()
-    x, y, *_ = decode_dataset(lm_like, ds)
+    dec = decode_dataset(ds, PreprocessConfig())
+    x, y = dec.x, dec.y
     n = min(len(x), 4096)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
@@ -69,30 +69,22 @@ def main():
 
     # The real thing, with the test split evaluated after every epoch (outside the timed epoch).
     test = open_dataset(args.data, split="test")
-    xt, yt, *_ = decode_dataset(lm_like, test)
+    dect = decode_dataset(test, PreprocessConfig())
+    xt, yt = dect.x, dect.y
     reached = {}
     t0 = time.perf_counter()
     history = []
 
 
-    # train() owns its model: wrap its per-epoch validation to also score the test split.
-    import core.train as ct
-    orig = ct.evaluate_tensors
-
-    def eval_and_test(model, xv, yv, device, batch_size=512):
-        out = orig(model, xv, yv, device, batch_size)
-        te = orig(model, xt, yt, device, batch_size)
+    # Score the test split after every epoch through train()'s on_epoch hook (outside the timed epoch).
+    def score_test(rep):
+        te = evaluate(rep.model, xt, yt, rep.device)
         elapsed = time.perf_counter() - t0
-        history.append({"elapsed_s": round(elapsed, 1), "test_acc": te["accuracy"], "val_acc": out["accuracy"]})
+        history.append({"elapsed_s": round(elapsed, 1), "test_acc": te["accuracy"], "val_acc": rep.record["val_acc"]})
         if te["accuracy"] >= args.target and "seconds" not in reached:
             reached["seconds"] = elapsed
             reached["epoch"] = len(history)
-        return out
-    ct.evaluate_tensors = eval_and_test
-    try:
-        ck = train(cfg, log=print)
-    finally:
-        ct.evaluate_tensors = orig
+    ck = train(cfg, log=print, on_epoch=score_test).checkpoint
     wall = time.perf_counter() - t0
     epoch_ips = sorted(h["images_per_second"] for h in ck["history"])
     median_ips = epoch_ips[len(epoch_ips) // 2]

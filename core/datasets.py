@@ -13,14 +13,21 @@ Formats (`open_dataset(path, fmt="auto")` detects which; `fmt` forces one):
               name, overridable, and always reported. Shards are read lazily, one row group at a time.
 
 Each item is a dict: image (uint8 (3, S, S) or None), label (0/1), id (str), source (str),
-error (None or a one-line reason). Undecodable files come back with image=None and the reason;
-`collate_records` drops them from the batch and reports them, so one bad file never stops a run.
+index (int), error (None or a one-line reason). Undecodable files come back with image=None and
+the reason; `collate_records` drops them from the batch and reports them, so one bad file never
+stops a run.
+
+Datasets are shared by every app session (st.cache_resource) and by threads, so they are frozen
+after construction: preprocessing and shift are per-call settings, passed to `record(i, preprocess,
+shift)` or carried by a per-call `view(preprocess, shift)` (what DataLoaders iterate). The parquet
+reader keeps its open files and its row-group cache per thread.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -38,20 +45,35 @@ class DatasetError(ValueError):
     """A dataset that cannot be used at all (empty, unknown layout, unmappable labels)."""
 
 
-class ImageDataset(Dataset):
-    """Base: `items` is a list of (ref, label, source); subclasses implement `read_bytes(ref)`."""
+class ImageDataset:
+    """Base: `items` is a tuple of (ref, label, source); subclasses implement `read_bytes(ref)`.
+
+    Immutable once built (setting an attribute raises): per-call settings go through `record` or `view`.
+    """
 
     format = "base"
 
-    def __init__(self, items, root: str, label_mapping: dict, warnings: list[str] | None = None):
+    def __init__(self, items, root: str, label_mapping: dict, warnings: list[str] | None = None,
+                 format: str | None = None):
         if not items:
             raise DatasetError(f"no images found in {root}")
-        self.items = items
-        self.root = str(root)
-        self.label_mapping = label_mapping
-        self.warnings = list(warnings or [])
-        self.preprocess = PreprocessConfig()
-        self.shift = None           # callable uint8 (3,H,W) -> uint8 (3,H,W), applied before preprocessing
+        self._init(items=tuple(items), root=str(root), label_mapping=dict(label_mapping),
+                   warnings=tuple(warnings or ()))
+        if format:
+            self._init(format=format)
+        object.__setattr__(self, "_frozen", True)
+
+    def _init(self, **attrs) -> None:
+        """Set attributes during construction (the only way: instances are frozen afterwards)."""
+        for k, v in attrs.items():
+            object.__setattr__(self, k, v)
+
+    def __setattr__(self, name, value):
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"{type(self).__name__} is shared and immutable; pass preprocessing and shift "
+                                 f"per call (ds.record(i, preprocess, shift) or ds.view(preprocess, shift)), "
+                                 f"not by setting {name!r}")
+        object.__setattr__(self, name, value)
 
     def __len__(self):
         return len(self.items)
@@ -78,18 +100,43 @@ class ImageDataset(Dataset):
         """The decoded RGB image of item i (core.images.LoadedImage); raises ImageError."""
         return load_image(self.read_bytes(self.items[i][0]))
 
-    def __getitem__(self, i: int) -> dict:
+    def record(self, i: int, preprocess: PreprocessConfig = PreprocessConfig(), shift=None) -> dict:
+        """Item i decoded, shifted (`shift(uint8 (3, H, W), seed)`, before preprocessing) and preprocessed.
+
+        The shift is called with seed = shift's own seed + i, so a seeded shift (noise) gives item i the
+        same pixels however the items are batched (core.shifts.apply_shift defines the batched case).
+        """
         ref, label, source = self.items[i]
-        rec = {"image": None, "label": label, "id": self.item_id(i), "source": source, "error": None}
+        rec = {"image": None, "label": label, "id": self.item_id(i), "source": source, "index": i, "error": None}
         try:
             img = self.load(i).image
-            if self.shift is not None:
+            if shift is not None:
                 from .shifts import pil_to_tensor, tensor_to_pil
-                img = tensor_to_pil(self.shift(pil_to_tensor(img)))
-            rec["image"] = preprocess_image(img, self.preprocess)
+                img = tensor_to_pil(shift.apply(pil_to_tensor(img), index=i))
+            rec["image"] = preprocess_image(img, preprocess)
         except ImageError as e:
             rec["error"] = str(e)
         return rec
+
+    def view(self, preprocess: PreprocessConfig = PreprocessConfig(), shift=None) -> "DatasetView":
+        """A per-call torch Dataset over these items with its own preprocessing and shift."""
+        return DatasetView(self, preprocess, shift)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.record(i)
+
+
+class DatasetView(Dataset):
+    """(dataset, preprocessing, shift) for one call: what DataLoaders iterate. Cheap; the base is shared."""
+
+    def __init__(self, base: ImageDataset, preprocess: PreprocessConfig = PreprocessConfig(), shift=None):
+        self.base, self.preprocess, self.shift = base, preprocess, shift
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.base.record(i, self.preprocess, self.shift)
 
 
 def collate_records(batch: list[dict]) -> dict:
@@ -99,6 +146,7 @@ def collate_records(batch: list[dict]) -> dict:
     x = torch.stack([r["image"] for r in good]) if good else torch.empty(0, 3, 1, 1, dtype=torch.uint8)
     return {"x": x,                                                    # uint8 (B, 3, S, S)
             "y": torch.tensor([r["label"] for r in good], dtype=torch.long),
+            "index": torch.tensor([r["index"] for r in good], dtype=torch.long),   # dataset positions
             "ids": [r["id"] for r in good], "sources": [r["source"] for r in good], "skipped": skipped}
 
 
@@ -124,7 +172,8 @@ class FolderDataset(ImageDataset):
 
     format = "folder"
 
-    def __init__(self, root, class_map: dict[str, int] | None = None, case_sensitive: bool = False):
+    def __init__(self, root, class_map: dict[str, int] | None = None, case_sensitive: bool = False,
+                 format: str | None = None):
         root = Path(root)
         if not root.is_dir():
             raise DatasetError(f"{root} is not a folder")
@@ -171,7 +220,7 @@ class FolderDataset(ImageDataset):
         for lab in (0, 1):
             if items and lab not in present:
                 warnings.append(f"no {CLASS_NAMES[lab]} images: metrics that need both classes are undefined")
-        super().__init__(items, str(root), mapping, warnings)
+        super().__init__(items, str(root), mapping, warnings, format=format)
 
     def item_id(self, i):
         return os.path.relpath(self.items[i][0], self.root)
@@ -309,16 +358,18 @@ class ParquetDataset(ImageDataset):
         if bad:
             warnings.append(f"{bad} row(s) with a missing or unmapped label skipped")
         self.label_names = names
-        self._cache_key = None
-        self._cache_rows = None
-        self._files = {}
+        self._local = threading.local()     # per thread: open files and the current row group
         super().__init__(out, str(path), mapping, warnings)
 
     def __getstate__(self):
-        # Open file handles and the row-group cache stay in each DataLoader worker.
+        # Open file handles and the row-group cache stay in each thread / DataLoader worker.
         state = self.__dict__.copy()
-        state["_files"], state["_cache_key"], state["_cache_rows"] = {}, None, None
+        state.pop("_local", None)
         return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self.__dict__["_local"] = threading.local()
 
     def item_id(self, i):
         si, rg, j, row = self.items[i][0]
@@ -327,13 +378,15 @@ class ParquetDataset(ImageDataset):
     def read_bytes(self, ref):
         import pyarrow.parquet as pq
         si, rg, j, _ = ref
-        if self._cache_key != (si, rg):
-            if si not in self._files:
-                self._files[si] = pq.ParquetFile(self.shards[si])
-            # One row group in memory at a time: memory is bounded by the shard's row-group size.
-            self._cache_rows = self._files[si].read_row_group(rg, columns=[self.image_column]).column(0)
-            self._cache_key = (si, rg)
-        cell = self._cache_rows[j].as_py()
+        local = self._local
+        if getattr(local, "key", None) != (si, rg):
+            files = local.__dict__.setdefault("files", {})
+            if si not in files:
+                files[si] = pq.ParquetFile(self.shards[si])
+            # One row group per thread in memory: memory is bounded by threads x the row-group size.
+            local.rows = files[si].read_row_group(rg, columns=[self.image_column]).column(0)
+            local.key = (si, rg)
+        cell = local.rows[j].as_py()
         if isinstance(cell, dict):
             data = cell.get("bytes")
             if data is None and cell.get("path"):
@@ -383,8 +436,10 @@ def detect_format(path) -> str:
 
 
 def open_dataset(path, split: str | None = None, fmt: str = "auto", class_map: dict[str, int] | None = None,
-                 case_sensitive: bool = False, preprocess: PreprocessConfig | None = None) -> ImageDataset:
-    """Open any supported dataset at PATH (see module docstring); `split` is used for CIFAKE roots."""
+                 case_sensitive: bool = False) -> ImageDataset:
+    """Open any supported dataset at PATH (see module docstring); `split` is used for CIFAKE roots.
+
+    The result is immutable; preprocessing and shifts are chosen per call (`record`, `view`)."""
     if fmt not in FORMATS:
         raise DatasetError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
     path = Path(path)
@@ -396,16 +451,13 @@ def open_dataset(path, split: str | None = None, fmt: str = "auto", class_map: d
         match = {k.lower(): v for k, v in splits.items()}.get(want.lower())
         if match is None:
             raise DatasetError(f"{path} has no split folder {want!r} (found: {', '.join(sorted(splits)) or 'none'})")
-        ds = FolderDataset(match, class_map, case_sensitive)
-        ds.format = "cifake"
+        ds = FolderDataset(match, class_map, case_sensitive, format="cifake")
     elif fmt == "folder":
         ds = FolderDataset(path, class_map, case_sensitive)
     elif fmt == "manifest":
         ds = ManifestDataset(path if path.is_file() else path / "manifest.csv", class_map)
     else:
         ds = ParquetDataset(path, class_map)
-    if preprocess is not None:
-        ds.preprocess = preprocess
     return ds
 
 

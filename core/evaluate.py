@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +27,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .datasets import DatasetError, ImageDataset, collate_records, open_dataset
+from .datasets import DatasetError, DatasetView, ImageDataset, collate_records, open_dataset
 from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
-from .preprocess import to_model_input
+from .preprocess import PreprocessConfig, to_model_input
 from .shifts import Shift, ShiftError, parse_shift
 
 PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source"]
+# The version of what a stored result means. Bump it whenever preprocessing, a shift, a metric or the
+# file layout changes: it is part of every runs/ cache key and of metrics.json, and a stored result
+# with another version is recomputed, never served.
+#   2: per-image noise seeds (core.shifts), one confidence definition (core.metrics.confidence)
+RESULT_FORMAT = 2
 
 
 def auto_workers(n_items: int) -> int:
@@ -40,13 +46,53 @@ def auto_workers(n_items: int) -> int:
     return 0 if n_items < 4096 else min(2, os.cpu_count() or 1)
 
 
-def build_loader(ds: ImageDataset, batch_size: int = 256, workers: int | None = None, shuffle=False,
+def build_loader(view: DatasetView, batch_size: int = 256, workers: int | None = None, shuffle=False,
                  sampler=None, drop_last=False, generator=None) -> DataLoader:
+    """Batches of `collate_records` over a per-call view (`ds.view(preprocess, shift)`)."""
+    if not isinstance(view, DatasetView):
+        raise TypeError("build_loader takes ds.view(preprocess, shift): preprocessing is chosen per call")
+    ds = view
     workers = auto_workers(len(ds)) if workers is None else workers
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
                       num_workers=workers, collate_fn=collate_records, drop_last=drop_last,
                       persistent_workers=False, generator=generator,
                       pin_memory=torch.cuda.is_available())
+
+
+@dataclass
+class Decoded:
+    """A dataset decoded into memory: the decodable items in dataset order, and the others with reasons."""
+    x: torch.Tensor                  # uint8 (N, 3, S, S): preprocessed (and shifted) images
+    y: torch.Tensor                  # int64 (N,): 0 = REAL, 1 = FAKE
+    index: torch.Tensor              # int64 (N,): each row's position in the dataset
+    ids: list[str]
+    sources: list[str]
+    skipped: list[tuple[str, str]]   # (id, reason) of undecodable items
+
+
+def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift | None = None,
+                   workers: int | None = None, batch_size: int = 512, progress=None) -> Decoded:
+    """Decode, shift and preprocess every item of ds once (the one decoding loop of training and sweeps).
+
+    `progress(done, total)` after each batch. ds is only read: concurrent calls do not interact.
+    """
+    xs, ys, idx, ids, srcs, skipped, done = [], [], [], [], [], [], 0
+    for b in build_loader(ds.view(preprocess, shift), batch_size=batch_size, workers=workers):
+        if len(b["ids"]):
+            xs.append(b["x"])
+            ys.append(b["y"])
+            idx.append(b["index"])
+        ids += b["ids"]
+        srcs += b["sources"]
+        skipped += b["skipped"]
+        done += len(b["ids"]) + len(b["skipped"])
+        if progress:
+            progress(done, len(ds))
+    s = preprocess.size
+    return Decoded(x=torch.cat(xs) if xs else torch.zeros(0, 3, s, s, dtype=torch.uint8),
+                   y=torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
+                   index=torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long),
+                   ids=ids, sources=srcs, skipped=skipped)
 
 
 @torch.inference_mode()
@@ -64,24 +110,21 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     """Run the model over a dataset. Returns (predictions DataFrame, skipped [(id, reason)]).
 
     DataFrame columns: path (item id), label (0/1), prob_fake (sigmoid(logit / T)), logit (raw), source.
-    `progress(done, total)` is called after each batch.
+    `progress(done, total)` is called after each batch. `ds` is only read (a per-call view carries the
+    model's preprocessing and the shift), so concurrent calls on one shared dataset are independent.
     """
-    ds.preprocess, ds.shift = lm.preprocess, shift
     rows_id, rows_y, rows_z, rows_src, skipped = [], [], [], [], []
     done, total = 0, len(ds)
-    try:
-        for batch in build_loader(ds, batch_size, workers):
-            skipped += batch["skipped"]
-            if len(batch["ids"]):
-                rows_z.append(predict_logits(lm.model, batch["x"], lm.device).numpy())
-                rows_y.append(batch["y"].numpy())
-                rows_id += batch["ids"]
-                rows_src += batch["sources"]
-            done += len(batch["ids"]) + len(batch["skipped"])
-            if progress:
-                progress(done, total)
-    finally:
-        ds.shift = None
+    for batch in build_loader(ds.view(lm.preprocess, shift), batch_size, workers):
+        skipped += batch["skipped"]
+        if len(batch["ids"]):
+            rows_z.append(predict_logits(lm.model, batch["x"], lm.device).numpy())
+            rows_y.append(batch["y"].numpy())
+            rows_id += batch["ids"]
+            rows_src += batch["sources"]
+        done += len(batch["ids"]) + len(batch["skipped"])
+        if progress:
+            progress(done, total)
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
     df = pd.DataFrame({"path": rows_id, "label": np.concatenate(rows_y) if rows_y else np.zeros(0, np.int64),
                        "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src})
@@ -133,6 +176,7 @@ def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, thre
     seconds = time.perf_counter() - t0
     m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
     m.update({
+        "result_format": RESULT_FORMAT,
         "skipped": [{"path": p, "reason": r} for p, r in skipped], "n_skipped": len(skipped),
         "weights_sha256": lm.sha256, "arch": lm.arch, "temperature": lm.temperature,
         "preprocess": lm.preprocess.to_dict(), "dataset": ds.describe(), "dataset_format": ds.format,
@@ -144,16 +188,20 @@ def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, thre
 
 
 def evaluation_dir(runs_dir, lm: LoadedModel, ds: ImageDataset, shift: Shift | None) -> Path:
-    key = hashlib.sha256(f"{lm.sha256}|{dataset_fingerprint(ds)}|{shift}".encode()).hexdigest()[:20]
+    """runs/eval-KEY, KEY from the result format, weights hash, dataset fingerprint and shift."""
+    key = hashlib.sha256(f"v{RESULT_FORMAT}|{lm.sha256}|{dataset_fingerprint(ds)}|{shift}".encode()).hexdigest()[:20]
     return Path(runs_dir) / f"eval-{key}"
 
 
 def load_evaluation(out_dir) -> tuple[pd.DataFrame, dict] | None:
-    """A complete evaluation in out_dir, or None (missing or unreadable counts as missing)."""
+    """A complete evaluation of the current RESULT_FORMAT in out_dir, or None (missing, unreadable or
+    written by another result format all count as missing)."""
     out_dir = Path(out_dir)
     try:
         with open(out_dir / "metrics.json") as f:
             metrics = json.load(f)
+        if metrics.get("result_format") != RESULT_FORMAT:
+            return None
         df = pd.read_csv(out_dir / "predictions.csv", keep_default_na=False,
                          dtype={"path": str, "source": str, "label": np.int64})
         return df, metrics

@@ -25,35 +25,22 @@ import torch
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .datasets import ImageDataset, open_dataset
-from .evaluate import build_loader, dataset_fingerprint, predict_dataset, predict_logits
+from .evaluate import RESULT_FORMAT, dataset_fingerprint, decode_dataset, predict_dataset, predict_logits
 from .gradcam import deletion_test, gradcam, heat_concentration
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import to_model_input
-from .shifts import SWEEP_LEVELS, Shift, apply_shift
+from .shifts import SWEEP_LEVELS, Shift
 
 
-def decode_dataset(lm: LoadedModel, ds: ImageDataset, progress=None):
-    """Decode + preprocess once: (x uint8 (N, 3, S, S), y (N,), ids, sources, skipped, identity_preprocess).
+def decode_for_sweep(lm: LoadedModel, ds: ImageDataset, progress=None):
+    """(Decoded at the model's preprocessing, identity_preprocess).
 
     identity_preprocess is True when every decoded image already had the model's input size and no
-    upsampling is configured, i.e. x holds the original pixels and shifts may be applied to x.
+    upsampling is configured, i.e. the decoded x holds the original pixels and shifts may be applied to x.
     """
-    ds.preprocess, ds.shift = lm.preprocess, None
-    xs, ys, ids, srcs, skipped, done = [], [], [], [], [], 0
-    for b in build_loader(ds, batch_size=512):
-        if len(b["ids"]):
-            xs.append(b["x"])
-            ys.append(b["y"])
-        ids += b["ids"]
-        srcs += b["sources"]
-        skipped += b["skipped"]
-        done += len(b["ids"]) + len(b["skipped"])
-        if progress:
-            progress(done, len(ds))
-    x = torch.cat(xs) if xs else torch.zeros(0, 3, lm.preprocess.size, lm.preprocess.size, dtype=torch.uint8)
-    y = torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long)
+    dec = decode_dataset(ds, lm.preprocess, progress=progress)
     identity = lm.preprocess.upsample_from is None and _all_native_size(ds, lm.preprocess.size)
-    return x, y, ids, srcs, skipped, identity
+    return dec, identity
 
 
 def _all_native_size(ds: ImageDataset, size: int, sample: int = 64) -> bool:
@@ -82,8 +69,8 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
     """One row per (shift, level), plus ("none", 0) for the clean set; see module docstring."""
     levels = levels or SWEEP_LEVELS
     jobs = [(n, lv) for n, lvs in levels.items() for lv in lvs]
-    x, y, *_, identity = decode_dataset(lm, ds)
-    y_np = y.numpy()
+    dec, identity = decode_for_sweep(lm, ds)
+    x, y_np = dec.x, dec.y.numpy()
     rows = []
 
     def logits_of(xx):
@@ -97,7 +84,8 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
         if identity:
             zs = []
             for i in range(0, len(x), batch_size):
-                xb = apply_shift(x[i:i + batch_size], name, level, seed=i)
+                # Per-image seeds = dataset positions: the same noise as the per-image path (ds.record).
+                xb = Shift(name, level).apply(x[i:i + batch_size], index=dec.index[i:i + batch_size].tolist())
                 zs.append(predict_logits(lm.model, xb, lm.device).numpy())
             z, yy = (np.concatenate(zs) if zs else np.zeros(0)), y_np
         else:
@@ -142,8 +130,7 @@ def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed:
     Adds "ids" and "labels" (N,) of the audited items to the result; undecodable items are left out.
     """
     idx = np.sort(np.random.default_rng(seed).permutation(len(ds))[:n])
-    ds.preprocess, ds.shift = lm.preprocess, None
-    recs = [r for r in (ds[int(i)] for i in idx) if r["image"] is not None]
+    recs = [r for r in (ds.record(int(i), lm.preprocess) for i in idx) if r["image"] is not None]
     x = torch.stack([r["image"] for r in recs]) if recs else \
         torch.zeros(0, 3, lm.preprocess.size, lm.preprocess.size, dtype=torch.uint8)   # (N, 3, S, S) uint8
     out = gradcam_audit(lm, x, top=top, seed=seed)
@@ -152,11 +139,17 @@ def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed:
     return out
 
 
+def sweep_path(runs_dir, lm: LoadedModel, ds: ImageDataset) -> Path:
+    """runs/sweep-KEY.csv, KEY from the result format, weights hash, dataset fingerprint and levels."""
+    key = hashlib.sha256(f"v{RESULT_FORMAT}|{lm.sha256}|{dataset_fingerprint(ds)}|"
+                         f"{json.dumps(SWEEP_LEVELS, sort_keys=True)}".encode()).hexdigest()[:20]
+    return Path(runs_dir) / f"sweep-{key}.csv"
+
+
 def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None) -> pd.DataFrame:
-    """`sweep` computed once per (weights hash, dataset fingerprint, levels), stored as CSV atomically."""
-    key = hashlib.sha256(f"{lm.sha256}|{dataset_fingerprint(ds)}|{json.dumps(SWEEP_LEVELS, sort_keys=True)}"
-                         .encode()).hexdigest()[:20]
-    path = Path(runs_dir) / f"sweep-{key}.csv"
+    """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
+    key, so a sweep made by older code is never read."""
+    path = sweep_path(runs_dir, lm, ds)
     if path.is_file():
         try:
             return pd.read_csv(path)

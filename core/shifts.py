@@ -1,7 +1,13 @@
 """Named distribution shifts, applied to uint8 image tensors (..., 3, H, W) before preprocessing.
 
-`parse_shift("jpeg:30")` -> Shift; `shift(x)` works on one image (3, H, W) or a batch (B, 3, H, W),
-so robustness sweeps apply it to whole batches. torchvision's transforms are used where they exist.
+`parse_shift("jpeg:30")` -> Shift; `shift.apply(x, index)` works on one image (3, H, W) or a batch
+(B, 3, H, W), so robustness sweeps apply it to whole batches. torchvision's transforms are used where
+they exist.
+
+Noise is the one random shift, and it has one definition: the image at dataset position i gets
+the noise drawn from a generator seeded with `seed + i`, whether it is shifted alone (the per-image
+path, `ImageDataset.record`) or inside a batch (the sweep's batched path, `apply_shift` with a
+per-image seed for each row). Re-running gives the same pixels; batching never changes them.
 
 | name       | level means                               | identity |
 |------------|-------------------------------------------|----------|
@@ -52,13 +58,17 @@ class ShiftError(ValueError):
 class Shift:
     name: str
     level: float
-    seed: int = 0       # for noise: the same image index gets the same noise in every run
+    seed: int = 0       # for noise: image at dataset position i is seeded with seed + i
 
     def __str__(self):
         return f"{self.name}:{self.level:g}"
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return apply_shift(x, self.name, self.level, self.seed)
+    def apply(self, x: torch.Tensor, index=0) -> torch.Tensor:
+        """uint8 (3, H, W) of the item at dataset position `index`, or (B, 3, H, W) with `index` an int
+        (rows are positions index, index+1, ...) or a sequence of B positions."""
+        if isinstance(index, int):
+            return apply_shift(x, self.name, self.level, self.seed + index)
+        return apply_shift(x, self.name, self.level, [self.seed + int(i) for i in index])
 
 
 def parse_shift(text: str | None) -> Shift | None:
@@ -89,8 +99,25 @@ def _check_level(name, v):
         raise ShiftError(f"level {v:g} is out of range for {name}")
 
 
-def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> uint8 of the same shape. The input is not modified."""
+def image_seeds(x: torch.Tensor, seed) -> list[int]:
+    """Per-image seeds for x (3, H, W) or (B, 3, H, W): an int seed means seed, seed + 1, ... per row."""
+    n = 1 if x.ndim == 3 else int(np.prod(x.shape[:-3]))
+    seeds = [seed + k for k in range(n)] if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
+    return seeds
+
+
+def gaussian_noise(shape, seed: int) -> torch.Tensor:
+    """Standard normal noise of one image's shape (3, H, W) from a generator seeded with `seed`."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(seed)))
+
+
+def apply_shift(x: torch.Tensor, name: str, level: float, seed=0) -> torch.Tensor:
+    """uint8 (..., 3, H, W) -> uint8 of the same shape. The input is not modified.
+
+    seed (noise only): an int for one image; for a batch an int s (row k seeded s + k) or one seed per row.
+    """
     if x.dtype != torch.uint8:
         raise TypeError("apply_shift expects uint8 images")
     _check_level(name, level)
@@ -113,8 +140,8 @@ def apply_shift(x: torch.Tensor, name: str, level: float, seed: int = 0) -> torc
     if name == "noise":
         if level <= 0:
             return x.clone()
-        g = torch.Generator().manual_seed(seed)
-        noise = torch.randn(x.shape, generator=g) * float(level)
+        seeds = image_seeds(x, seed)
+        noise = torch.stack([gaussian_noise(x.shape[-3:], s) for s in seeds]).reshape(x.shape) * float(level)
         return (x.float() + noise).round_().clamp_(0, 255).to(torch.uint8)
     if name == "downscale":
         if level <= 1:

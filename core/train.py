@@ -14,6 +14,11 @@ Decoded training images are held in memory as uint8 when they fit (--cache-limit
 10k 32x32 images are 31 MB, and decoding them once instead of every epoch is most of the speed.
 Under torchrun (WORLD_SIZE > 1) it trains with DistributedDataParallel: a DistributedSampler
 splits each epoch, rank 0 logs and writes the checkpoint (same format), gloo on CPU, NCCL on GPU.
+
+Parts (torchvision-references style): `load_data` (decode + split), `train_one_epoch`, `evaluate`
+(numbers on tensors in memory), and `train`, which wires them together, calls `on_epoch` after every
+epoch (benchmarks and the app observe epochs through it) and tears the process group down in a
+`finally`. `train` returns a `TrainResult`: the checkpoint, the best model and the validation data.
 """
 from __future__ import annotations
 
@@ -30,8 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from .checkpoint import make_checkpoint, save_checkpoint
-from .datasets import DatasetError, ImageDataset, open_dataset
-from .evaluate import build_loader
+from .datasets import DatasetError, open_dataset
+from .evaluate import decode_dataset
 from .labels import LabelMappingError, parse_class_map
 from .metrics import classification_metrics
 from .models import build_model, count_parameters, select_device
@@ -77,20 +82,104 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def decode_all(ds: ImageDataset, workers=None, progress=None) -> tuple[torch.Tensor, torch.Tensor, list]:
-    """Decode and preprocess a whole dataset once: uint8 (N, 3, S, S), labels (N,), skipped list."""
-    xs, ys, skipped, done = [], [], [], 0
-    for b in build_loader(ds, batch_size=512, workers=workers):
-        xs.append(b["x"])
-        ys.append(b["y"])
-        skipped += b["skipped"]
-        done += len(b["ids"]) + len(b["skipped"])
-        if progress:
-            progress(done, len(ds))
-    if not xs or sum(len(x) for x in xs) == 0:
+@dataclass
+class Dist:
+    """Where this process sits: world size, ranks and its device (single process: world 1, rank 0)."""
+    world: int
+    rank: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
+@dataclass
+class TrainData:
+    """Decoded training and validation sets, uint8 (N, 3, S, S) in memory, labels (N,) 0 = REAL, 1 = FAKE."""
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    preprocess: PreprocessConfig
+    description: str                  # the training dataset's describe()
+    skipped: list                     # [(id, reason)] undecodable training files
+
+
+@dataclass
+class EpochReport:
+    """What `on_epoch` receives after every epoch (on every rank): the history row and the live model.
+
+    `model` is the plain (unwrapped) model in eval mode; observers may run it but must not change it.
+    """
+    epoch: int
+    epochs: int
+    phase: str                        # "main" or "finetune"
+    record: dict                      # the history row (losses, accuracies, lr, seconds, ...)
+    model: torch.nn.Module
+    device: torch.device
+    rank: int
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns: the checkpoint dict (as saved), the best model (eval mode) and its data.
+
+    Post-training steps (calibration fits, familiarity statistics) start from `model` and
+    `data.x_val` / `data.y_val`, the validation split that chose the checkpoint.
+    """
+    checkpoint: dict
+    model: torch.nn.Module
+    data: TrainData
+    dist: Dist
+
+    @property
+    def history(self) -> list[dict]:
+        return self.checkpoint["history"]
+
+
+def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
+    """Open, decode (once, into memory) and split the training data per `cfg`.
+
+    Validation comes from cfg.val_data, else a seeded cfg.val_fraction of train. `progress(done, total)`
+    follows the decoding. Raises DatasetError when the data cannot be trained on.
+    """
+    pcfg = cfg.preprocess_config()
+    class_map = parse_class_map(cfg.class_map)
+    ds = open_dataset(cfg.data, split=cfg.split, fmt=cfg.format, class_map=class_map)
+    log(f"train data: {ds.describe()}")
+    for w in ds.warnings:
+        log(f"warning: {w}")
+    need_gb = len(ds) * 3 * pcfg.size ** 2 / 1e9
+    if need_gb > cfg.cache_limit_gb:
+        raise DatasetError(f"decoded training set needs {need_gb:.1f} GB > --cache-limit-gb {cfg.cache_limit_gb}; "
+                           "raise the limit or use --max-train-images")
+    t_decode = time.perf_counter()
+    dec = decode_dataset(ds, pcfg, workers=cfg.workers, progress=progress)
+    if len(dec.x) == 0:
         raise DatasetError(f"no decodable images in {ds.root}")
-    xs = [x for x in xs if len(x)]
-    return torch.cat(xs), torch.cat(ys), skipped
+    log(f"decoded {len(dec.x)} images in {time.perf_counter() - t_decode:.1f} s ({len(dec.skipped)} skipped)")
+    for p, r in dec.skipped[:10]:
+        log(f"skipped: {p}: {r}")
+    g = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(len(dec.x), generator=g)
+    if cfg.val_data:
+        vds = open_dataset(cfg.val_data, split="test", fmt=cfg.format, class_map=class_map)
+        vdec = decode_dataset(vds, pcfg, workers=cfg.workers)
+        if len(vdec.x) == 0:
+            raise DatasetError(f"no decodable images in {vds.root}")
+        x_val, y_val, train_idx = vdec.x, vdec.y, perm
+    else:
+        n_val = max(1, int(round(cfg.val_fraction * len(dec.x))))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        x_val, y_val = dec.x[val_idx], dec.y[val_idx]
+    if cfg.max_train_images:
+        train_idx = train_idx[:cfg.max_train_images]
+    x_tr, y_tr = dec.x[train_idx], dec.y[train_idx]
+    if len(torch.unique(y_tr)) < 2:
+        raise DatasetError("training needs both REAL and FAKE images")
+    return TrainData(x_tr, y_tr, x_val, y_val, pcfg, ds.describe(), dec.skipped)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, robust: bool = False) -> torch.Tensor:
@@ -112,101 +201,141 @@ def augment(x: torch.Tensor, gen: torch.Generator, robust: bool = False) -> torc
     return x
 
 
+def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
+                    cfg: TrainConfig, device: torch.device, gen: torch.Generator, scaler=None, sched=None,
+                    progress=None) -> dict:
+    """One pass over x[order] in batches of cfg.batch_size (a trailing partial batch is dropped).
+
+    model: the module to step (DDP-wrapped under torchrun); x uint8 (N, 3, S, S) on the CPU, y (N,);
+    `sched.step()` after every batch when given. Returns {"loss", "accuracy", "seen", "seconds"}
+    (this process's images). `progress(batch, batches)` after every batch.
+    """
+    model.train()
+    steps = len(order) // cfg.batch_size or 1
+    t0 = time.perf_counter()
+    tot_loss, tot_correct, seen = 0.0, 0, 0
+    for b in range(steps):
+        idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        xb = augment(x[idx], gen, cfg.robust_aug)
+        yb = y[idx].float().to(device, non_blocking=True)
+        xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            logits = model(xb)
+            target = yb * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+        opt.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            opt.step()
+        if sched is not None:
+            sched.step()
+        tot_loss += loss.item() * len(idx)
+        tot_correct += int(((logits.detach() > 0).float() == yb).sum())
+        seen += len(idx)
+        if progress:
+            progress(b + 1, steps)
+    seconds = time.perf_counter() - t0
+    return {"loss": tot_loss / max(seen, 1), "accuracy": tot_correct / max(seen, 1), "seen": seen,
+            "seconds": seconds}
+
+
 @torch.inference_mode()
-def evaluate_tensors(model, x: torch.Tensor, y: torch.Tensor, device, batch_size=512) -> dict:
-    """Loss, accuracy and ECE of `model` on uint8 tensors already in memory."""
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, device, batch_size=512) -> dict:
+    """Loss, accuracy, ECE and ROC AUC of `model` on uint8 tensors x (N, 3, S, S), y (N,) in memory."""
     model.eval()
     logits = []
     for i in range(0, len(x), batch_size):
         xb = to_model_input(x[i:i + batch_size].to(device))
         logits.append(model(xb).float().cpu())
-    z = torch.cat(logits)
+    z = torch.cat(logits) if logits else torch.zeros(0)
     loss = F.binary_cross_entropy_with_logits(z, y.float()).item()
     m = classification_metrics(y.numpy(), torch.sigmoid(z).numpy())
     return {"loss": loss, "accuracy": m["accuracy"], "ece": m["ece"], "roc_auc": m["roc_auc"]}
 
 
-def _dist_info():
+def setup_distributed(cfg: TrainConfig) -> Dist:
+    """Read torchrun's environment; under WORLD_SIZE > 1 join the process group (NCCL on GPU, else gloo)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
-
-
-def train(cfg: TrainConfig, progress=None, log=print) -> dict:
-    """Train per `cfg`, write the best checkpoint to cfg.out (rank 0), return the checkpoint dict.
-
-    `progress(info)` is called after every batch with a dict: phase, epoch, epochs, batch, batches,
-    and after every epoch with `record` (the history row) added. `log` receives one line per epoch.
-    """
-    world, rank, local_rank = _dist_info()
-    distributed = world > 1
     device = select_device(cfg.device)
-    if distributed:
+    if world > 1:
         import torch.distributed as dist
         if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
+            device = torch.device("cuda", local)
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    return Dist(world, rank, local, device)
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP averages gradients, so parameters stay identical, but each rank's BatchNorm statistics follow
+    its own batches. Without this, ranks validate different models, may keep different "best"
+    epochs, and then fine-tune from different weights.
+    """
+    import torch.distributed as dist
+    for b in model.buffers():
+        dist.broadcast(b, src=0)
+
+
+def teardown_distributed() -> None:
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def train(cfg: TrainConfig, progress=None, log=print, on_epoch=None) -> TrainResult:
+    """Train per `cfg`, write the best checkpoint to cfg.out (rank 0), return a TrainResult.
+
+    `progress(info)` is called after every batch with a dict: phase, epoch, epochs, batch, batches,
+    and after every epoch with `record` (the history row) added (rank 0 only). `log` receives one
+    line per epoch (rank 0 only). `on_epoch(EpochReport)` is called after every epoch's validation on
+    every rank. The process group is torn down however training ends.
+    """
+    dist_ = setup_distributed(cfg)
+    try:
+        return _train(cfg, dist_, progress, log, on_epoch)
+    finally:
+        teardown_distributed()
+
+
+def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResult:
+    world, rank, device = dist_.world, dist_.rank, dist_.device
     if rank != 0:
         log = lambda *a, **k: None   # noqa: E731  rank-0 logging only
         progress = None
     seed_everything(cfg.seed)
-    pcfg = cfg.preprocess_config()
-    class_map = parse_class_map(cfg.class_map)
-    ds = open_dataset(cfg.data, split=cfg.split, fmt=cfg.format, class_map=class_map, preprocess=pcfg)
-    log(f"train data: {ds.describe()}")
-    for w in ds.warnings:
-        log(f"warning: {w}")
-    need_gb = len(ds) * 3 * pcfg.size ** 2 / 1e9
-    if need_gb > cfg.cache_limit_gb:
-        raise DatasetError(f"decoded training set needs {need_gb:.1f} GB > --cache-limit-gb {cfg.cache_limit_gb}; "
-                           "raise the limit or use --max-train-images")
-    t_decode = time.perf_counter()
-    x_all, y_all, skipped = decode_all(ds, cfg.workers,
-                                       (lambda d, t: progress({"phase": "decode", "batch": d, "batches": t}))
-                                       if progress else None)
-    log(f"decoded {len(x_all)} images in {time.perf_counter() - t_decode:.1f} s ({len(skipped)} skipped)")
-    for p, r in skipped[:10]:
-        log(f"skipped: {p}: {r}")
-    g = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(x_all), generator=g)
-    if cfg.val_data:
-        vds = open_dataset(cfg.val_data, split="test", fmt=cfg.format, class_map=class_map, preprocess=pcfg)
-        x_val, y_val, _ = decode_all(vds, cfg.workers)
-        train_idx = perm
-    else:
-        n_val = max(1, int(round(cfg.val_fraction * len(x_all))))
-        val_idx, train_idx = perm[:n_val], perm[n_val:]
-        x_val, y_val = x_all[val_idx], y_all[val_idx]
-    if cfg.max_train_images:
-        train_idx = train_idx[:cfg.max_train_images]
-    x_tr, y_tr = x_all[train_idx], y_all[train_idx]
-    del x_all
-    if len(torch.unique(y_tr)) < 2:
-        raise DatasetError("training needs both REAL and FAKE images")
+    data = load_data(cfg, log, (lambda d, t: progress({"phase": "decode", "batch": d, "batches": t}))
+                     if progress else None)
+    x_tr, y_tr = data.x_train, data.y_train
 
-    model_args = {"input_size": pcfg.size, **cfg.model_args}
+    model_args = {"input_size": data.preprocess.size, **cfg.model_args}
     model = build_model(cfg.arch, **model_args).to(device, memory_format=torch.channels_last)
-    ddp_model = model
-    if distributed:
+    step_model = model
+    if dist_.distributed:
         from torch.nn.parallel import DistributedDataParallel
-        ddp_model = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
+        step_model = DistributedDataParallel(model, device_ids=[dist_.local_rank] if device.type == "cuda" else None)
     log(f"model {cfg.arch} {model_args}: {count_parameters(model):,} parameters; device {device}"
-        + (f"; {world} processes" if distributed else ""))
+        + (f"; {world} processes" if dist_.distributed else ""))
 
     from torch.utils.data import DistributedSampler
-    index_ds = list(range(len(x_tr)))
-    sampler = DistributedSampler(index_ds, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True) \
-        if distributed else None
+    sampler = DistributedSampler(range(len(x_tr)), num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed,
+                                 drop_last=True) if dist_.distributed else None
     steps_per_epoch = (len(x_tr) // world) // cfg.batch_size or 1
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * steps_per_epoch
     # OneCycleLR divides by its phase lengths: with a handful of steps (tiny runs) keep the lr constant.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25) \
         if total_steps >= 20 else torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" else None
+    g = torch.Generator().manual_seed(cfg.seed)
     history, best, best_state = [], None, None
     total_epochs = cfg.epochs + cfg.finetune_epochs
     t_start = time.perf_counter()
@@ -222,36 +351,17 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             order = torch.tensor(list(iter(sampler)))
         else:
             order = torch.randperm(len(x_tr), generator=g)
-        model.train()
-        t0 = time.perf_counter()
-        tot_loss, tot_correct, seen = 0.0, 0, 0
-        for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb = augment(x_tr[idx], g, cfg.robust_aug)
-            yb = y_tr[idx].float().to(device, non_blocking=True)
-            xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
-            with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-                logits = ddp_model(xb)
-                target = yb * (1 - cfg.label_smoothing) + 0.5 * cfg.label_smoothing
-                loss = F.binary_cross_entropy_with_logits(logits.float(), target)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            if phase == "main":
-                sched.step()
-            tot_loss += loss.item() * len(idx)
-            tot_correct += int(((logits.detach() > 0).float() == yb).sum())
-            seen += len(idx)
-            if progress:
-                progress({"phase": phase, "epoch": epoch, "epochs": total_epochs, "batch": b + 1,
-                          "batches": steps_per_epoch})
-        train_seconds = time.perf_counter() - t0
-        val = evaluate_tensors(model, x_val, y_val, device)
-        rec = {"epoch": epoch, "phase": phase, "lr": opt.param_groups[0]["lr"], "train_loss": tot_loss / seen,
-               "train_acc": tot_correct / seen, "val_loss": val["loss"], "val_acc": val["accuracy"],
-               "val_ece": val["ece"], "val_auc": val["roc_auc"], "seconds": round(train_seconds, 2),
-               "images_per_second": round(seen * world / train_seconds, 1)}
+        tr = train_one_epoch(step_model, opt, x_tr, y_tr, order, cfg, device, g, scaler,
+                             sched if phase == "main" else None,
+                             (lambda b, n: progress({"phase": phase, "epoch": epoch, "epochs": total_epochs,
+                                                     "batch": b, "batches": n})) if progress else None)
+        if dist_.distributed:
+            sync_buffers(model)
+        val = evaluate(model, data.x_val, data.y_val, device)
+        rec = {"epoch": epoch, "phase": phase, "lr": opt.param_groups[0]["lr"], "train_loss": tr["loss"],
+               "train_acc": tr["accuracy"], "val_loss": val["loss"], "val_acc": val["accuracy"],
+               "val_ece": val["ece"], "val_auc": val["roc_auc"], "seconds": round(tr["seconds"], 2),
+               "images_per_second": round(tr["seen"] * world / tr["seconds"], 1)}
         history.append(rec)
         key = (val["accuracy"], -val["loss"])
         if best is None or key > best:
@@ -260,27 +370,28 @@ def train(cfg: TrainConfig, progress=None, log=print) -> dict:
             rec["best"] = True
         log(f"epoch {epoch}/{total_epochs} [{phase}] loss {rec['train_loss']:.4f} acc {rec['train_acc']:.4f} | "
             f"val loss {val['loss']:.4f} acc {val['accuracy']:.4f} ece {val['ece']:.4f} | "
-            f"{train_seconds:.1f}s {rec['images_per_second']:.0f} img/s" + (" *" if rec.get("best") else ""))
+            f"{tr['seconds']:.1f}s {rec['images_per_second']:.0f} img/s" + (" *" if rec.get("best") else ""))
         if progress:
             progress({"phase": phase, "epoch": epoch, "epochs": total_epochs, "batch": steps_per_epoch,
                       "batches": steps_per_epoch, "record": rec})
+        if on_epoch:
+            on_epoch(EpochReport(epoch, total_epochs, phase, rec, model, device, rank))
     model.load_state_dict(best_state)
-    final_val = evaluate_tensors(model, x_val, y_val, device)
+    final_val = evaluate(model, data.x_val, data.y_val, device)
     wall = time.perf_counter() - t_start
     train_cfg = asdict(cfg)
     train_cfg.update({"world_size": world, "device": str(device), "torch": torch.__version__,
-                      "train_images": len(x_tr), "val_images": len(x_val), "skipped": len(skipped),
-                      "train_seconds": round(wall, 1), "dataset": ds.describe()})
-    ckpt = make_checkpoint(model, cfg.arch, model_args, pcfg, train_config=train_cfg, history=history,
+                      "train_images": len(x_tr), "val_images": len(data.x_val), "skipped": len(data.skipped),
+                      "train_seconds": round(wall, 1), "dataset": data.description})
+    ckpt = make_checkpoint(model, cfg.arch, model_args, data.preprocess, train_config=train_cfg, history=history,
                            metrics={"val": final_val}, name=cfg.name or os.path.splitext(os.path.basename(cfg.out))[0])
     if rank == 0:
         save_checkpoint(ckpt, cfg.out)
         log(f"saved {cfg.out} (best val acc {final_val['accuracy']:.4f}, {wall:.0f} s)")
-    if distributed:
+    if dist_.distributed:
         import torch.distributed as dist
-        dist.barrier()
-        dist.destroy_process_group()
-    return ckpt
+        dist.barrier()       # no rank leaves (and tears down) before rank 0 has written the checkpoint
+    return TrainResult(checkpoint=ckpt, model=model.eval(), data=data, dist=dist_)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -316,14 +427,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    args = get_args_parser().parse_args(argv)
+def main_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed command-line arguments; raises ValueError when --model-args is not JSON."""
     try:
         model_args = json.loads(args.model_args)
     except ValueError as e:
-        print(f"error: --model-args is not JSON: {e}", file=sys.stderr)
+        raise ValueError(f"--model-args is not JSON: {e}") from None
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k != "model_args"}, model_args=model_args)
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    try:
+        cfg = main_config(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k != "model_args"}, model_args=model_args)
     from tqdm import tqdm
     bar = {"bar": None}
 

@@ -33,8 +33,8 @@ def test_training_is_deterministic_with_seed(tiny_cifake, tmp_path):
     from core.train import TrainConfig
     kw = dict(data=str(tiny_cifake), arch="seed-v1", epochs=1, finetune_epochs=0, batch_size=32,
               model_args={"channels": [4, 8, 8], "hidden": 8}, seed=3)
-    a = train.train(TrainConfig(out=str(tmp_path / "a.pt"), **kw), log=lambda *x: None)
-    b = train.train(TrainConfig(out=str(tmp_path / "b.pt"), **kw), log=lambda *x: None)
+    a = train.train(TrainConfig(out=str(tmp_path / "a.pt"), **kw), log=lambda *x: None).checkpoint
+    b = train.train(TrainConfig(out=str(tmp_path / "b.pt"), **kw), log=lambda *x: None).checkpoint
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 

@@ -215,7 +215,7 @@ def test_hemg_parquet_labels_by_name_lazily(tmp_path):
     assert {ref[1] for ref, *_ in ds.items} == {0, 1, 2}
     recs = [ds[i] for i in range(len(ds))]
     assert all(r["error"] is None and r["image"].shape == (3, 32, 32) for r in recs)
-    assert ds._cache_rows is not None and len(ds._cache_rows) <= 4
+    assert ds._local.rows is not None and len(ds._local.rows) <= 4     # this thread's one row group
     # FAKE rows are the noise images: much higher pixel variance than the smooth REAL ones.
     def roughness(x):
         return (x[:, :, 1:].float() - x[:, :, :-1].float()).abs().mean().item()

@@ -1,0 +1,67 @@
+"""core.train in parts: load_data / train_one_epoch / evaluate, the on_epoch observer, the TrainResult,
+and teardown in a `finally`."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core import train as ct
+from core.train import TrainConfig, evaluate, load_data, train, train_one_epoch
+from core.models import build_model
+
+TINY = dict(arch="seed-v1", model_args={"channels": [4, 8, 8], "hidden": 8}, batch_size=16, seed=2)
+
+
+def test_on_epoch_sees_every_epoch_and_result_carries_model_and_validation(tiny_cifake, tmp_path):
+    cfg = TrainConfig(data=str(tiny_cifake), epochs=2, finetune_epochs=1, out=str(tmp_path / "m.pt"), **TINY)
+    val = load_data(cfg, log=lambda *a: None)        # the same seeded split train() will make
+    reports = []
+    res = train(cfg, log=lambda *a: None, on_epoch=lambda rep: reports.append(
+        (rep.epoch, rep.phase, dict(rep.record), evaluate(rep.model, val.x_val, val.y_val, rep.device)["accuracy"])))
+    assert [(e, p) for e, p, *_ in reports] == [(1, "main"), (2, "main"), (3, "finetune")]
+    # The observer saw the saved history rows, and the live model scored the saved validation accuracy.
+    assert [r for _, _, r, _ in reports] == res.history
+    assert [acc for *_, acc in reports] == [h["val_acc"] for h in res.history]
+    # The result: the best model (eval mode) with the validation split that chose it (10% of 128 images).
+    assert not res.model.training
+    assert len(res.data.x_val) == 13 and len(res.data.x_train) == 115 and res.data.x_val.dtype == torch.uint8
+    assert torch.equal(res.data.x_val, val.x_val)
+    assert evaluate(res.model, res.data.x_val, res.data.y_val, torch.device("cpu")) == pytest.approx(
+        res.checkpoint["metrics"]["val"])
+
+
+def test_load_data_split_is_seeded_and_disjoint(tiny_cifake):
+    cfg = TrainConfig(data=str(tiny_cifake), val_fraction=0.25, **TINY)
+    a, b = load_data(cfg, log=lambda *a: None), load_data(cfg, log=lambda *a: None)
+    assert torch.equal(a.x_val, b.x_val) and len(a.x_val) == 32 and len(a.x_train) == 96
+    # No validation image is also a training image.
+    train_rows = {bytes(x.numpy()) for x in a.x_train}
+    assert not any(bytes(x.numpy()) in train_rows for x in a.x_val)
+
+
+def test_train_one_epoch_steps_and_reduces_loss(tiny_cifake):
+    cfg = TrainConfig(data=str(tiny_cifake), **TINY, lr=3e-3)
+    d = load_data(cfg, log=lambda *a: None)
+    torch.manual_seed(0)
+    model = build_model("seed-v1", input_size=32, **TINY["model_args"]).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    seen = []
+    before = evaluate(model, d.x_train, d.y_train, torch.device("cpu"))["loss"]
+    for _ in range(6):
+        out = train_one_epoch(model, opt, d.x_train, d.y_train, torch.randperm(len(d.x_train), generator=g), cfg,
+                              torch.device("cpu"), g, progress=lambda b, n: seen.append((b, n)))
+    assert out["seen"] == (len(d.x_train) // 16) * 16 and seen[-1] == (len(d.x_train) // 16,) * 2
+    assert evaluate(model, d.x_train, d.y_train, torch.device("cpu"))["loss"] < before * 0.8
+
+
+def test_teardown_runs_when_training_fails(tiny_cifake, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ct, "teardown_distributed", lambda: calls.append("teardown"))
+
+    def boom(rep):
+        raise RuntimeError("observer failed")
+    cfg = TrainConfig(data=str(tiny_cifake), epochs=1, finetune_epochs=0, out=str(tmp_path / "m.pt"), **TINY)
+    with pytest.raises(RuntimeError, match="observer failed"):
+        train(cfg, log=lambda *a: None, on_epoch=boom)
+    assert calls == ["teardown"] and not (tmp_path / "m.pt").exists()
