@@ -39,26 +39,38 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
 
 
-def bootstrap_ci(stat, arrays: tuple, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                 strata=None) -> tuple[float, float]:
-    """Percentile bootstrap interval of stat(*resampled arrays); rows resampled together, seeded.
+def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0, strata=None):
+    """Yield n_boot seeded resamples (int arrays of length n) of range(n), drawn with replacement.
 
     `strata` (optional, (N,) labels) resamples within each stratum so every replicate keeps the class
-    counts (an AUC needs both classes). Replicates where stat returns None/nan are dropped.
+    counts (an AUC needs both classes). The same seed gives the same resamples: two models scored on
+    the same replicates give a paired bootstrap.
     """
-    n = len(arrays[0])
-    if n == 0:
-        return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(np.asarray(strata) == s) for s in np.unique(strata)] if strata is not None \
         else [np.arange(n)]
-    vals = []
     for _ in range(n_boot):
-        idx = np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
-        v = stat(*(a[idx] for a in arrays))
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            vals.append(float(v))
+        yield np.concatenate([g[rng.integers(0, len(g), len(g))] for g in groups])
+
+
+def percentile_interval(vals, level: float = 0.95) -> tuple[float, float]:
+    vals = [float(v) for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return float("nan"), float("nan")
     alpha = 1 - level
     return float(np.quantile(vals, alpha / 2)), float(np.quantile(vals, 1 - alpha / 2))
+
+
+def bootstrap_ci(stat, arrays: tuple, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                 strata=None) -> tuple[float, float]:
+    """Percentile bootstrap interval of stat(*resampled arrays); rows resampled together, seeded
+    (see bootstrap_indices). Replicates where stat returns None/nan are dropped.
+    """
+    n = len(arrays[0])
+    if n == 0:
+        return float("nan"), float("nan")
+    vals = []
+    for idx in bootstrap_indices(n, n_boot, seed, strata):
+        v = stat(*(a[idx] for a in arrays))
+        vals.append(v)
+    return percentile_interval(vals, level)
