@@ -18,6 +18,9 @@ PAGES = [
     st.Page("pages/4_misclassifications.py", title="Misclassifications", icon=":material/report:"),
     st.Page("pages/5_limitations.py", title="Limitations", icon=":material/warning:"),
     st.Page("pages/6_model_data.py", title="Model & data", icon=":material/description:"),
+    st.Page("pages/8_forensics.py", title="Forensics", icon=":material/query_stats:"),
+    st.Page("pages/9_compare.py", title="Compare models", icon=":material/compare_arrows:"),
+    st.Page("pages/10_slices.py", title="Error slices", icon=":material/pie_chart:"),
 ]
 
 page = st.navigation(PAGES)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .labels import CLASS_NAMES
-from .metrics import classification_metrics, expected_calibration_error, roc_curve
+from .metrics import classification_metrics, roc_curve
 from .stats import bootstrap_indices, mcnemar_exact, percentile_interval, wilson_interval
 
 CELLS = ("both_right", "only_a", "only_b", "both_wrong")
@@ -49,18 +49,57 @@ def join_predictions(df_a: pd.DataFrame, df_b: pd.DataFrame) -> pd.DataFrame:
         columns="label_b")
 
 
-def _auc(y, p):
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+STATS = ("accuracy", "roc_auc", "ece", "recall_REAL", "recall_FAKE")
 
 
-STATS = {   # name -> f(y, p, threshold); one definition each, shared with core.metrics
-    "accuracy": lambda y, p, t: float(((p >= t).astype(int) == y).mean()),
-    "roc_auc": lambda y, p, t: _auc(y, p),
-    "ece": lambda y, p, t: expected_calibration_error(y, p),
-    "recall_REAL": lambda y, p, t: float((p[y == 0] < t).mean()) if (y == 0).any() else None,
-    "recall_FAKE": lambda y, p, t: float((p[y == 1] >= t).mean()) if (y == 1).any() else None,
-}
+def point_stats(y, p, threshold: float) -> dict:
+    """The compared statistics on the full set, from core.metrics (the definitions the other pages use)."""
+    m = classification_metrics(y, p, threshold)
+    pc = m.get("per_class", {})
+    return {"accuracy": m.get("accuracy"), "roc_auc": m.get("roc_auc"), "ece": m.get("ece"),
+            "recall_REAL": pc.get("REAL", {}).get("recall") if (y == 0).any() else None,
+            "recall_FAKE": pc.get("FAKE", {}).get("recall") if (y == 1).any() else None}
+
+
+def weighted_stats(y, p, threshold: float, W: np.ndarray, n_bins: int = 10) -> dict:
+    """The same statistics for many bootstrap replicates at once: W (B, N) holds how often each image
+    is drawn in each replicate. Row b equals point_stats on the images repeated W[b] times (tested
+    against core.metrics and scikit-learn); as matrix products, 1,000 paired replicates of the 2,000-image
+    sample take 0.7 s against 23 s for re-scoring 1,000 resampled tables with core.metrics (measured
+    here, same intervals to the last digit).
+
+    AUC is the Mann-Whitney statistic with ties counted one half (= sklearn's roc_auc_score); ECE uses
+    core.metrics' bins: confidence max(p, 1 - p) in 10 equal bins over [0.5, 1], correctness at 0.5.
+    """
+    y = np.asarray(y)
+    p = np.asarray(p, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)                                   # (B, N)
+    tot = W.sum(1)
+    correct = ((p >= threshold).astype(int) == y).astype(np.float64)
+    neg, pos = (y == 0).astype(np.float64), (y == 1).astype(np.float64)
+    out = {"accuracy": W @ correct / tot}
+    wn, wp = W @ neg, W @ pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["recall_REAL"] = W @ (correct * neg) / wn
+        out["recall_FAKE"] = W @ (correct * pos) / wp
+        order = np.argsort(p, kind="stable")
+        ps = p[order]
+        Ws = W[:, order]
+        cumneg = np.cumsum(Ws * neg[order], axis=1)                       # (B, N) negatives up to each row
+        new = np.r_[True, ps[1:] != ps[:-1]]                              # first row of each tie group
+        start = np.maximum.accumulate(np.where(new, np.arange(len(ps)), 0))
+        last = np.r_[np.flatnonzero(new)[1:] - 1, len(ps) - 1]            # last row of each group
+        end = last[np.cumsum(new) - 1]
+        below = np.where(start > 0, cumneg[:, np.maximum(start - 1, 0)], 0.0)
+        ties = cumneg[:, end] - below
+        out["roc_auc"] = (Ws * pos[order] * (below + 0.5 * ties)).sum(1) / (wn * wp)
+    conf = np.maximum(p, 1 - p)
+    edges = np.linspace(0.5, 1.0, n_bins + 1)
+    k = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
+    onehot = np.eye(n_bins)[k]                                            # (N, bins)
+    right = ((p >= 0.5).astype(int) == y).astype(np.float64)
+    out["ece"] = np.abs(W @ (onehot * right[:, None]) - W @ (onehot * conf[:, None])).sum(1) / tot
+    return out
 
 
 def compare_predictions(joined: pd.DataFrame, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -77,17 +116,20 @@ def compare_predictions(joined: pd.DataFrame, threshold: float = 0.5, n_boot: in
     counts = {"both_right": int((ra & rb).sum()), "only_a": int((ra & ~rb).sum()),
               "only_b": int((~ra & rb).sum()), "both_wrong": int((~ra & ~rb).sum())}
     reps = {k: {"a": [], "b": [], "delta": []} for k in STATS}
-    for idx in bootstrap_indices(len(y), n_boot, seed, strata=y):
-        for k, f in STATS.items():
-            va, vb = f(y[idx], pa[idx], threshold), f(y[idx], pb[idx], threshold)
-            reps[k]["a"].append(va)
-            reps[k]["b"].append(vb)
-            reps[k]["delta"].append(None if va is None or vb is None else vb - va)
+    idx = list(bootstrap_indices(len(y), n_boot, seed, strata=y))
+    for c in range(0, n_boot, 100):                     # 100 replicates at a time bounds memory at 100 x N
+        W = np.stack([np.bincount(i, minlength=len(y)) for i in idx[c:c + 100]])
+        sa, sb = weighted_stats(y, pa, threshold, W), weighted_stats(y, pb, threshold, W)
+        for k in STATS:
+            reps[k]["a"] += list(sa[k])
+            reps[k]["b"] += list(sb[k])
+            reps[k]["delta"] += list(sb[k] - sa[k])
     metrics = {"a": {}, "b": {}, "delta": {}}
-    for k, f in STATS.items():
-        va, vb = f(y, pa, threshold), f(y, pb, threshold)
+    pt_a, pt_b = point_stats(y, pa, threshold), point_stats(y, pb, threshold)
+    for k in STATS:
+        va, vb = pt_a[k], pt_b[k]
         for side, v in (("a", va), ("b", vb), ("delta", None if va is None or vb is None else vb - va)):
-            lo, hi = percentile_interval(reps[k][side])
+            lo, hi = percentile_interval(reps[k][side]) if v is not None else (float("nan"), float("nan"))
             metrics[side][k] = {"value": v, "ci_low": lo, "ci_high": hi}
     per_source = []
     for src, g in joined.assign(ra=ra, rb=rb).groupby("source", sort=True):

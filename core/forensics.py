@@ -465,30 +465,46 @@ def _summary(m: dict) -> dict:
             "recall_REAL": pc.get("REAL", {}).get("recall"), "recall_FAKE": pc.get("FAKE", {}).get("recall")}
 
 
-def reencoding_control(lm, ds, quality: int = 90, threshold: float = 0.5, clean_metrics: dict | None = None,
-                       progress=None) -> dict:
-    """Re-encode both classes identically and evaluate again (core.evaluate); deltas = re-encoded - clean.
-
-    `clean_metrics` (the metrics of core.evaluate on ds at `threshold`) is computed when not given.
-    Also reports the metadata-only accuracy of the re-encoded files (should be near 0.5: same pipeline).
-    """
+def reencoded_predictions(lm, ds, quality: int = 90, progress=None) -> tuple:
+    """core.evaluate's predictions on an identically re-encoded copy of ds (see reencode_dataset), the
+    skipped items, and the metadata-only accuracy of the copies (near 0.5: one pipeline for both classes)."""
     from .evaluate import evaluate
-    from .metrics import classification_metrics
     size = lm.preprocess.upsample_from or lm.preprocess.size
-    if clean_metrics is None:
-        df, _ = evaluate(lm, ds)
-        clean_metrics = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
     with tempfile.TemporaryDirectory(prefix="reencode-") as tmp:
         rds, skipped = reencode_dataset(ds, tmp, size, quality, lm.preprocess.fit, progress)
         df, _ = evaluate(lm, rds)
         after_meta = metadata_only_accuracy(scan_files(rds))
-    m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
-    clean, re = _summary(clean_metrics), _summary(m)
+    # Ids of the copies point back to the originals, so both tables join on `path`.
+    originals = {f"{CLASS_NAMES[int(lab)]}/{i:06d}.jpg": ds.item_id(i) for i, (_, lab, *_) in enumerate(ds.items)}
+    df["path"] = df["path"].map(lambda p: originals.get(p, p))
+    return df, skipped, after_meta
+
+
+def reencoding_summary(clean_df, re_df, threshold: float = 0.5, quality: int = 90, size: str = "",
+                       metadata_after=None, skipped=()) -> dict:
+    """Metrics (core.metrics) of the clean and the re-encoded predictions at `threshold`, and re-encoded - clean."""
+    from .metrics import classification_metrics
+    clean = _summary(classification_metrics(clean_df["label"].to_numpy(), clean_df["prob_fake"].to_numpy(), threshold))
+    re = _summary(classification_metrics(re_df["label"].to_numpy(), re_df["prob_fake"].to_numpy(), threshold))
     delta = lambda k: (re[k] - clean[k]) if re[k] is not None and clean[k] is not None else None   # noqa: E731
-    return {"quality": int(quality), "subsampling": "4:2:0", "size": f"{size}x{size}", "threshold": threshold,
+    return {"quality": int(quality), "subsampling": "4:2:0", "size": size, "threshold": threshold,
             "clean": clean, "reencoded": re, "delta_accuracy": delta("accuracy"), "delta_roc_auc": delta("roc_auc"),
             "delta_recall_REAL": delta("recall_REAL"), "delta_recall_FAKE": delta("recall_FAKE"),
-            "metadata_only_accuracy_after": after_meta, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+            "metadata_only_accuracy_after": metadata_after,
+            "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+
+
+def reencoding_control(lm, ds, quality: int = 90, threshold: float = 0.5, clean_df=None, progress=None) -> dict:
+    """Re-encode both classes identically and evaluate again (core.evaluate); deltas = re-encoded - clean.
+
+    `clean_df` (core.evaluate's predictions on ds) is computed when not given.
+    """
+    from .evaluate import evaluate
+    if clean_df is None:
+        clean_df, _ = evaluate(lm, ds)
+    re_df, skipped, after = reencoded_predictions(lm, ds, quality, progress)
+    size = lm.preprocess.upsample_from or lm.preprocess.size
+    return reencoding_summary(clean_df, re_df, threshold, quality, f"{size}x{size}", after, skipped)
 
 
 # ----------------------------------------------------------------------------- everything, cached
@@ -521,25 +537,38 @@ def result_files(res: dict) -> dict[str, bytes]:
 
 def cached_analysis(ds, runs_dir="runs", progress=None) -> Path:
     """`analyse` once per dataset fingerprint; returns the folder holding result_files (runs/forensics-*)."""
-    from .evaluate import dataset_fingerprint
-    out = result_dir(runs_dir, "forensics", dataset_fingerprint(ds), RESIDUAL_SIGMA)
+    out = analysis_dir(ds, runs_dir)
     if not (out / "shortcuts.json").is_file():
         write_result_dir(out, result_files(analyse(ds, progress=progress)))
     return out
 
 
+def analysis_dir(ds, runs_dir="runs") -> Path:
+    from .evaluate import dataset_fingerprint
+    return result_dir(runs_dir, "forensics", dataset_fingerprint(ds), RESIDUAL_SIGMA)
+
+
+def reencoding_dir(lm, ds, runs_dir="runs", quality: int = 90) -> Path:
+    from .evaluate import dataset_fingerprint
+    return result_dir(runs_dir, "reencode", lm.sha256, dataset_fingerprint(ds), quality)
+
+
 def cached_reencoding(lm, ds, runs_dir="runs", quality: int = 90, threshold: float = 0.5, progress=None) -> dict:
-    """`reencoding_control` once per (weights, dataset, quality, threshold), against the cached clean evaluation."""
-    from .evaluate import cached_evaluation, dataset_fingerprint
-    from .metrics import classification_metrics
-    out = result_dir(runs_dir, "reencode", lm.sha256, dataset_fingerprint(ds), quality, threshold)
-    if (out / "reencoding.json").is_file():
-        return json.loads((out / "reencoding.json").read_text())
-    df, _ = cached_evaluation(lm, ds, runs_dir)
-    clean = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
-    res = reencoding_control(lm, ds, quality, threshold, clean, progress)
-    write_result_dir(out, {"reencoding.json": json_bytes(res)})
-    return res
+    """`reencoding_control` against the cached clean evaluation (core.evaluate.cached_evaluation); the
+    re-encoded predictions are stored once per (weights, dataset, quality), any threshold is applied after."""
+    from .evaluate import cached_evaluation
+    out = reencoding_dir(lm, ds, runs_dir, quality)
+    try:
+        re_df = pd.read_csv(out / "predictions.csv", keep_default_na=False, dtype={"path": str, "source": str})
+        meta = json.loads((out / "meta.json").read_text())
+    except (OSError, ValueError):
+        re_df, skipped, after = reencoded_predictions(lm, ds, quality, progress)
+        size = lm.preprocess.upsample_from or lm.preprocess.size
+        meta = {"size": f"{size}x{size}", "metadata_only_accuracy_after": after, "skipped": skipped}
+        write_result_dir(out, {"predictions.csv": re_df.to_csv(index=False).encode(), "meta.json": json_bytes(meta)})
+    clean_df, _ = cached_evaluation(lm, ds, runs_dir)
+    return reencoding_summary(clean_df, re_df, threshold, quality, meta["size"], meta["metadata_only_accuracy_after"],
+                              [tuple(x) for x in meta["skipped"]])
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -67,3 +67,63 @@ def test_limitations_flip_rates_equal_core(app, app_dirs):
     assert shown["flips"].tolist() == want["flips"].tolist()
     verdicts = at.table[0].value
     assert "Verdict stability" in verdicts.index
+
+
+# ----------------------------------------------------------------------------- new pages
+
+@pytest.mark.parametrize("page,title", [("8_forensics", "Forensics"), ("9_compare", "Compare models"),
+                                        ("10_slices", "Error slices")])
+def test_new_pages_render(app, page, title):
+    at = _page(app, page)
+    assert [t.value for t in at.title] == [title]
+    assert not at.error, [e.value for e in at.error]
+
+
+def test_forensics_page_numbers_equal_core(app, app_dirs):
+    from core import forensics
+    at = _page(app, "8_forensics")
+    _, ds = _lm_ds(app_dirs)
+    res = forensics.analyse(ds)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Metadata-only balanced accuracy"] == f"{res['shortcuts']['metadata_only_accuracy']:.3f}"
+    spec = _table(at, "cycles_per_pixel")
+    np.testing.assert_allclose(spec["REAL"], forensics.radial_table(res["spectra"])["REAL"], rtol=1e-9)
+    # the re-encoding control runs on request and shows core's deltas
+    at.button(key="reencode_run").click().run()
+    assert not at.exception
+    lm, _ = _lm_ds(app_dirs)
+    rc = forensics.reencoding_control(lm, ds, quality=90)
+    shown = _table(at, "re-encoded").set_index("metric")
+    assert shown.loc["accuracy", "change"] == pytest.approx(rc["delta_accuracy"])
+    assert shown.loc["roc_auc", "re-encoded"] == pytest.approx(rc["reencoded"]["roc_auc"])
+
+
+def test_compare_page_against_itself_and_core(app, app_dirs, monkeypatch):
+    """The fixture has one shipped model: compare it with itself through the path option."""
+    from core import compare
+    at = _page(app, "9_compare")
+    at.selectbox(key="compare_b").set_value("Checkpoint path").run()
+    at.text_input(key="compare_b_path").set_value(str(app_dirs["weights"] / "default.pt")).run()
+    assert not at.exception and not at.error
+    cells = _table(at, "meaning").set_index("cell")["images"]
+    assert cells["only_a"] == cells["only_b"] == 0 and cells.sum() == 48
+    assert any("p = 1;" in m.value for m in at.markdown)
+    metrics = _table(at, "B - A").set_index("metric")
+    from core.evaluate import evaluate
+    lm, ds = _lm_ds(app_dirs)
+    _, m = evaluate(lm, ds)
+    assert metrics.loc["accuracy", "A"] == pytest.approx(m["accuracy"]) and metrics.loc["accuracy", "B - A"] == 0
+
+
+def test_slices_page_equals_core(app, app_dirs):
+    from core import slices
+    from core.evaluate import evaluate
+    at = _page(app, "10_slices")
+    shown = _table(at, "dimension")
+    lm, ds = _lm_ds(app_dirs)
+    df, _ = evaluate(lm, ds)
+    want = slices.slice_table(slices.join(df, slices.image_properties(ds)), 0.5)
+    assert shown[["dimension", "slice", "images", "errors"]].values.tolist() == \
+        want[["dimension", "slice", "images", "errors"]].values.tolist()
+    at.selectbox(key="slice_pick").set_value(tuple(want.iloc[0][["dimension", "slice"]])).run()
+    assert not at.exception

@@ -50,6 +50,20 @@ def test_compare_counts_mcnemar_and_per_source_hand_checked():
     assert cells.tolist() == ["both_right"] * 4 + ["only_a"] + ["only_b"] * 5
 
 
+def test_weighted_stats_equal_core_metrics_on_repeated_rows():
+    """Each bootstrap replicate, scored as weights, equals core.metrics on the images it draws (ties included)."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    p = np.round(np.clip(0.3 * y + rng.random(60) * 0.7, 0, 1), 1)      # coarse values: many ties
+    W = rng.integers(0, 3, (6, 60))
+    ws = compare.weighted_stats(y, p, 0.5, W)
+    for b in range(6):
+        idx = np.repeat(np.arange(60), W[b])
+        want = compare.point_stats(y[idx], p[idx], 0.5)
+        for k in compare.STATS:
+            assert ws[k][b] == pytest.approx(want[k], abs=1e-12), k
+
+
 def test_bootstrap_is_seeded_and_paired():
     a = compare.compare_predictions(_joined(), 0.5, n_boot=200, seed=3)
     b = compare.compare_predictions(_joined(), 0.5, n_boot=200, seed=3)

@@ -180,13 +180,18 @@ def test_reencoding_control_numbers_are_core_evaluate_numbers(trained_ckpt, tiny
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     rc = forensics.reencoding_control(lm, ds, quality=50)
-    _, clean = evaluate(lm, ds)
+    clean_df, clean = evaluate(lm, ds)
+    re_df, _, _ = forensics.reencoded_predictions(lm, ds, quality=50)
+    assert sorted(re_df["path"]) == sorted(clean_df["path"])         # copies keep their originals' ids
     assert rc["clean"]["accuracy"] == clean["accuracy"] and rc["clean"]["roc_auc"] == clean["roc_auc"]
     rds, _ = forensics.reencode_dataset(ds, tmp_path / "re", size=lm.preprocess.size, quality=50)
     _, re = evaluate(lm, rds)
     assert rc["reencoded"]["accuracy"] == re["accuracy"]
     assert rc["delta_accuracy"] == pytest.approx(re["accuracy"] - clean["accuracy"])
     assert rc["delta_roc_auc"] == pytest.approx(re["roc_auc"] - clean["roc_auc"])
+    cached = forensics.cached_reencoding(lm, ds, tmp_path / "runs", quality=50)
+    assert cached["delta_accuracy"] == pytest.approx(rc["delta_accuracy"])
+    assert (tmp_path / "runs").is_dir() and forensics.reencoding_dir(lm, ds, tmp_path / "runs", 50).is_dir()
 
 
 def test_forensics_cli_writes_every_output(tmp_path, capsys):

@@ -1,0 +1,68 @@
+"""Error slices page: accuracy per source and per binned image property (brightness, saturation,
+sharpness, JPEG quality, original size), worst first, each with its Wilson interval; pick a slice to
+see its images. core.slices computes everything (`python -m core.slices --data PATH --out DIR`).
+"""
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.audit_cache import result_dir
+from core.evaluate import dataset_fingerprint
+from core.slices import cached_properties, join, members, read_properties, slice_table
+from core.labels import CLASS_NAMES
+from pages._common import RUNS_DIR, context_and_evaluation_or_stop
+from pages._views import gallery, pct
+
+N_CHART = 15
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _read_props(path: str) -> pd.DataFrame:
+    return read_properties(path)
+
+
+def properties_ui(ctx) -> pd.DataFrame:
+    path = result_dir(RUNS_DIR, "properties", dataset_fingerprint(ctx.ds)) / "properties.csv"
+    if not path.is_file():
+        bar = st.progress(0.0, text=f"Measuring {len(ctx.ds):,} images...")
+        cached_properties(ctx.ds, RUNS_DIR, progress=lambda d, t: bar.progress(min(1.0, d / max(t, 1)),
+                                                                              text=f"Measuring: {d:,}/{t:,}"))
+        bar.empty()
+    return _read_props(str(path))
+
+
+def main() -> None:
+    st.title("Error slices")
+    ctx, df, stored = context_and_evaluation_or_stop()
+    props = properties_ui(ctx)
+    merged = join(df, props)
+    table = slice_table(merged, ctx.threshold)
+    st.caption(f"{stored.get('dataset', '')} · threshold {ctx.threshold:.2f} · properties measured on the decoded "
+               "original (before preprocessing): brightness = mean luma 0-255, saturation = mean HSV saturation "
+               "0-1, sharpness = variance of the Laplacian; continuous properties in quartiles of this set. "
+               "Worst first: lowest accuracy, larger slice first on ties; intervals are 95% Wilson.")
+    worst = table.head(N_CHART)
+    labels = [f"{d}: {s}" for d, s in zip(worst["dimension"], worst["slice"])]
+    fig = go.Figure(go.Bar(x=worst["accuracy"], y=labels, orientation="h",
+                           error_x=dict(type="data", symmetric=False, array=worst["ci_high"] - worst["accuracy"],
+                                        arrayminus=worst["accuracy"] - worst["ci_low"]),
+                           text=[f"{pct(a)} of {n:,}" for a, n in zip(worst["accuracy"], worst["images"])],
+                           textposition="inside"))
+    fig.update_layout(height=30 * len(worst) + 80, margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis=dict(title="accuracy", range=[0, 1.02]), yaxis=dict(autorange="reversed"))
+    st.plotly_chart(fig, key="slices-chart")
+    st.dataframe(table, hide_index=True, key="slices-table")
+    st.download_button("Slices (CSV)", table.assign(threshold=ctx.threshold).to_csv(index=False).encode(),
+                       "slices.csv", "text/csv", key="slices-csv")
+    options = list(zip(table["dimension"], table["slice"]))
+    pick = st.selectbox("Show the images of", options, format_func=lambda o: f"{o[0]}: {o[1]}", key="slice_pick")
+    mem = members(merged, pick[0], pick[1], ctx.threshold)
+    n_err = int((~mem["correct"]).sum())
+    st.caption(f"{len(mem):,} images, {n_err:,} wrong; the wrong ones first, most confident first.")
+    gallery(ctx, mem.head(24), caption=lambda r: (f"{'wrong' if not r['correct'] else 'right'} · P(AI) "
+                                                  f"{r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]}"))
+
+
+main()

@@ -1,0 +1,137 @@
+"""Compare page: the sidebar's model (A) against a second model (B) on the same data and threshold.
+
+Metrics side by side with paired bootstrap intervals, a ROC overlay, the disagreement table with the
+images of each cell, McNemar's exact test and per-source deltas: core.compare, the same numbers as
+`python -m core.compare --weights A B --data PATH --out DIR`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core.checkpoint import CheckpointError
+from core.compare import (CELL_MEANING, CELLS, CompareError, compare_predictions, disagreement_cells,
+                          join_predictions, metrics_table, roc_table)
+from core.labels import CLASS_NAMES
+from pages._common import Context, _file_sha, evaluation_ui, get_context, load_model_cached, shipped_weights
+from pages._views import gallery, num, pct
+
+N_BOOT = 1000
+
+
+@st.cache_data(show_spinner="Bootstrap intervals...", max_entries=16)
+def _compare(df_a: pd.DataFrame, df_b: pd.DataFrame, threshold: float, key: tuple) -> tuple[pd.DataFrame, dict]:
+    joined = join_predictions(df_a, df_b)
+    return joined, compare_predictions(joined, threshold, N_BOOT)
+
+
+def model_b_ui(ctx: Context) -> tuple[object, str] | None:
+    options = [p for p in shipped_weights() if str(p) != str(Path(ctx.weights_path))]
+    labels = [p.name for p in options] + ["Checkpoint path"]
+    choice = st.selectbox("Model B", labels, key="compare_b",
+                          help="Model A is the sidebar's model; B is scored on the same data at the same threshold.")
+    if choice == "Checkpoint path":
+        path = st.text_input("Path to checkpoint B", key="compare_b_path")
+        if not path:
+            return None
+    else:
+        path = str(options[labels.index(choice)])
+    try:
+        if not Path(path).is_file():
+            raise CheckpointError(f"no file at {path}")
+        return load_model_cached(path, _file_sha(path)), path
+    except CheckpointError as e:
+        st.error(f"Cannot use model B: {e}")
+        return None
+
+
+def main() -> None:
+    st.title("Compare models")
+    ctx = get_context()
+    if ctx is None:
+        st.stop()
+    picked = model_b_ui(ctx)
+    if picked is None:
+        st.stop()
+    lm_b, path_b = picked
+    res_a = evaluation_ui(ctx)
+    ctx_b = Context(lm=lm_b, weights_path=path_b, ds=ctx.ds, dataset_key=ctx.dataset_key, threshold=ctx.threshold)
+    res_b = evaluation_ui(ctx_b)
+    if res_a is None or res_b is None:
+        st.stop()
+    name_a, name_b = Path(ctx.weights_path).name, Path(path_b).name
+    try:
+        joined, res = _compare(res_a[0], res_b[0], ctx.threshold, (ctx.lm.sha256, lm_b.sha256, tuple(ctx.dataset_key)))
+    except CompareError as e:
+        st.error(f"These evaluations cannot be compared: {e}")
+        st.stop()
+    st.caption(f"A = `{name_a}`, B = `{name_b}` · {res['n']:,} images · threshold {ctx.threshold:.2f} · intervals: "
+               f"95% percentile bootstrap, {res['n_boot']:,} paired resamples stratified by class, seed {res['seed']}.")
+
+    st.header("Metrics side by side")
+    table = metrics_table(res, f"A", f"B")
+    st.dataframe(table, hide_index=True, key="cmp-metrics")
+
+    st.header("ROC curves")
+    roc = roc_table(joined)
+    fig = go.Figure()
+    for m, g in roc.groupby("model"):
+        auc = res["metrics"][m.lower()]["roc_auc"]["value"]
+        fig.add_trace(go.Scatter(x=g["fpr"], y=g["tpr"], mode="lines",
+                                 name=f"{m} = {name_a if m == 'A' else name_b} (AUC {num(auc, '.4f')})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="false positive rate",
+                      yaxis_title="true positive rate", legend=dict(orientation="h", y=-0.2))
+    st.plotly_chart(fig, key="cmp-roc")
+    st.download_button("ROC curves (CSV)", roc.to_csv(index=False).encode(), "roc.csv", "text/csv", key="cmp-roc-csv")
+
+    st.header("Where they disagree")
+    cells = pd.DataFrame([{"cell": c, "meaning": CELL_MEANING[c], "images": res[c],
+                           "share": res[c] / res["n"] if res["n"] else None} for c in CELLS])
+    st.dataframe(cells, hide_index=True, key="cmp-cells")
+    p = res["mcnemar_p"]
+    verdict = ("the two error rates differ (p < 0.05)" if p < 0.05 else "no evidence that the error rates differ (p >= 0.05)")
+    st.markdown(f"**McNemar's exact test** on the {res['only_a'] + res['only_b']:,} images where exactly one model is "
+                f"right ({res['only_a']:,} only A, {res['only_b']:,} only B): p = {p:.3g}; {verdict}.")
+    per_image = joined.assign(cell=disagreement_cells(joined, ctx.threshold))
+    st.download_button("Every image's cell (CSV)", per_image.to_csv(index=False).encode(), "disagreements.csv",
+                       "text/csv", key="cmp-dis-csv")
+    choice = st.selectbox("Show the images of", list(CELLS), index=1, format_func=lambda c: f"{CELL_MEANING[c]} "
+                          f"({res[c]:,})", key="cmp-cell")
+    part = per_image[per_image["cell"] == choice].copy()
+    part["gap"] = (part["prob_a"] - part["prob_b"]).abs()
+    part = part.sort_values("gap", ascending=False).rename(columns={"prob_a": "prob_fake"})
+
+    def caption(r):
+        return (f"A {r['prob_fake']:.3f} · B {r['prob_b']:.3f} · true {CLASS_NAMES[int(r['label'])]}"
+                + (f" · {r['source']}" if r.get("source") else ""))
+    st.caption("Largest disagreement in P(AI) first.")
+    gallery(ctx, part.head(24), caption=caption)
+
+    st.header("Per source")
+    per = pd.DataFrame(res["per_source"])
+    if per.empty:
+        st.info("The dataset gives no sources (no manifest with a source column).")
+    else:
+        fig = go.Figure([go.Bar(x=per["source"], y=per["accuracy_a"], name="A", error_y=dict(
+                            type="data", symmetric=False, array=per["ci_high_a"] - per["accuracy_a"],
+                            arrayminus=per["accuracy_a"] - per["ci_low_a"])),
+                         go.Bar(x=per["source"], y=per["accuracy_b"], name="B", error_y=dict(
+                             type="data", symmetric=False, array=per["ci_high_b"] - per["accuracy_b"],
+                             arrayminus=per["accuracy_b"] - per["ci_low_b"]))])
+        fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10),
+                          yaxis=dict(title="accuracy (95% Wilson)", range=[0, 1.05]))
+        st.plotly_chart(fig, key="cmp-src")
+        st.dataframe(per, hide_index=True, key="cmp-per-source")
+        st.download_button("Per source (CSV)", per.to_csv(index=False).encode(), "per_source.csv", "text/csv",
+                           key="cmp-src-csv")
+    st.download_button("Everything (compare.json)", json.dumps({"model_a": name_a, "model_b": name_b, **res},
+                                                               default=float, indent=2).encode(),
+                       "compare.json", "application/json", key="cmp-json")
+
+
+main()
