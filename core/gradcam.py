@@ -1,8 +1,11 @@
 """Grad-CAM on the model's last conv block, computed without module hooks, plus its drawing and audit.
 
-Contract: `gradcam(model, x)` takes float32 x (B, 3, S, S) in [0, 1] and returns cams (B, S, S) in
-[0, 1] (each map divided by its max; an all-zero map stays zero) and the logits (B,).
-The target is the predicted class by default (the map explains the decision shown), or "fake"/"real".
+Contract: `gradcam(model, x, target)` takes float32 x (B, 3, S, S) in [0, 1] and returns cams (B, S, S)
+in [0, 1] (each map divided by its max; an all-zero map stays zero) and the logits (B,). The target
+is the class to explain: "fake", "real", or a bool tensor (B,) of the classes called (True = FAKE),
+which callers take from `called_fake(logits, temperature, threshold)`: the map explains the call the
+user sees at the chosen threshold, not the call at 0.5. `gradcam_pair` returns both classes' maps
+from one backward pass (the REAL map uses the negated gradient), so a threshold change needs no rerun.
 
 Why no hooks: the model is shared by every app session (st.cache_resource), and hooks registered
 on a shared module fire for every concurrent call. The architectures expose `features` (the last
@@ -17,28 +20,53 @@ import torch.nn.functional as F
 from PIL import Image
 
 
-def gradcam(model: torch.nn.Module, x: torch.Tensor, target: str = "predicted") -> tuple[torch.Tensor, torch.Tensor]:
-    """(cams (B, S, S) in [0, 1], logits (B,)) for float x (B, 3, S, S) in [0, 1]. x is not modified."""
-    if target not in ("predicted", "fake", "real"):
-        raise ValueError("target must be 'predicted', 'fake' or 'real'")
+def called_fake(logits: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
+    """bool (B,): the class called at `threshold` on P(FAKE) = sigmoid(logit / T), True = FAKE."""
+    return torch.sigmoid(logits.float() / float(temperature)) >= threshold
+
+
+def _signed_cam(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum_c w_c A_c for the FAKE logit (B, h, w), logits (B,)); for REAL the gradient, so the sum, flips sign."""
     with torch.no_grad():
         feats = model.features(x)                        # (B, C, h, w)
     with torch.enable_grad():
         f = feats.detach().requires_grad_(True)
         logits = model.head(f)                           # (B,)
-        if target == "fake":
-            sign = torch.ones_like(logits)
-        elif target == "real":
-            sign = -torch.ones_like(logits)
-        else:
-            sign = torch.where(logits >= 0, 1.0, -1.0)
-        (grads,) = torch.autograd.grad((logits * sign).sum(), f)
-    weights = grads.mean(dim=(2, 3), keepdim=True)       # (B, C, 1, 1): channel importance
-    cam = F.relu((weights * f.detach()).sum(dim=1, keepdim=True))   # (B, 1, h, w)
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)  # (B, S, S)
+        (grads,) = torch.autograd.grad(logits.sum(), f)
+    weights = grads.mean(dim=(2, 3), keepdim=True)       # (B, C, 1, 1): channel importance for FAKE
+    return (weights * f.detach()).sum(dim=1), logits.detach()
+
+
+def _finish(raw: torch.Tensor, size) -> torch.Tensor:
+    """ReLU, upsample to the input size, divide each map by its max: (B, h, w) -> (B, S, S) in [0, 1]."""
+    cam = F.relu(raw).unsqueeze(1)                                                          # (B, 1, h, w)
+    cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False).squeeze(1)   # (B, S, S)
     peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1)
     cam = torch.where(peak > 1e-12, cam / peak, torch.zeros_like(cam))
-    return cam.clamp_(0, 1), logits.detach()
+    return cam.clamp_(0, 1)
+
+
+def gradcam(model: torch.nn.Module, x: torch.Tensor, target) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cams (B, S, S) in [0, 1], logits (B,)) for float x (B, 3, S, S) in [0, 1]. x is not modified.
+
+    target: "fake", "real" or bool (B,) with True where FAKE is to be explained (the called class).
+    """
+    raw, logits = _signed_cam(model, x)
+    if isinstance(target, str):
+        if target not in ("fake", "real"):
+            raise ValueError("target must be 'fake', 'real' or a bool tensor of called classes (True = FAKE)")
+        sign = 1.0 if target == "fake" else -1.0
+        return _finish(sign * raw, x.shape[-2:]), logits
+    target = torch.as_tensor(target, dtype=torch.bool, device=raw.device)
+    if target.shape != logits.shape:
+        raise ValueError(f"target has shape {tuple(target.shape)}, expected {tuple(logits.shape)}")
+    return _finish(torch.where(target.view(-1, 1, 1), raw, -raw), x.shape[-2:]), logits
+
+
+def gradcam_pair(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(cams explaining FAKE (B, S, S), cams explaining REAL (B, S, S), logits (B,)) from one backward pass."""
+    raw, logits = _signed_cam(model, x)
+    return _finish(raw, x.shape[-2:]), _finish(-raw, x.shape[-2:]), logits
 
 
 def _jet(v: np.ndarray) -> np.ndarray:
@@ -78,21 +106,23 @@ def heat_concentration(cams: torch.Tensor, top: float = 0.1) -> torch.Tensor:
 
 
 @torch.no_grad()
-def deletion_test(model, x: torch.Tensor, cams: torch.Tensor, frac: float = 0.1, seed: int = 0) -> dict:
-    """Does removing the hottest pixels change the prediction more than removing random ones?
+def deletion_test(model, x: torch.Tensor, cams: torch.Tensor, frac: float = 0.1, seed: int = 0,
+                  temperature: float = 1.0, threshold: float = 0.5) -> dict:
+    """Does removing the hottest pixels change the call more than removing random ones?
 
-    x float (B, 3, S, S) in [0, 1]; cams (B, S, S). The chosen `frac` of pixels is replaced by the
-    image's mean colour. Returns per-image drops in the probability of the originally predicted
-    class: {"drop_cam": (B,), "drop_random": (B,), "flip_cam": (B,) bool, "flip_random": (B,) bool}.
+    x float (B, 3, S, S) in [0, 1]; cams (B, S, S), explaining the class called at `threshold` on
+    P(FAKE) = sigmoid(logit / temperature). The chosen `frac` of pixels is replaced by the image's mean
+    colour. Returns per-image drops in P(called class) and whether the call flips:
+    {"drop_cam": (B,), "drop_random": (B,), "flip_cam": (B,) bool, "flip_random": (B,) bool}.
     """
     b, _, s, _ = x.shape
     n = s * s
     k = max(1, int(round(frac * n)))
     base = model(x)
-    pred_fake = base >= 0
+    pred_fake = called_fake(base, temperature, threshold)
 
     def p_pred(logits):
-        p = torch.sigmoid(logits)
+        p = torch.sigmoid(logits.float() / float(temperature))
         return torch.where(pred_fake, p, 1 - p)
 
     mean = x.mean(dim=(2, 3), keepdim=True).expand_as(x)
@@ -108,4 +138,5 @@ def deletion_test(model, x: torch.Tensor, cams: torch.Tensor, frac: float = 0.1,
 
     z_cam, z_rnd = model(masked(hot_idx)), model(masked(rnd_idx))
     return {"drop_cam": p_pred(base) - p_pred(z_cam), "drop_random": p_pred(base) - p_pred(z_rnd),
-            "flip_cam": (z_cam >= 0) != pred_fake, "flip_random": (z_rnd >= 0) != pred_fake}
+            "flip_cam": called_fake(z_cam, temperature, threshold) != pred_fake,
+            "flip_random": called_fake(z_rnd, temperature, threshold) != pred_fake}

@@ -1,9 +1,13 @@
 """Classification and calibration metrics on (labels, P(FAKE)) arrays; scikit-learn where it has them.
 
 All functions take `y` int array (N,) of 0/1 (0 = REAL, 1 = FAKE) and `p` float array (N,) of
-P(FAKE) in [0, 1]; none of them mutate their inputs. Calibration is measured on the confidence of
-the predicted class, max(p, 1 - p), the usual definition for a binary classifier's reliability
-diagram (Guo et al. 2017).
+P(FAKE) in [0, 1]; none of them mutate their inputs.
+
+Confidence has one definition, `confidence(p, threshold)`: the probability the model gives to the
+class it calls at the threshold, P(AI) for images called FAKE and 1 - P(AI) for images called REAL.
+Every page, the model cards, the Limitations verdicts and the risk-coverage curve use it. The
+reliability diagram and ECE describe the probabilities themselves, so they use it at threshold 0.5,
+where it is max(p, 1 - p), the usual definition (Guo et al. 2017).
 """
 from __future__ import annotations
 
@@ -15,6 +19,24 @@ from sklearn import metrics as skm
 from .labels import CLASS_NAMES
 
 
+HIGH_CONFIDENCE = 0.9    # "confident" calls: confidence above this (Limitations, cards, Calibration, Misclassifications)
+
+
+def called_fake(p, threshold: float = 0.5) -> np.ndarray:
+    """bool (N,): the class called at `threshold`, True = FAKE (P(FAKE) >= threshold)."""
+    return np.asarray(p, dtype=np.float64) >= threshold
+
+
+def confidence(p, threshold: float = 0.5) -> np.ndarray:
+    """Confidence in the called class: P(FAKE) where it is >= threshold (called FAKE), else 1 - P(FAKE).
+
+    float (N,) in [0, 1]; at threshold 0.5 it is max(p, 1 - p). Below 0.5 when the threshold calls a
+    class the model itself finds less likely (e.g. threshold 0.3, P(FAKE) 0.4: called FAKE, confidence 0.4).
+    """
+    p = np.asarray(p, dtype=np.float64)
+    return np.where(called_fake(p, threshold), p, 1 - p)
+
+
 def _arrays(y, p):
     y = np.asarray(y, dtype=np.int64)
     p = np.asarray(p, dtype=np.float64)
@@ -24,13 +46,13 @@ def _arrays(y, p):
 
 
 def reliability_bins(y, p, n_bins: int = 10) -> list[dict]:
-    """Equal-width confidence bins over [0.5, 1]: count, mean confidence, accuracy per bin.
+    """Equal-width confidence bins over [0.5, 1]: count, mean confidence, accuracy, gap (accuracy - confidence).
 
-    Confidence is max(p, 1-p), which lies in [0.5, 1] for a binary classifier.
+    Calibration of the probabilities themselves: `confidence` at threshold 0.5, i.e. max(p, 1-p).
     """
     y, p = _arrays(y, p)
-    pred = (p >= 0.5).astype(np.int64)
-    conf = np.maximum(p, 1 - p)
+    pred = called_fake(p, 0.5).astype(np.int64)
+    conf = confidence(p, 0.5)
     correct = (pred == y).astype(np.float64)
     edges = np.linspace(0.5, 1.0, n_bins + 1)
     idx = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, n_bins - 1)
@@ -38,9 +60,9 @@ def reliability_bins(y, p, n_bins: int = 10) -> list[dict]:
     for b in range(n_bins):
         m = idx == b
         n = int(m.sum())
-        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n,
-                    "confidence": float(conf[m].mean()) if n else float("nan"),
-                    "accuracy": float(correct[m].mean()) if n else float("nan")})
+        acc, c = (float(correct[m].mean()), float(conf[m].mean())) if n else (float("nan"), float("nan"))
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "count": n, "confidence": c,
+                    "accuracy": acc, "gap": acc - c if n else None})
     return out
 
 
@@ -84,6 +106,7 @@ def classification_metrics(y, p, threshold: float = 0.5, n_bins: int = 10) -> di
         return out
     cm = skm.confusion_matrix(y, pred, labels=[0, 1])
     out["confusion_matrix"] = cm.tolist()
+    out["confusion_matrix_by_true_class"] = row_shares(cm.tolist())
     out["accuracy"] = float(skm.accuracy_score(y, pred))
     prec, rec, f1, sup = skm.precision_recall_fscore_support(y, pred, labels=[0, 1], zero_division=0)
     out["per_class"] = {CLASS_NAMES[k]: {"precision": float(prec[k]), "recall": float(rec[k]), "f1": float(f1[k]),
@@ -96,11 +119,74 @@ def classification_metrics(y, p, threshold: float = 0.5, n_bins: int = 10) -> di
     out["brier"] = float(skm.brier_score_loss(y, p, pos_label=1)) if n else None
     out["log_loss"] = float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]))
     wrong = pred != y
-    conf = np.maximum(p, 1 - p)
+    sure = confidence(p, threshold) > HIGH_CONFIDENCE
     out["errors"] = int(wrong.sum())
-    out["errors_confidence_over_0.9"] = int((wrong & (conf > 0.9)).sum())
-    out["share_of_errors_confidence_over_0.9"] = float((wrong & (conf > 0.9)).sum() / wrong.sum()) if wrong.any() else None
+    out["errors_confidence_over_0.9"] = int((wrong & sure).sum())
+    out["share_of_errors_confidence_over_0.9"] = float((wrong & sure).sum() / wrong.sum()) if wrong.any() else None
+    out["confident_calls"] = int(sure.sum())
+    out["accuracy_of_confident_calls"] = float((~wrong[sure]).mean()) if sure.any() else None
     return out
+
+
+def annotate_calls(df, threshold: float):
+    """A copy of a predictions table (columns label, prob_fake) with the calls at `threshold` added:
+    called (0/1), correct (bool), confidence (`confidence`). Pages filter and sort on these."""
+    out = df.copy()
+    p = out["prob_fake"].to_numpy(dtype=np.float64)
+    out["called"] = called_fake(p, threshold).astype(np.int64)
+    out["correct"] = out["called"].to_numpy() == out["label"].to_numpy()
+    out["confidence"] = confidence(p, threshold)
+    return out
+
+
+CELLS = {  # confusion cell -> (true label, called label, plain meaning)
+    "TN": (0, 0, "REAL called REAL"), "FP": (0, 1, "REAL called FAKE"),
+    "FN": (1, 0, "FAKE called REAL"), "TP": (1, 1, "FAKE called FAKE"),
+}
+
+
+def confusion_cells(cm) -> list[dict]:
+    """Rows cell, meaning, true, predicted, count, share_of_true_class from a [[TN, FP], [FN, TP]] matrix.
+
+    share_of_true_class is the count over its row (e.g. FP / all REAL); None for an empty row.
+    """
+    rows = []
+    for cell, (t, c, meaning) in CELLS.items():
+        row_total = sum(cm[t])
+        rows.append({"cell": cell, "meaning": meaning, "true": CLASS_NAMES[t], "predicted": CLASS_NAMES[c],
+                     "count": int(cm[t][c]), "share_of_true_class": cm[t][c] / row_total if row_total else None})
+    return rows
+
+
+def row_shares(cm) -> list[list[float]]:
+    """The confusion matrix divided by its row totals (each true class sums to 1; an empty row stays 0)."""
+    out = []
+    for row in cm:
+        total = sum(row)
+        out.append([v / total if total else 0.0 for v in row])
+    return out
+
+
+def operating_point(cm) -> dict:
+    """The threshold's point on the ROC and PR curves from [[TN, FP], [FN, TP]]: fpr, tpr (= recall of
+    FAKE) and precision of FAKE; None where the denominator is 0."""
+    (tn, fp), (fn, tp) = cm
+    return {"fpr": fp / (fp + tn) if fp + tn else None, "tpr": tp / (tp + fn) if tp + fn else None,
+            "precision": tp / (tp + fp) if tp + fp else None}
+
+
+def abstention(y, p, threshold: float, abstain_fraction: float) -> dict:
+    """Answer only the most confident (1 - abstain_fraction) of the calls (`risk_coverage` order).
+
+    Returns kept (images answered, at least 1), coverage, accuracy_kept and accuracy_all.
+    """
+    y, p = _arrays(y, p)
+    if len(y) == 0:
+        raise ValueError("no predictions")
+    rc = risk_coverage(y, p, threshold)
+    kept = max(1, int(math.ceil(round((1 - abstain_fraction) * len(y), 9))))
+    return {"kept": kept, "coverage": kept / len(y), "accuracy_kept": float(rc["accuracy"][kept - 1]),
+            "accuracy_all": float(rc["accuracy"][-1])}
 
 
 def roc_curve(y, p) -> dict:
@@ -116,15 +202,14 @@ def pr_curve(y, p) -> dict:
 
 
 def risk_coverage(y, p, threshold: float = 0.5) -> dict:
-    """Accuracy when the model may abstain on its least confident predictions.
+    """Accuracy when the model may abstain on its least confident calls (`confidence` at `threshold`).
 
     Returns arrays `coverage` (fraction kept, from 1/N to 1) and `accuracy` (on the kept part),
-    most confident first. AURC-style summaries can be computed from them.
+    most confident first (ties keep their input order). AURC-style summaries can be computed from them.
     """
     y, p = _arrays(y, p)
-    conf = np.abs(p - threshold)     # distance from the decision threshold
-    order = np.argsort(-conf, kind="stable")
-    correct = ((p >= threshold).astype(np.int64) == y)[order].astype(np.float64)
+    order = np.argsort(-confidence(p, threshold), kind="stable")
+    correct = (called_fake(p, threshold).astype(np.int64) == y)[order].astype(np.float64)
     k = np.arange(1, len(y) + 1)
     return {"coverage": k / len(y), "accuracy": np.cumsum(correct) / k}
 

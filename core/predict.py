@@ -22,7 +22,7 @@ import torch
 
 from .archive import ArchiveError, read_zip_images
 from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .gradcam import gradcam
+from .gradcam import gradcam_pair
 from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, load_image
 from .labels import CLASS_NAMES
 from .preprocess import preprocess_image, to_model_input
@@ -36,12 +36,19 @@ class Prediction:
     logit: float | None = None
     error: str | None = None
     model_input: np.ndarray | None = None      # uint8 (S, S, 3): exactly what the model sees
-    cam: np.ndarray | None = None              # float (S, S) in [0, 1], Grad-CAM of the predicted class
+    cam_fake: np.ndarray | None = None         # float (S, S) in [0, 1], Grad-CAM explaining FAKE
+    cam_real: np.ndarray | None = None         # float (S, S) in [0, 1], Grad-CAM explaining REAL
     original_size: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
+
+    def cam(self, threshold: float = 0.5) -> np.ndarray | None:
+        """Grad-CAM of the class called at `threshold` (the label shown), float (S, S) in [0, 1]."""
+        if self.prob_fake is None or self.cam_fake is None:
+            return None
+        return self.cam_fake if self.prob_fake >= threshold else self.cam_real
 
     def as_json(self, threshold: float = 0.5) -> dict:
         if self.error:
@@ -53,11 +60,14 @@ class Prediction:
 
 
 def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False):
-    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams (B, S, S) or None). Thread-safe."""
+    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None). Thread-safe.
+
+    cams: (explaining FAKE (B, S, S), explaining REAL (B, S, S)); pick per image by the called class.
+    """
     x = to_model_input(x_uint8.to(lm.device))
     if with_cam:
-        cams, logits = gradcam(lm.model, x)
-        cams = cams.cpu()
+        cam_fake, cam_real, logits = gradcam_pair(lm.model, x)
+        cams = (cam_fake.cpu(), cam_real.cpu())
     else:
         with torch.inference_mode():
             logits = lm.model(x)
@@ -81,7 +91,7 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
             pred.prob_fake, pred.logit = float(probs[i]), float(logits[i])
             pred.model_input = t.permute(1, 2, 0).numpy()
             if cams is not None:
-                pred.cam = cams[i].numpy()
+                pred.cam_fake, pred.cam_real = cams[0][i].numpy(), cams[1][i].numpy()
         pending.clear()
 
     for n, (name, src) in enumerate(sources):

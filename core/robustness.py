@@ -26,7 +26,7 @@ import torch
 from .checkpoint import LoadedModel, load_checkpoint
 from .datasets import ImageDataset, open_dataset
 from .evaluate import RESULT_FORMAT, dataset_fingerprint, decode_dataset, predict_dataset, predict_logits
-from .gradcam import deletion_test, gradcam, heat_concentration
+from .gradcam import called_fake, deletion_test, gradcam_pair, heat_concentration
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import to_model_input
 from .shifts import SWEEP_LEVELS, Shift
@@ -97,17 +97,22 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
     return pd.DataFrame(rows)
 
 
-def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batch_size: int = 256, seed: int = 0) -> dict:
+def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batch_size: int = 256, seed: int = 0,
+                  threshold: float = 0.5) -> dict:
     """How concentrated Grad-CAM maps are, and whether their hottest pixels matter more than random ones.
 
-    Returns per-image arrays (concentration, drop_cam, drop_random, flip_cam, flip_random) and means.
+    The maps explain the class called at `threshold` (on P(FAKE) with the model's temperature), as
+    everywhere in the app. Returns per-image arrays (concentration, drop_cam, drop_random, flip_cam,
+    flip_random) and means.
     """
     conc, dc, dr, fc, fr = [], [], [], [], []
     for i in range(0, len(x_uint8), batch_size):
         x = to_model_input(x_uint8[i:i + batch_size].to(lm.device))
-        cams, _ = gradcam(lm.model, x)
+        cam_fake, cam_real, logits = gradcam_pair(lm.model, x)
+        called = called_fake(logits, lm.temperature, threshold)
+        cams = torch.where(called.view(-1, 1, 1), cam_fake, cam_real)
         conc.append(heat_concentration(cams, top))
-        d = deletion_test(lm.model, x, cams, frac=top, seed=seed + i)
+        d = deletion_test(lm.model, x, cams, frac=top, seed=seed + i, temperature=lm.temperature, threshold=threshold)
         dc.append(d["drop_cam"]); dr.append(d["drop_random"]); fc.append(d["flip_cam"]); fr.append(d["flip_random"])
     cat = lambda v: torch.cat(v).float().cpu().numpy() if v else np.zeros(0)   # noqa: E731
     out = {"concentration": cat(conc), "drop_cam": cat(dc), "drop_random": cat(dr),
@@ -124,7 +129,8 @@ def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batc
     return out
 
 
-def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed: int = 0, top: float = 0.1) -> dict:
+def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed: int = 0, top: float = 0.1,
+                          threshold: float = 0.5) -> dict:
     """`gradcam_audit` on a seeded random sample of at most n decodable items of ds (only those are decoded).
 
     Adds "ids" and "labels" (N,) of the audited items to the result; undecodable items are left out.
@@ -133,7 +139,7 @@ def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed:
     recs = [r for r in (ds.record(int(i), lm.preprocess) for i in idx) if r["image"] is not None]
     x = torch.stack([r["image"] for r in recs]) if recs else \
         torch.zeros(0, 3, lm.preprocess.size, lm.preprocess.size, dtype=torch.uint8)   # (N, 3, S, S) uint8
-    out = gradcam_audit(lm, x, top=top, seed=seed)
+    out = gradcam_audit(lm, x, top=top, seed=seed, threshold=threshold)
     out["ids"] = [r["id"] for r in recs]
     out["labels"] = np.array([r["label"] for r in recs], dtype=np.int64)
     return out

@@ -128,12 +128,12 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
                  "(nearest neighbour)", width="stretch")
     with cols[2]:
         st.markdown("**Grad-CAM**")
-        st.image(enlarged(overlay_heatmap(pred.model_input, pred.cam, alpha), 256), width="stretch",
+        st.image(enlarged(overlay_heatmap(pred.model_input, pred.cam(t), alpha), 256), width="stretch",
                  caption=f"last conv block, explaining the {label} call (red = most influence)")
     with cols[3]:
         st.markdown("**Grad-CAM on the original**")
         if original is not None:
-            st.image(enlarged(overlay_heatmap(original, pred.cam, alpha), 256), width="stretch",
+            st.image(enlarged(overlay_heatmap(original, pred.cam(t), alpha), 256), width="stretch",
                      caption="the same map, stretched to the original's shape")
     with cols[4]:
         st.markdown("**Residual spectrum**")

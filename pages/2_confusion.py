@@ -11,34 +11,19 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.metrics import classification_metrics, pr_curve, roc_curve
+from core.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
+                          roc_curve)
 from pages._common import context_and_evaluation_or_stop
-from pages._views import gallery, heatmap, num, pct, predicted_confidence
-
-CELLS = {  # cell -> (true label, predicted label, plain meaning)
-    "TN": (0, 0, "REAL called REAL"), "FP": (0, 1, "REAL called FAKE"),
-    "FN": (1, 0, "FAKE called REAL"), "TP": (1, 1, "FAKE called FAKE"),
-}
-
+from pages._views import gallery, heatmap, num, pct
 
 def cells_table(cm: list[list[int]]) -> pd.DataFrame:
-    (tn, fp), (fn, tp) = cm
-    counts = {"TN": tn, "FP": fp, "FN": fn, "TP": tp}
-    rows = []
-    for cell, (t, p, meaning) in CELLS.items():
-        row_total = sum(cm[t])
-        rows.append({"cell": cell, "meaning": meaning, "true": "FAKE" if t else "REAL",
-                     "predicted": "FAKE" if p else "REAL", "count": counts[cell],
-                     "share_of_true_class": counts[cell] / row_total if row_total else None})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(confusion_cells(cm))
 
 
 def curves_figures(y, p, cm) -> tuple[go.Figure, go.Figure]:
-    (tn, fp), (fn, tp) = cm
     roc, pr = roc_curve(y, p), pr_curve(y, p)
-    fpr_t = fp / (fp + tn) if fp + tn else None
-    tpr_t = tp / (tp + fn) if tp + fn else None
-    prec_t = tp / (tp + fp) if tp + fp else None
+    op = operating_point(cm)
+    fpr_t, tpr_t, prec_t = op["fpr"], op["tpr"], op["precision"]
     f1 = go.Figure(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="ROC",
                               customdata=np.r_[roc["thresholds"]],
                               hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}, threshold %{customdata:.3f}<extra></extra>"))
@@ -77,9 +62,7 @@ def main() -> None:
     cols[3].metric("Average precision", num(m["average_precision"]))
     cols[4].metric("Unreadable (skipped)", stored.get("n_skipped", 0))
 
-    counts = np.array(cm)
-    rows = counts.sum(axis=1, keepdims=True)
-    norm = np.divide(counts, rows, out=np.zeros_like(counts, dtype=float), where=rows > 0)
+    counts, norm = np.array(cm), np.array(m["confusion_matrix_by_true_class"])
     a, b = st.columns(2)
     a.plotly_chart(heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts"), key="cm_counts")
     b.plotly_chart(heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
@@ -111,10 +94,8 @@ def main() -> None:
     cell = st.radio("Cell", list(CELLS), horizontal=True, key="cm_cell", index=1 if fp >= fn else 2,
                     format_func=lambda c: f"{c}: {CELLS[c][2]} ({cells_table(cm).set_index('cell').loc[c, 'count']:,})")
     t, pr_ = CELLS[cell][:2]
-    pred = (df["prob_fake"] >= ctx.threshold).astype(int)
-    sel = df[(df["label"] == t) & (pred == pr_)].copy()
-    sel["confidence"] = predicted_confidence(sel["prob_fake"], ctx.threshold)
-    sel = sel.sort_values("confidence", ascending=False)
+    calls = annotate_calls(df, ctx.threshold)
+    sel = calls[(calls["label"] == t) & (calls["called"] == pr_)].sort_values("confidence", ascending=False)
     n_show = st.slider("Images to show (most confident first)", 6, 60, 18, 6, key="cm_n")
     st.caption(f"{len(sel):,} image(s) in {cell}; showing up to {n_show}.")
     gallery(ctx, sel.head(n_show))

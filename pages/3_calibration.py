@@ -16,11 +16,11 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from core.checkpoint import CheckpointError, with_temperature
-from core.metrics import (bootstrap_ece, classification_metrics, reliability_bins, risk_coverage,
-                          temperature_scaling_split)
+from core.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
+                          reliability_bins, risk_coverage, temperature_scaling_split)
 from pages import _common
 from pages._common import context_and_evaluation_or_stop
-from pages._views import num, pct, predicted_confidence
+from pages._views import num, pct
 
 
 @st.cache_data(show_spinner="Bootstrapping the ECE...", max_entries=16)
@@ -107,13 +107,12 @@ def main() -> None:
     bins = reliability_bins(y, p)
     st.plotly_chart(reliability_figure({"model": bins}), key="reliability")
     st.dataframe([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
-                   "accuracy": b["accuracy"], "gap": b["accuracy"] - b["confidence"] if b["count"] else None}
+                   "accuracy": b["accuracy"], "gap": b["gap"]}
                   for b in bins], key="reliability_table", hide_index=True)
 
     st.subheader("Confidence of correct and wrong calls")
-    pred = (df["prob_fake"] >= ctx.threshold).astype(int)
-    conf = predicted_confidence(df["prob_fake"], ctx.threshold)
-    correct = pred == df["label"]
+    calls = annotate_calls(df, ctx.threshold)
+    conf, correct = calls["confidence"], calls["correct"]
     fig = go.Figure()
     for ok, name, color in ((True, "correct", "#2ca02c"), (False, "wrong", "#d62728")):
         fig.add_trace(go.Histogram(x=conf[correct == ok], name=f"{name} ({int((correct == ok).sum()):,})",
@@ -122,10 +121,10 @@ def main() -> None:
     fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=30, b=10),
                       xaxis_title="confidence in the predicted class", yaxis_title="% of the group")
     st.plotly_chart(fig, key="conf_hist")
-    n_wrong = int((~correct).sum())
-    hi_wrong = int(((~correct) & (conf > 0.9)).sum())
-    st.markdown(f"{n_wrong:,} wrong call(s); {hi_wrong:,} of them ({pct(hi_wrong / n_wrong) if n_wrong else 'n/a'}) "
-                "with confidence above 0.9.")
+    n_wrong, hi_wrong = m["errors"], m["errors_confidence_over_0.9"]
+    st.markdown(f"{n_wrong:,} wrong call(s); {hi_wrong:,} of them ({pct(m['share_of_errors_confidence_over_0.9'])}) "
+                f"with confidence above {HIGH_CONFIDENCE}. Confidence = P(AI) for images called FAKE, 1 - P(AI) "
+                "for images called REAL, at the sidebar threshold.")
 
     st.subheader("Temperature scaling")
     st.markdown("P(AI) = sigmoid(logit / T). One number T is fitted by maximum likelihood on a held-out part of "
@@ -164,14 +163,15 @@ def main() -> None:
     rc = risk_coverage(y, p, ctx.threshold)
     fig = go.Figure(go.Scatter(x=rc["coverage"], y=rc["accuracy"], mode="lines", name="accuracy on kept images"))
     abstain = st.slider("Abstain on the least confident (%)", 0, 90, 10, 5, key="cal_abstain")
-    keep = max(1, int(np.ceil((1 - abstain / 100) * len(y))))
-    acc_kept = float(rc["accuracy"][keep - 1])
+    ab = abstention(y, p, ctx.threshold, abstain / 100)
+    keep, acc_kept = ab["kept"], ab["accuracy_kept"]
     fig.add_trace(go.Scatter(x=[keep / len(y)], y=[acc_kept], mode="markers", marker=dict(size=12, color="red"),
                              name="chosen"))
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="coverage (share of images answered)",
                       yaxis_title="accuracy on answered images", xaxis=dict(autorange="reversed"))
     st.plotly_chart(fig, key="risk_coverage")
-    st.markdown(f"Abstaining on the **{abstain}%** least confident images (closest to the threshold) gives accuracy "
+    st.markdown(f"Abstaining on the **{abstain}%** least confident calls (lowest probability of the called class) "
+                f"gives accuracy "
                 f"**{pct(acc_kept)}** on the remaining {keep:,}, against {pct(m['accuracy'])} answering all "
                 f"{len(y):,}.")
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import streamlit as st
 
 from core.labels import CLASS_NAMES
+from core.metrics import HIGH_CONFIDENCE, annotate_calls
 from pages._common import context_and_evaluation_or_stop
-from pages._views import gallery, pct, predicted_confidence
+from pages._views import gallery, pct
 
 KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
          "FN": ("False negatives", "FAKE (AI) images called REAL", 1)}
@@ -18,10 +19,8 @@ KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
 def main() -> None:
     st.title("Misclassifications")
     ctx, df, stored = context_and_evaluation_or_stop()
-    df = df.copy()
-    df["predicted"] = (df["prob_fake"] >= ctx.threshold).astype(int)
-    df["confidence"] = predicted_confidence(df["prob_fake"], ctx.threshold)
-    wrong = df[df["predicted"] != df["label"]].copy()
+    df = annotate_calls(df, ctx.threshold)
+    wrong = df[~df["correct"]].copy()
     wrong["error"] = wrong["label"].map({0: "FP", 1: "FN"})
     st.caption(f"{stored.get('dataset', '')} · threshold {ctx.threshold:.2f} · {len(wrong):,} of {len(df):,} images "
                f"misclassified ({pct(len(wrong) / len(df)) if len(df) else 'n/a'}). Confidence = P(AI) for images "
@@ -44,7 +43,7 @@ def main() -> None:
                    help="after filters; of " + f"{int((wrong['error'] == 'FP').sum()):,} in total")
     cols[1].metric("False negatives", int((shown["error"] == "FN").sum()),
                    help="after filters; of " + f"{int((wrong['error'] == 'FN').sum()):,} in total")
-    cols[2].metric("Wrong with confidence > 0.9", int((shown["confidence"] > 0.9).sum()))
+    cols[2].metric(f"Wrong with confidence > {HIGH_CONFIDENCE}", int((shown["confidence"] > HIGH_CONFIDENCE).sum()))
     n_show = cols[3].number_input("Images per gallery", 6, 60, 18, 6, key="mis_n")
 
     table = shown[["path", "error", "label", "prob_fake", "confidence", "source"]].copy()

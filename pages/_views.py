@@ -85,26 +85,22 @@ def _cams(sha: str, weights_path: str, dataset_key: tuple, stamp: float, ids: tu
         if i in index:
             sources.append((i, ds.read_bytes(ds.items[index[i]][0])))
     preds = predict_many(lm, sources, with_cam=True)
-    return {p.name: (p.model_input, p.cam, p.prob_fake) for p in preds if p.error is None}
+    return {p.name: p for p in preds if p.error is None}
 
 
 def cams_for(ctx: Context, ids: list[str]) -> dict:
-    """{id: (model_input uint8 (S, S, 3), cam float (S, S), prob_fake)} for the given prediction ids."""
+    """{id: core.predict.Prediction with both classes' Grad-CAM} for the given prediction ids."""
     return _cams(ctx.lm.sha256, ctx.weights_path, tuple(ctx.dataset_key), _stamp(ctx), tuple(ids))
 
 
 # ----------------------------------------------------------------------------- galleries
 
-def predicted_confidence(p: pd.Series, threshold: float) -> pd.Series:
-    """Confidence in the predicted class at `threshold`: P(AI) for FAKE calls, 1 - P(AI) for REAL calls."""
-    return p.where(p >= threshold, 1 - p)
-
-
 def gallery(ctx: Context, rows: pd.DataFrame, n_cols: int = 6, cam: bool = False,
             alpha: float = 0.5, caption=None) -> None:
     """Draw rows (columns path, label, prob_fake[, source]) as an image grid, in the given order.
 
-    With cam=True each tile is the model's input with its Grad-CAM overlay (predicted class).
+    With cam=True each tile is the model's input with its Grad-CAM overlay, explaining the class called
+    at the sidebar threshold (the call in the caption).
     """
     rows = rows.head(MAX_GALLERY)
     if rows.empty:
@@ -116,7 +112,7 @@ def gallery(ctx: Context, rows: pd.DataFrame, n_cols: int = 6, cam: bool = False
         with cols[k % n_cols]:
             if cam:
                 hit = cams.get(r["path"])
-                arr = overlay_heatmap(hit[0], hit[1], alpha) if hit else None
+                arr = overlay_heatmap(hit.model_input, hit.cam(ctx.threshold), alpha) if hit else None
             else:
                 arr = load_array(ctx, r["path"])
             text = caption(r) if caption else default_caption(r, ctx.threshold)

@@ -167,7 +167,7 @@ def test_gradcam_contract(arch):
     m = build_model(arch, input_size=32).eval()
     x = torch.rand(4, 3, 32, 32)
     before = x.clone()
-    cams, logits = gradcam(m, x)
+    cams, logits = gradcam(m, x, "fake")
     assert cams.shape == (4, 32, 32) and cams.min() >= 0 and cams.max() <= 1
     assert torch.equal(x, before)
     assert all(p.grad is None for p in m.parameters())           # no gradient left on shared weights
@@ -190,7 +190,7 @@ def test_deletion_test_and_overlay_shapes():
     torch.manual_seed(0)
     m = build_model("seed-v21", input_size=32).eval()
     x = torch.rand(3, 3, 32, 32)
-    cams, _ = gradcam(m, x)
+    cams, _ = gradcam(m, x, "fake")
     d = deletion_test(m, x, cams, frac=0.1)
     assert d["drop_cam"].shape == (3,) and d["flip_cam"].dtype == torch.bool
     img = (np.random.default_rng(0).random((64, 48, 3)) * 255).astype(np.uint8)

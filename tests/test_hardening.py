@@ -259,7 +259,7 @@ def test_gradcam_thread_safety(lm):
     assert not errors
     for t in range(8):
         for a, b in zip(expected[t], results[t]):
-            assert a.prob_fake == b.prob_fake and np.array_equal(a.cam, b.cam) and np.array_equal(a.model_input, b.model_input)
+            assert a.prob_fake == b.prob_fake and np.array_equal(a.cam_fake, b.cam_fake) and np.array_equal(a.cam_real, b.cam_real) and np.array_equal(a.model_input, b.model_input)
     assert all(p.grad is None for p in lm.model.parameters())
 
 
