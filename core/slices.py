@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .images import ImageError
+from .metrics import annotate_calls
 from .stats import wilson_interval
 
 PROPERTIES = ("brightness", "saturation", "sharpness", "jpeg_quality", "original_size")
@@ -130,10 +131,7 @@ def slice_table(merged: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
 
 def members(merged: pd.DataFrame, dimension: str, value: str, threshold: float = 0.5) -> pd.DataFrame:
     """The images of one slice, errors first (most confident error first), then the rest."""
-    g = merged[merged[f"slice:{dimension}"].astype(str) == str(value)].copy()
-    pred = (g["prob_fake"] >= threshold).astype(int)
-    g["correct"] = pred == g["label"]
-    g["confidence"] = g["prob_fake"].where(pred == 1, 1 - g["prob_fake"])
+    g = annotate_calls(merged[merged[f"slice:{dimension}"].astype(str) == str(value)], threshold)  # core.metrics.confidence
     return g.sort_values(["correct", "confidence"], ascending=[True, False], kind="stable")
 
 
