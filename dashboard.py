@@ -21,6 +21,7 @@ PAGES = [
     st.Page("pages/8_forensics.py", title="Forensics", icon=":material/query_stats:"),
     st.Page("pages/9_compare.py", title="Compare models", icon=":material/compare_arrows:"),
     st.Page("pages/10_slices.py", title="Error slices", icon=":material/pie_chart:"),
+    st.Page("pages/11_report.py", title="Audit report", icon=":material/download:"),
 ]
 
 page = st.navigation(PAGES)

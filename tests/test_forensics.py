@@ -207,3 +207,16 @@ def test_forensics_cli_writes_every_output(tmp_path, capsys):
     assert Image.open(out / "spectrum_diff.png").format == "PNG"
     assert "file-level features alone separate the classes" in capsys.readouterr().err
     assert forensics.main(["--data", str(tmp_path / "nope"), "--out", str(out), "--no-reencode"]) == 2
+
+
+def test_forensics_and_slices_on_hemg_parquet(tmp_path):
+    """A user's Hugging Face parquet: file properties come from the stored bytes, every row is measured."""
+    from conftest import make_hemg_parquet
+    from core import slices
+    ds = open_dataset(make_hemg_parquet(tmp_path / "pq", n_per_class=6))
+    res = forensics.analyse(ds)
+    assert res["shortcuts"]["per_class"]["FAKE"]["format"] == {"JPEG": 6}
+    assert res["shortcuts"]["per_class"]["REAL"]["jpeg_quality"] == {"90": 6}
+    assert res["spectra"]["count"] == {"REAL": 6, "FAKE": 6}
+    props = slices.image_properties(ds)
+    assert len(props) == 12 and (props["error"] == "").all() and (props["jpeg_quality"] == 90).all()
