@@ -62,9 +62,10 @@ def fmt(v, spec=".4f") -> str:
 def table_html(df: pd.DataFrame, spec=".4f", max_rows: int = 200) -> str:
     cols = list(df.columns)
     # Columns holding only whole numbers (counts stored as float by pandas) print as integers.
-    whole = {c for c in cols if df[c].dtype != object and df[c].notna().any()
+    numeric = {c for c in cols if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+    whole = {c for c in numeric if df[c].notna().any()
              and np.all(np.mod(df[c].dropna().to_numpy(float), 1) == 0) and c not in ("accuracy", "value")}
-    head = "".join(f"<th class='l'>{esc(c)}</th>" if df[c].dtype == object else f"<th>{esc(c)}</th>" for c in cols)
+    head = "".join(f"<th>{esc(c)}</th>" if c in numeric else f"<th class='l'>{esc(c)}</th>" for c in cols)
     rows = []
     for _, r in df.head(max_rows).iterrows():
         cells = []
@@ -72,7 +73,7 @@ def table_html(df: pd.DataFrame, spec=".4f", max_rows: int = 200) -> str:
             v = r[c]
             if c in whole and v is not None and not (isinstance(v, float) and math.isnan(v)):
                 v = int(v)
-            left = df[c].dtype == object
+            left = c not in numeric
             cells.append(f"<td class='l'>{esc(fmt(v, spec))}</td>" if left else f"<td>{esc(fmt(v, spec))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = f"<p class='muted'>{len(df) - max_rows:,} more rows not shown.</p>" if len(df) > max_rows else ""

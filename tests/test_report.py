@@ -38,7 +38,7 @@ def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path)
     _, want = evaluate(lm, ds, threshold=t)
     out = tmp_path / "r" / "report.html"
     rc = report.main(["--weights", str(weights), "--data", str(app_dirs["sample"]), "--out", str(out),
-                      "--threshold", str(t), "--runs", str(tmp_path / "runs"), "--sample", str(app_dirs["sample"])])
+                      "--threshold", str(t), "--runs", str(app_dirs["runs"]), "--sample", str(app_dirs["sample"])])
     assert rc == 0
     doc = out.read_text()
     assert not re.search(r"https?://", doc), "the report refers to a network address"
