@@ -64,15 +64,83 @@ def test_evaluate_cli_outputs(trained_ckpt, tiny_cifake, tmp_path, capsys):
     assert summary["accuracy"] == m["accuracy"]
 
 
-@pytest.mark.parametrize("shift", ["grayscale", "jpeg:20", "blur:1.5", "noise:16", "downscale:4", "brightness:0.5",
-                                   "contrast:0.5", "saturation:0", "hue:0.25"])
+def _hf(x):
+    """Mean absolute difference between horizontal neighbours: the images' high-frequency content."""
+    return (x[..., 1:].float() - x[..., :-1].float()).abs().mean().item()
+
+
+def _hue(x):
+    """PIL's hue (0-255 per turn) and saturation of uint8 (B, 3, H, W) images."""
+    from PIL import Image
+    hsv = np.stack([np.asarray(Image.fromarray(im.permute(1, 2, 0).numpy()).convert("HSV")) for im in x])
+    return hsv[..., 0].astype(int), hsv[..., 1].astype(int)
+
+
+def _gray_equal(x):
+    return bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+
+
+def _noise_std(clean, shifted):
+    mid = ((clean >= 48) & (clean <= 207))           # away from 0 and 255, where clipping would shrink it
+    return (shifted.float() - clean.float())[mid].std().item()
+
+
+def _contrast_ratio(clean, shifted):
+    def spread(x):
+        g = 0.299 * x[:, 0].float() + 0.587 * x[:, 1].float() + 0.114 * x[:, 2].float()    # (B, H, W) luma
+        return (g - g.mean(dim=(1, 2), keepdim=True)).abs().mean().item()
+    return spread(shifted) / spread(clean)
+
+
+def _hue_turn(clean, shifted):
+    (h0, s0), (h1, _) = _hue(clean), _hue(shifted)
+    d = (h1 - h0) % 256
+    return float(np.median(d[s0 > 80]))
+
+
+# Each shift's measurable effect on the images the CLI scored: (measure(clean, shifted), expected, tolerance).
+EFFECTS = {
+    "grayscale": (lambda c, s: (_gray_equal(s), _gray_equal(c)), (True, False), None),
+    "jpeg:20": (lambda c, s: (s.float() - c.float()).abs().mean().item() > 8, True, None),
+    "blur:1.5": (lambda c, s: _hf(s) / _hf(c), 0.17, 0.06),
+    "noise:16": (_noise_std, 16.0, 1.0),
+    "downscale:4": (lambda c, s: _hf(s) / _hf(c), 0.12, 0.06),
+    "brightness:0.5": (lambda c, s: s.float().mean().item() / c.float().mean().item(), 0.5, 0.01),
+    "contrast:0.5": (_contrast_ratio, 0.5, 0.02),
+    "saturation:0": (lambda c, s: (_gray_equal(s), _gray_equal(c)), (True, False), None),
+    "hue:0.25": (_hue_turn, 64.0, 3.0),
+}
+
+
+@pytest.mark.parametrize("shift", list(EFFECTS))
 def test_evaluate_with_every_shift(trained_ckpt, tiny_cifake, tmp_path, shift):
+    """The CLI scores the shifted images: P(AI) equals the model on images shifted here by hand, and the
+    shift's effect on those images is measured (grey channels, halved brightness, a quarter hue turn...)."""
+    import torch
+    from PIL import Image
+    from core.datasets import open_dataset
+    from core.evaluate import predict_logits
+    from core.shifts import apply_shift, parse_shift
     rc = evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "ev"),
                         "--shift", shift])
     assert rc == 0
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert m["shift"] == shift if ":" in shift else m["shift"] == "grayscale:1"
     assert m["n"] == 48
+    df = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    ds = open_dataset(tiny_cifake, split="test")
+    position = {ds.item_id(i): i for i in range(len(ds))}
+    files = [tiny_cifake / "test" / p for p in df["path"]]
+    clean = torch.stack([torch.from_numpy(np.asarray(Image.open(f).convert("RGB")).copy()).permute(2, 0, 1)
+                         for f in files])                                         # (48, 3, 32, 32) uint8
+    s = parse_shift(shift)
+    shifted = apply_shift(clean, s.name, s.level, seed=[position[p] for p in df["path"]])
+    lm = load_checkpoint(trained_ckpt)
+    p_hand = torch.sigmoid(predict_logits(lm.model, shifted, lm.device) / lm.temperature).numpy()
+    np.testing.assert_allclose(df["prob_fake"].to_numpy(), p_hand, atol=1e-5)
+    measure, expected, tol = EFFECTS[shift]
+    got = measure(clean, shifted)
+    assert (got == pytest.approx(expected, abs=tol)) if tol else got == expected, (shift, got)
 
 
 def test_blur_and_downscale_remove_the_tiny_task_signal(trained_ckpt, tiny_cifake, tmp_path):

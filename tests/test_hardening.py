@@ -269,11 +269,15 @@ def test_memory_bounded_over_1000_gradcam_predictions(lm):
     imgs = _images(20)
     for i in range(50):                                     # warm-up: allocator pools, lazy init
         predict_one(lm, *imgs[i % 20])
+    one = predict_one(lm, *imgs[0])
+    kept_mb = 1000 * sum(a.nbytes for a in (one.model_input, one.cam_fake, one.cam_real)) / 2**20
     before = proc.memory_info().rss
     for i in range(1000):
         predict_one(lm, *imgs[i % 20])
     grown = (proc.memory_info().rss - before) / 2**20
-    assert grown < 50, f"resident memory grew {grown:.1f} MB over 1000 predictions"
+    # Keeping every prediction's arrays would add kept_mb (about 11 MB; measured 15.7 MB of RSS with a list
+    # that keeps them, 0.1 MB without): a third of that is the budget.
+    assert grown < kept_mb / 3, f"resident memory grew {grown:.1f} MB over 1000 predictions (budget {kept_mb / 3:.1f} MB)"
 
 
 # ----------------------------------------------------------------------------- atomic results

@@ -103,12 +103,14 @@ def test_gradcam_verdict_branches(conc, status):
 
 
 def test_confidence_verdict_branches_use_the_one_confidence():
-    # threshold 0.3: p 0.25 -> REAL, confidence 0.75; p 0.97 -> FAKE 0.97; p 0.02 -> REAL 0.98.
-    df = _preds([1, 0, 1, 0], [0.25, 0.97, 0.02, 0.1])
+    # threshold 0.3: p 0.25 -> REAL (confidence 0.75, wrong); 0.97 -> FAKE (0.97, wrong); 0.02 -> REAL (0.98,
+    # wrong); 0.1 -> REAL (0.9, right); 0.4 -> FAKE (0.4, right; at 0.5 it would be a fourth error).
+    df = _preds([1, 0, 1, 0, 1], [0.25, 0.97, 0.02, 0.1, 0.4])
     v = lim.confidence_verdict(df, 0.3)
     assert v.status == "holds" and v.numbers["errors"] == 3 and v.numbers["confident_errors"] == 2
     assert v.text == "Holds: 2 of 3 errors (66.7%) were made with confidence above 0.9."
     assert v.numbers["confident_calls"] == 2 and v.numbers["accuracy_of_confident_calls"] == 0.0
+    assert lim.confidence_verdict(df, 0.5).numbers["errors"] == 4
     v = lim.confidence_verdict(_preds([0, 1], [0.6, 0.45]), 0.5)        # errors at 0.6 and 0.55 confidence
     assert v.status == "not observed" and v.text == "Not observed here: none of the 2 errors had confidence above 0.9."
     assert lim.confidence_verdict(_preds([1, 0], [0.9, 0.1]), 0.5).text == "Not observed here: no errors at this threshold."
