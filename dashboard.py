@@ -3,11 +3,15 @@
     streamlit run dashboard.py
 
 Starts on the shipped default model (weights/default.pt) and the embedded sample's test split
-(data/sample/test) with no configuration. Pages live in pages/; the shared sidebar in pages/_common.py.
+(data/sample/test) with no configuration. Pages live in pages/; the shared sidebar and helpers in pages_support/.
+
+Navigation: .streamlit/config.toml sets client.showSidebarNavigation = false, so a fresh server's
+first paint (Streamlit's automatic list of pages/, drawn before this script has run) shows no page
+list at all; the menu is drawn here, from PAGES, with st.page_link (navigation_ui).
 """
 import streamlit as st
 
-from pages._common import sidebar_ui
+from pages_support.common import navigation_ui, sidebar_ui
 
 st.set_page_config(page_title="AI-image detector audit", page_icon=":material/search:", layout="wide")
 
@@ -24,6 +28,8 @@ PAGES = [
     st.Page("pages/11_report.py", title="Audit report", icon=":material/download:"),
 ]
 
-page = st.navigation(PAGES)
+# Hidden: client.showSidebarNavigation = false hides any sidebar navigation; navigation_ui draws this one.
+page = st.navigation(PAGES, position="hidden")
+navigation_ui(PAGES)
 sidebar_ui()
 page.run()

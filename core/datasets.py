@@ -201,21 +201,23 @@ class FolderDataset(ImageDataset):
         if not mapping:
             raise DatasetError(f"none of the folders in {root} matches the class mapping")
         sources = _read_manifest_sources(root)
-        items, other = [], 0
+        items, other = [], []
         for name, label in mapping.items():
             n_before = len(items)
             for p in sorted((root / name).rglob("*")):
                 if not p.is_file():
                     continue
                 if not _is_image_name(p):
-                    other += 1
+                    other.append(p.relative_to(root).as_posix())
                     continue
                 rel = p.relative_to(root).as_posix()
                 items.append((str(p), label, sources.get(rel, "")))
             if len(items) == n_before:
                 warnings.append(f"class folder {name!r} has no images")
         if other:
-            warnings.append(f"{other} file(s) without an image extension ignored")
+            # Named, not just counted: a .heic or .svg the user expected to be used is visible here.
+            warnings.append(f"{len(other)} file(s) without an image extension ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+                            f"not used: {', '.join(other[:10])}" + (f" and {len(other) - 10} more" if len(other) > 10 else ""))
         present = {lab for _, lab, _ in items}
         for lab in (0, 1):
             if items and lab not in present:

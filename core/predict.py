@@ -23,7 +23,7 @@ import torch
 from .archive import ArchiveError, read_zip_images
 from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from .gradcam import gradcam_pair
-from .images import IMAGE_EXTENSIONS, ImageError, LoadedImage, load_image
+from .images import ImageError, LoadedImage, load_image
 from .labels import CLASS_NAMES
 from .preprocess import preprocess_image, to_model_input
 
@@ -116,15 +116,19 @@ def predict_one(lm: LoadedModel, name: str, src, with_cam: bool = True) -> Predi
 
 
 def expand_inputs(paths: list[str]) -> list[tuple[str, object]]:
-    """Files stay files; folders become their image files (recursive, sorted); zips their image entries.
-    Problems become (name, ImageError) entries so they are reported in order, not raised."""
+    """Files stay files; folders become every file inside them (recursive, sorted); zips their entries.
+
+    Nothing is dropped: a folder's non-image files (an .svg, a .heic, a README) are passed on like the
+    rest and get load_image's one-line reason ("an SVG vector image, which is not supported ...").
+    Problems become (name, ImageError) entries so they are reported in order, not raised.
+    """
     out: list[tuple[str, object]] = []
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS)
+            files = sorted(f for f in path.rglob("*") if f.is_file())
             if not files:
-                out.append((p, ImageError("folder has no image files")))
+                out.append((p, ImageError("folder has no files")))
             out += [(str(f), str(f)) for f in files]
         elif path.suffix.lower() == ".zip" and path.is_file():
             try:

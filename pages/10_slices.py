@@ -12,8 +12,8 @@ from core.audit_cache import result_dir
 from core.evaluate import dataset_fingerprint
 from core.slices import cached_properties, join, members, read_properties, slice_table
 from core.labels import CLASS_NAMES
-from pages._common import RUNS_DIR, context_and_evaluation_or_stop
-from pages._views import gallery, pct
+from pages_support.common import RUNS_DIR, context_and_evaluation_or_stop
+from pages_support.views import gallery, pct
 
 N_CHART = 15
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.report import build_report
-from pages import _common
-from pages._common import RUNS_DIR, get_context
+from pages_support import common as _common
+from pages_support.common import RUNS_DIR, get_context
 
 LOGO_DIR = _common.WEIGHTS_DIR / "logo"
 

@@ -18,9 +18,9 @@ from core.archive import ArchiveError, read_zip_images
 from core.gradcam import overlay_heatmap
 from core.images import ImageError, load_image
 from core.predict import Prediction, predict_many, predict_one
-from pages._common import Context, get_context, image_bytes, load_model_cached
-from pages._forensics_views import batch_stability_ui, spectrum_ui, stability_ui
-from pages._views import data_uri, display_scale, enlarged
+from pages_support.common import Context, get_context, image_bytes, load_model_cached
+from pages_support.forensics_views import batch_stability_ui, spectrum_ui, stability_ui
+from pages_support.views import data_uri, display_scale, enlarged
 
 MAX_IMAGES = 500            # per run: a batch of 500 32x32 predictions takes a few seconds on 2 CPU cores
 

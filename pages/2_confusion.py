@@ -13,8 +13,8 @@ import streamlit as st
 
 from core.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
                           roc_curve)
-from pages._common import context_and_evaluation_or_stop
-from pages._views import gallery, heatmap, num, pct
+from pages_support.common import context_and_evaluation_or_stop
+from pages_support.views import gallery, heatmap, num, pct
 
 def cells_table(cm: list[list[int]]) -> pd.DataFrame:
     return pd.DataFrame(confusion_cells(cm))

@@ -18,9 +18,9 @@ from plotly.subplots import make_subplots
 from core.checkpoint import CheckpointError, with_temperature
 from core.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
                           reliability_bins, risk_coverage, temperature_scaling_split)
-from pages import _common
-from pages._common import context_and_evaluation_or_stop
-from pages._views import num, pct
+from pages_support import common as _common
+from pages_support.common import context_and_evaluation_or_stop
+from pages_support.views import num, pct
 
 
 @st.cache_data(show_spinner="Bootstrapping the ECE...", max_entries=16)

@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.labels import CLASS_NAMES
 from core.metrics import HIGH_CONFIDENCE, annotate_calls
-from pages._common import context_and_evaluation_or_stop
-from pages._views import gallery, pct
+from pages_support.common import context_and_evaluation_or_stop
+from pages_support.views import gallery, pct
 
 KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
          "FN": ("False negatives", "FAKE (AI) images called REAL", 1)}

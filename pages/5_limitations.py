@@ -22,11 +22,11 @@ from core.metrics import HIGH_CONFIDENCE, annotate_calls
 from core.predict import predict_many
 from core.robustness import gradcam_audit_dataset
 from core.shifts import SWEEP_LEVELS, shift_array
-from pages import _common
-from pages._common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
+from pages_support import common as _common
+from pages_support.common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
                            sweep_ui)
-from pages._forensics_views import flip_rate_section
-from pages._views import enlarged, gallery, num, pct, severity_figure
+from pages_support.forensics_views import flip_rate_section
+from pages_support.views import enlarged, gallery, num, pct, severity_figure
 
 # Axis titles of the preprocessing section's curves (the grouping and order come from core.limitations).
 AXIS = {"grayscale": "grayscale amount (1 = fully gray)", "saturation": "saturation factor (0 = gray, 1 = unchanged)",

@@ -20,9 +20,9 @@ from plotly.subplots import make_subplots
 from core.images import ImageError
 from core.labels import CLASS_NAMES
 from core.models import count_parameters
-from pages import _common
-from pages._common import get_context
-from pages._views import enlarged
+from pages_support import common as _common
+from pages_support.common import get_context
+from pages_support.views import enlarged
 
 N_EXAMPLES = 8      # example images per class
 

@@ -17,8 +17,8 @@ import streamlit as st
 from core.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached_analysis, cached_reencoding,
                             load_spectra_npz, radial_table, reencoding_dir)
 from core.labels import CLASS_NAMES
-from pages._common import RUNS_DIR, Context, get_context
-from pages._views import num, pct
+from pages_support.common import RUNS_DIR, Context, get_context
+from pages_support.views import num, pct
 
 PROPERTY_TITLES = {"format": "File format", "jpeg_quality": "JPEG quality (estimated from the quantisation tables)",
                    "subsampling": "Chroma subsampling", "pixel_size": "Pixel size",

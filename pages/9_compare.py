@@ -17,8 +17,8 @@ from core.checkpoint import CheckpointError
 from core.compare import (CELL_MEANING, CELLS, CompareError, compare_predictions, disagreement_cells,
                           join_predictions, metrics_table, roc_table)
 from core.labels import CLASS_NAMES
-from pages._common import Context, _file_sha, evaluation_ui, get_context, load_model_cached, shipped_weights
-from pages._views import gallery, num, pct
+from pages_support.common import Context, _file_sha, evaluation_ui, get_context, load_model_cached, shipped_weights
+from pages_support.views import gallery, num, pct
 
 N_BOOT = 1000
 

@@ -4,7 +4,7 @@
 
 Fixtures: a CIFAKE-layout sample with train/test/ood splits (24 REAL + 24 FAKE each, 32x32 JPEG;
 REAL smooth, FAKE noise, manifest.csv with sources) and a small seed-v21 trained on it for a few
-epochs. pages._common reads AUDIT_* at import time and AppTest runs the scripts in this process, so
+epochs. pages_support.common reads AUDIT_* at import time and AppTest runs the scripts in this process, so
 the fixture sets the environment *and* patches the module's path attributes (monkeypatch restores
 them). Uploads go through AppTest's own file_uploader support (streamlit >= 1.50).
 The last test runs on the shipped weights/default.pt + data/sample and skips until they exist.
@@ -81,7 +81,7 @@ def _use_navigation(monkeypatch) -> None:
     """Make every AppTest run go through dashboard.py's st.navigation, as a live server does.
 
     AppTest resets PagesManager.uses_pages_directory before each run, so each run starts in
-    Streamlit's old pages-directory mode (there is a pages/ folder); pages._common then reruns
+    Streamlit's old pages-directory mode (there is a pages/ folder); pages_support.common then reruns
     through dashboard.py (test_lone_page_file_reruns_through_dashboard), but that rerun drops
     a button click. A live server leaves the mode for good at the first st.navigation call.
     """
@@ -103,7 +103,7 @@ def _point_app_at(monkeypatch, weights: Path, sample: Path, runs: Path, navigati
     monkeypatch.setenv("AUDIT_WEIGHTS_DIR", str(weights))
     monkeypatch.setenv("AUDIT_SAMPLE_DIR", str(sample))
     monkeypatch.setenv("AUDIT_RUNS_DIR", str(runs))
-    import pages._common as common
+    import pages_support.common as common
     monkeypatch.setattr(common, "WEIGHTS_DIR", weights)
     monkeypatch.setattr(common, "SAMPLE_DIR", sample)
     monkeypatch.setattr(common, "RUNS_DIR", runs)

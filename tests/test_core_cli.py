@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -189,3 +190,26 @@ def test_predict_cli_json_lines(trained_ckpt, tiny_cifake, tmp_path, capsys):
     assert lines[1] == {"file": str(tmp_path / "fake.jpg"), "error": "an HTML document, not an image"}
     assert lines[2]["error"] == "file not found"
     assert predict.main(["--weights", str(tmp_path / "nope.pt"), str(tmp_path / "noise.jpg")]) == 2
+
+
+def test_predict_folder_answers_every_file(trained_ckpt, tmp_path, capsys):
+    """core.predict on a folder: one line per file, a result or a reason; .svg and .heic are not dropped."""
+    rng = np.random.default_rng(6)
+    d = tmp_path / "mixed"
+    (d / "deeper").mkdir(parents=True)
+    (d / "a.jpg").write_bytes(jpeg_bytes(noise_image(rng)))
+    (d / "deeper" / "b.png").write_bytes(jpeg_bytes(noise_image(rng)))
+    (d / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"></svg>')
+    (d / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    (d / "notes.txt").write_text("hello")
+    (d / "cut.jpg").write_bytes(jpeg_bytes(noise_image(rng))[:100])
+    (tmp_path / "empty").mkdir()
+    assert predict.main(["--weights", str(trained_ckpt), str(d), str(tmp_path / "empty")]) == 0
+    lines = {Path(ln["file"]).name: ln for ln in map(json.loads, capsys.readouterr().out.strip().splitlines())}
+    assert set(lines) == {"a.jpg", "b.png", "logo.svg", "phone.heic", "notes.txt", "cut.jpg", "empty"}
+    assert {n for n, ln in lines.items() if "prob_fake" in ln} == {"a.jpg", "b.png"}
+    assert "SVG" in lines["logo.svg"]["error"]
+    assert "HEIC" in lines["phone.heic"]["error"]
+    assert "text file" in lines["notes.txt"]["error"]
+    assert "truncated" in lines["cut.jpg"]["error"] or "damaged" in lines["cut.jpg"]["error"]
+    assert lines["empty"]["error"] == "folder has no files"

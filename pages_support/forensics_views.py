@@ -18,8 +18,8 @@ from core.images import ImageError, load_image
 from core.labels import CLASS_NAMES
 from core.stability import (CHANGES, check_image, flip_table, flips, probs_of_sources, read_stability,
                             stability_result_dir, stability_verdict, cached_dataset_stability)
-from pages._common import RUNS_DIR, Context, load_model_cached, open_dataset_cached
-from pages._views import gallery, pct
+from pages_support.common import RUNS_DIR, Context, load_model_cached, open_dataset_cached
+from pages_support.views import gallery, pct
 
 
 # ----------------------------------------------------------------------------- Predict: one image

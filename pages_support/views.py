@@ -18,7 +18,7 @@ from core.gradcam import overlay_heatmap
 from core.images import ImageError
 from core.labels import CLASS_NAMES
 from core.predict import predict_many
-from pages._common import Context, image_bytes
+from pages_support.common import Context, image_bytes
 
 DISPLAY_SIDE = 128      # px: small images are enlarged (nearest-neighbour) to about this side
 MAX_GALLERY = 60        # images drawn at once; more would make every rerun slow
@@ -76,7 +76,7 @@ def data_uri(arr: np.ndarray, side: int = 48) -> str:
 
 @st.cache_data(show_spinner="Computing Grad-CAM...", max_entries=32)
 def _cams(sha: str, weights_path: str, dataset_key: tuple, stamp: float, ids: tuple[str, ...]) -> dict:
-    from pages._common import load_model_cached, open_dataset_cached
+    from pages_support.common import load_model_cached, open_dataset_cached
     lm = load_model_cached(weights_path, sha)
     ds = open_dataset_cached(*dataset_key, stamp)
     index = _id_index(tuple(dataset_key), stamp, ds)

@@ -161,6 +161,14 @@ def _dataset_ui():
     return ds, key
 
 
+def navigation_ui(pages: list) -> None:
+    """The page menu at the top of the sidebar: one st.page_link per st.Page, in order (the current one marked)."""
+    with st.sidebar.container(key="page_menu"):
+        for p in pages:
+            st.page_link(p, label=p.title, icon=p.icon)
+        st.divider()
+
+
 def sidebar_ui() -> None:
     """Draw the shared sidebar (model, data, threshold); the entrypoint calls it on every run.
 
@@ -184,8 +192,10 @@ def _ensure_entrypoint() -> None:
     A folder named pages/ next to the entrypoint makes Streamlit start in its old pages-directory
     mode, which it leaves only at the first st.navigation call. Until then (a fresh server whose
     first visitor opens a deep link such as /confusion, and every AppTest run) the page file runs
-    alone: no sidebar, no selection, and pages/_common.py listed as a page. Leaving that mode and
-    rerunning lands on the same page (same URL path) through dashboard.py's st.navigation.
+    alone: no sidebar, no selection. Leaving that mode and rerunning lands on the same page (same
+    URL path) through dashboard.py's st.navigation. (Its automatic page list is hidden by
+    client.showSidebarNavigation = false and lists no helper: they live in pages_support/. The deep
+    link itself still needs this rerun: Streamlit has no public switch for the mode.)
     """
     try:
         from streamlit.runtime.pages_manager import PagesManager
