@@ -38,7 +38,7 @@ th{background:#f3f3f3}td.l,th.l{text-align:left}.warn{background:#fff3cd;border-
 .ok{background:#e8f5e9;border-left:4px solid #43a047;padding:.5em 1em}.muted{color:#666;font-size:.9em}
 .thumbs{display:flex;flex-wrap:wrap;gap:6px}.thumbs figure{margin:0;width:104px;font-size:.72em;text-align:center}
 .thumbs img{width:96px;height:96px;image-rendering:pixelated;border:1px solid #ccc}
-.figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}code{background:#f3f3f3;padding:0 3px}
+.scroll{overflow-x:auto;max-width:100%}.figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}code{background:#f3f3f3;padding:0 3px}
 """
 
 
@@ -77,7 +77,7 @@ def table_html(df: pd.DataFrame, spec=".4f", max_rows: int = 200) -> str:
             cells.append(f"<td class='l'>{esc(fmt(v, spec))}</td>" if left else f"<td>{esc(fmt(v, spec))}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     more = f"<p class='muted'>{len(df) - max_rows:,} more rows not shown.</p>" if len(df) > max_rows else ""
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{more}"
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>{more}"
 
 
 def img_tag(png: bytes, alt: str = "", width: int | None = None) -> str:
@@ -270,7 +270,7 @@ def render(data: dict, lm, ds, weights_path) -> str:
     section(5, body)
     sp = data["spectra"]
     figs = spectrum_figures(sp)
-    imgs = "".join(img_tag(b, n, 300 if n == "spectrum_1d.png" else 200) for n, b in figs.items())
+    imgs = "".join(img_tag(b, n, None if n == "spectrum_1d.png" else 200) for n, b in figs.items())
     section(6, f"<p>Mean log(1 + |FFT|) of the high-pass residual, centre {sp['crop']}x{sp['crop']} crop, per class, "
                f"FAKE - REAL, per source, and the azimuthal means (core.forensics).</p><div class='figs'>{imgs}</div>"
                + table_html(radial_table(sp)))
