@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from PIL import Image, ImageOps
 
-from .images import ImageError, load_image
+from .images import MAX_PIXELS, ImageError, load_image
 from .labels import CLASS_NAMES
 from .preprocess import preprocess_image
 
@@ -35,7 +35,8 @@ CHANGES = {
 
 
 def apply_change(img: Image.Image, name: str) -> Image.Image:
-    """RGB PIL -> RGB PIL under one change of CHANGES. The input is not modified."""
+    """RGB PIL -> RGB PIL under one change of CHANGES. The input is not modified; upscaling stops at the
+    decoder's MAX_PIXELS."""
     from .shifts import apply_shift, pil_to_tensor, tensor_to_pil
     w, h = img.size
     if name.startswith("jpeg:"):
@@ -45,6 +46,10 @@ def apply_change(img: Image.Image, name: str) -> Image.Image:
         return tensor_to_pil(apply_shift(pil_to_tensor(img), "grayscale", 1.0))
     if name in ("downscale:0.5", "upscale:2"):
         f = 0.5 if name == "downscale:0.5" else 2.0
+        if f > 1 and w * h * f * f > MAX_PIXELS:
+            # Never build an image the decoder itself would refuse: a photo already near the limit is
+            # enlarged only up to it (the model sees 32x32 either way).
+            f = max(1.0, (MAX_PIXELS / (w * h)) ** 0.5)
         # PIL's bicubic widens its kernel when shrinking: an antialiased downscale, as a resizing app does.
         return img.resize((max(1, round(w * f)), max(1, round(h * f))), Image.Resampling.BICUBIC)
     if name == "crop:0.9":

@@ -64,6 +64,9 @@ def test_changes_do_what_they_say():
     assert j.size == img.size and not np.array_equal(np.asarray(j), np.asarray(img))
     with pytest.raises(ValueError):
         stability.apply_change(img, "rotate:90")
+    big = Image.new("RGB", (4000, 3000))                        # 12 MP: x2 would be 48 MP, over the 40 MP limit
+    w, h = stability.apply_change(big, "upscale:2").size
+    assert w * h <= stability.MAX_PIXELS and w > 4000
 
 
 def test_image_at_the_threshold_flips_and_far_from_it_is_stable(trained_ckpt):
