@@ -17,6 +17,7 @@ All at threshold 0.5. Each part is also one CLI call, with the same numbers:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from common import ROOT, save
 
@@ -35,9 +36,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=str(ROOT / "data" / "sample" / "test"), help="default: data/sample/test")
     ap.add_argument("--runs", default=str(ROOT / "runs"), help="cache folder shared with the app (default: runs)")
+    ap.add_argument("--weights", nargs="+", default=None, help="checkpoints (default: every weights/*.pt)")
     args = ap.parse_args()
     ds = open_dataset(args.data)
-    weights = {p.name: p for p in sorted((ROOT / "weights").glob("*.pt"))}
+    paths = [Path(w) for w in args.weights] if args.weights else sorted((ROOT / "weights").glob("*.pt"))
+    weights = {p.name: p for p in paths}
     lms = {name: load_checkpoint(p) for name, p in weights.items()}
     out = {"data": ds.describe(), "threshold": THRESHOLD,
            "weights_sha256": {n: file_sha256(p)[:16] for n, p in weights.items()}}
