@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .labels import CLASS_NAMES
-from .models import build_model
+from .models import build_model, fuse_for_inference
 from .preprocess import PreprocessConfig
 
 FORMAT = "ai-image-detector-checkpoint"
@@ -34,6 +34,12 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadedModel:
+    """A checkpoint's model and everything needed to use it. Shared read-only by every app session.
+
+    `model` is the trained module (its parameters, for inspection); `inference_model` is the copy that
+    evaluation, prediction, the sweep and Grad-CAM run: BatchNorm folded into the convolutions
+    (core.models.fuse_for_inference), built once here, never mutated afterwards.
+    """
     model: torch.nn.Module            # eval mode, on `device`
     arch: str
     preprocess: PreprocessConfig
@@ -41,6 +47,11 @@ class LoadedModel:
     sha256: str                       # of the file's bytes: the cache key for everything derived from it
     meta: dict = field(default_factory=dict)   # the rest of the checkpoint dict (no state_dict)
     device: torch.device = torch.device("cpu")
+    inference_model: torch.nn.Module | None = None    # built from `model` when not given
+
+    def __post_init__(self):
+        if self.inference_model is None:
+            self.inference_model = fuse_for_inference(self.model)
 
     @property
     def name(self) -> str:

@@ -118,7 +118,7 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     for batch in build_loader(ds.view(lm.preprocess, shift), batch_size, workers):
         skipped += batch["skipped"]
         if len(batch["ids"]):
-            rows_z.append(predict_logits(lm.model, batch["x"], lm.device).numpy())
+            rows_z.append(predict_logits(lm.inference_model, batch["x"], lm.device).numpy())
             rows_y.append(batch["y"].numpy())
             rows_id += batch["ids"]
             rows_src += batch["sources"]

@@ -12,11 +12,19 @@ Contract (used by training, evaluation, Grad-CAM and the app):
   `head(f)` -> logits (B,). forward(x) == head(features(x)).
 Grad-CAM uses `features`/`head` instead of module hooks, so concurrent calls on one shared model
 cannot see each other's hooks (see core.gradcam).
+
+Inference runs on `fuse_for_inference(model)`: a separate copy with every Conv2d -> BatchNorm2d pair
+folded into one Conv2d (the BatchNorm's running statistics and affine folded into the weights and a
+bias). Same function, one pass over the activations fewer per block: seed-v21 runs 1.2-1.8x faster
+(benchmarks/bench_inference.py). The trained module is never modified.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 
 class _Normalize(nn.Module):
@@ -103,6 +111,34 @@ def build_model(arch: str, **model_args) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[arch](**model_args)
+
+
+def fuse_for_inference(model: nn.Module) -> nn.Module:
+    """A new eval-mode copy of `model` with each Conv2d directly followed by a BatchNorm2d (in the same
+    nn.Sequential) folded into one Conv2d; the BatchNorm becomes nn.Identity. `model` is not modified.
+
+    Exact up to float rounding (eval-mode BatchNorm is an affine map per channel): logits agree within
+    ~1e-5 on the shipped seed-v21 (tests/test_fused.py). Parameters of the copy do not require grad;
+    Grad-CAM still works, it differentiates with respect to the features, not the weights.
+    Layout (channels_last) and device follow `model`.
+    """
+    fused = copy.deepcopy(model).eval()
+    for seq in fused.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        children = list(seq.named_children())
+        for (name_c, conv), (name_b, bn) in zip(children, children[1:]):
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                folded = fuse_conv_bn_eval(conv, bn)
+                folded.weight.data = folded.weight.data.contiguous(memory_format=_memory_format(conv.weight))
+                setattr(seq, name_c, folded)
+                setattr(seq, name_b, nn.Identity())
+    return fused.requires_grad_(False)
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.ndim == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous() else torch.contiguous_format
 
 
 def count_parameters(model: nn.Module) -> int:

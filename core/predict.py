@@ -66,11 +66,11 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     """
     x = to_model_input(x_uint8.to(lm.device))
     if with_cam:
-        cam_fake, cam_real, logits = gradcam_pair(lm.model, x)
+        cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         cams = (cam_fake.cpu(), cam_real.cpu())
     else:
         with torch.inference_mode():
-            logits = lm.model(x)
+            logits = lm.inference_model(x)
         cams = None
     logits = logits.float().cpu()
     return torch.sigmoid(logits / lm.temperature), logits, cams

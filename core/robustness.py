@@ -74,7 +74,7 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
     rows = []
 
     def logits_of(xx):
-        return np.concatenate([predict_logits(lm.model, xx[i:i + batch_size], lm.device).numpy()
+        return np.concatenate([predict_logits(lm.inference_model, xx[i:i + batch_size], lm.device).numpy()
                                for i in range(0, len(xx), batch_size)]) if len(xx) else np.zeros(0)
 
     t0 = time.perf_counter()
@@ -86,7 +86,7 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
             for i in range(0, len(x), batch_size):
                 # Per-image seeds = dataset positions: the same noise as the per-image path (ds.record).
                 xb = Shift(name, level).apply(x[i:i + batch_size], index=dec.index[i:i + batch_size].tolist())
-                zs.append(predict_logits(lm.model, xb, lm.device).numpy())
+                zs.append(predict_logits(lm.inference_model, xb, lm.device).numpy())
             z, yy = (np.concatenate(zs) if zs else np.zeros(0)), y_np
         else:
             df, _ = predict_dataset(lm, ds, batch_size, shift=Shift(name, level))
@@ -108,11 +108,11 @@ def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batc
     conc, dc, dr, fc, fr = [], [], [], [], []
     for i in range(0, len(x_uint8), batch_size):
         x = to_model_input(x_uint8[i:i + batch_size].to(lm.device))
-        cam_fake, cam_real, logits = gradcam_pair(lm.model, x)
+        cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         called = called_fake(logits, lm.temperature, threshold)
         cams = torch.where(called.view(-1, 1, 1), cam_fake, cam_real)
         conc.append(heat_concentration(cams, top))
-        d = deletion_test(lm.model, x, cams, frac=top, seed=seed + i, temperature=lm.temperature, threshold=threshold)
+        d = deletion_test(lm.inference_model, x, cams, frac=top, seed=seed + i, temperature=lm.temperature, threshold=threshold)
         dc.append(d["drop_cam"]); dr.append(d["drop_random"]); fc.append(d["flip_cam"]); fr.append(d["flip_random"])
     cat = lambda v: torch.cat(v).float().cpu().numpy() if v else np.zeros(0)   # noqa: E731
     out = {"concentration": cat(conc), "drop_cam": cat(dc), "drop_random": cat(dr),
