@@ -109,10 +109,8 @@ class ImageDataset:
         ref, label, source = self.items[i]
         rec = {"image": None, "label": label, "id": self.item_id(i), "source": source, "index": i, "error": None}
         try:
-            img = self.load(i).image
-            if shift is not None:
-                from .shifts import pil_to_tensor, tensor_to_pil
-                img = tensor_to_pil(shift.apply(pil_to_tensor(img), index=i))
+            loaded = self.load(i)
+            img = loaded.decoded if shift is None else shift.apply(loaded.pixels, index=i)
             rec["image"] = preprocess_image(img, preprocess)
         except ImageError as e:
             rec["error"] = str(e)

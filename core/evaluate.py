@@ -14,9 +14,11 @@ import argparse
 import hashlib
 import json
 import os
+import queue
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +59,52 @@ def build_loader(view: DatasetView, batch_size: int = 256, workers: int | None =
                       num_workers=workers, collate_fn=collate_records, drop_last=drop_last,
                       persistent_workers=False, generator=generator,
                       pin_memory=torch.cuda.is_available())
+
+
+def prefetch(iterable, depth: int = 2):
+    """Iterate `iterable` in a background thread, up to `depth` items ahead of the consumer.
+
+    Decoding (libjpeg, file reads) and the forward pass (torch ops) both release the GIL, so the next
+    batch is decoded while the model runs on this one. Exceptions are re-raised in the consumer; a
+    consumer that stops early stops the thread.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as e:          # forwarded to the consumer
+            q.put((done, e))
+
+    t = threading.Thread(target=produce, name="prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item, err = q.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        t.join()
 
 
 @dataclass
@@ -115,7 +163,9 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     """
     rows_id, rows_y, rows_z, rows_src, skipped = [], [], [], [], []
     done, total = 0, len(ds)
-    for batch in build_loader(ds.view(lm.preprocess, shift), batch_size, workers):
+    loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers)
+    # In-process decoding overlaps the forward pass through a thread; worker processes already do.
+    for batch in (prefetch(loader) if loader.num_workers == 0 else loader):
         skipped += batch["skipped"]
         if len(batch["ids"]):
             rows_z.append(predict_logits(lm.inference_model, batch["x"], lm.device).numpy())

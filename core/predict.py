@@ -100,7 +100,7 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
         try:
             loaded: LoadedImage = load_image(src)
             pred.original_size, pred.notes = loaded.original_size, loaded.notes
-            pending.append((pred, preprocess_image(loaded.image, lm.preprocess)))
+            pending.append((pred, preprocess_image(loaded.decoded, lm.preprocess)))
         except ImageError as e:
             pred.error = str(e)
         if len(pending) >= batch_size:

@@ -49,8 +49,18 @@ def _resize(img: Image.Image, side: int) -> Image.Image:
     return img.resize((side, side), Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
-def preprocess_image(rgb: Image.Image, cfg: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
-    """RGB PIL image of any size -> uint8 tensor (3, cfg.size, cfg.size). The input is not modified."""
+def preprocess_image(rgb: Image.Image | torch.Tensor, cfg: PreprocessConfig = PreprocessConfig()) -> torch.Tensor:
+    """RGB PIL image or uint8 tensor (3, H, W) of any size -> uint8 tensor (3, cfg.size, cfg.size).
+
+    The input is not modified (a new tensor is returned). A tensor input goes through the same PIL
+    operations as an image, except when it already has the model's size (then every step is the identity).
+    """
+    if isinstance(rgb, torch.Tensor):
+        if rgb.dtype != torch.uint8 or rgb.ndim != 3 or rgb.shape[0] != 3:
+            raise ValueError(f"preprocess_image expects a uint8 (3, H, W) tensor, got {rgb.dtype} {tuple(rgb.shape)}")
+        if rgb.shape[1] == rgb.shape[2] == cfg.size and not cfg.upsample_from:
+            return rgb.clone()
+        rgb = Image.fromarray(rgb.permute(1, 2, 0).contiguous().numpy(), "RGB")
     if rgb.mode != "RGB":
         raise ValueError(f"preprocess_image expects an RGB image (use core.images.load_image), got {rgb.mode}")
     img = rgb
