@@ -64,7 +64,7 @@ def apply_change(img: Image.Image, name: str) -> Image.Image:
 def _probs(lm, tensors: list[torch.Tensor], batch_size: int = 512) -> np.ndarray:
     from .evaluate import predict_logits
     from .metrics import apply_temperature
-    z = [predict_logits(lm.model, torch.stack(tensors[i:i + batch_size]), lm.device).numpy()
+    z = [predict_logits(lm.inference_model, torch.stack(tensors[i:i + batch_size]), lm.device).numpy()
          for i in range(0, len(tensors), batch_size)]
     return apply_temperature(np.concatenate(z), lm.temperature) if z else np.zeros(0)
 
