@@ -161,15 +161,24 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     `progress(done, total)` is called after each batch. `ds` is only read (a per-call view carries the
     model's preprocessing and the shift), so concurrent calls on one shared dataset are independent.
     """
-    rows_id, rows_y, rows_z, rows_src, skipped = [], [], [], [], []
-    done, total = 0, len(ds)
-    loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers)
+    df, skipped, _, _ = _predict_rows(lm, ds, batch_size, workers, shift, progress)
+    return df, skipped
+
+
+def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, workers: int | None = None,
+                  shift: Shift | None = None, progress=None, indices: list[int] | None = None):
+    """predict_dataset over `indices` (default: all, in order), plus the dataset positions of the rows and
+    of the skipped items: (df, skipped, row_index (N,) int64, skipped_index list)."""
+    rows_id, rows_y, rows_z, rows_src, rows_idx, skipped = [], [], [], [], [], []
+    done, total = 0, len(ds) if indices is None else len(indices)
+    loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers, sampler=indices)
     # In-process decoding overlaps the forward pass through a thread; worker processes already do.
     for batch in (prefetch(loader) if loader.num_workers == 0 else loader):
         skipped += batch["skipped"]
         if len(batch["ids"]):
             rows_z.append(predict_logits(lm.inference_model, batch["x"], lm.device).numpy())
             rows_y.append(batch["y"].numpy())
+            rows_idx.append(batch["index"].numpy())
             rows_id += batch["ids"]
             rows_src += batch["sources"]
         done += len(batch["ids"]) + len(batch["skipped"])
@@ -178,7 +187,44 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
     df = pd.DataFrame({"path": rows_id, "label": np.concatenate(rows_y) if rows_y else np.zeros(0, np.int64),
                        "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src})
-    return df, skipped
+    row_index = np.concatenate(rows_idx) if rows_idx else np.zeros(0, np.int64)
+    # The loader visits `indices` in order and skipped items keep that order, so the positions not
+    # among the rows, sorted, are the skipped items' positions.
+    visited = range(len(ds)) if indices is None else indices
+    skipped_index = sorted(set(visited) - set(row_index.tolist()))
+    return df, skipped, row_index, skipped_index
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """Rank `rank`'s share of n items: every world-th position from `rank` on. The shares are disjoint and
+    cover 0..n-1 exactly once; their sizes differ by at most one."""
+    return list(range(rank, n, world))
+
+
+def predict_dataset_distributed(lm: LoadedModel, ds: ImageDataset, rank: int, world: int, batch_size: int = 256,
+                                workers: int | None = None, shift: Shift | None = None, progress=None):
+    """predict_dataset with the items sharded over `world` processes of an initialised torch.distributed group.
+
+    Every rank must call it. Rank 0 gets (df, skipped) with the rows and skipped items of all ranks in
+    dataset order, i.e. what a single process would return; the other ranks get (None, None).
+    """
+    import torch.distributed as dist
+    idx = shard_indices(len(ds), rank, world)
+    rank_progress = (lambda d, t: progress(min(d * world, len(ds)), len(ds))) if progress else None
+    df, skipped, row_index, skipped_index = _predict_rows(lm, ds, batch_size, workers, shift, rank_progress, idx)
+    payload = (df.to_dict("list"), row_index.tolist(), skipped, skipped_index)
+    gathered = [None] * world if rank == 0 else None
+    dist.gather_object(payload, gathered, dst=0)
+    if rank != 0:
+        return None, None
+    frames = [pd.DataFrame(cols, columns=PREDICTION_COLUMNS).assign(_index=rows) for cols, rows, _, _ in gathered]
+    merged = pd.concat(frames, ignore_index=True).sort_values("_index", kind="stable")
+    if len(merged) != len(set(merged["_index"])):
+        raise RuntimeError("sharded evaluation produced duplicated rows")
+    merged = merged.drop(columns="_index").reset_index(drop=True).astype(
+        {"label": np.int64, "prob_fake": np.float64, "logit": np.float32})
+    skipped_all = sorted(((i, s) for _, _, sk, si in gathered for s, i in zip(sk, si)), key=lambda t: t[0])
+    return merged, [s for _, s in skipped_all]
 
 
 def dataset_fingerprint(ds: ImageDataset) -> str:
@@ -219,10 +265,20 @@ def write_evaluation(out_dir, df: pd.DataFrame, metrics: dict) -> None:
 
 
 def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, threshold: float = 0.5,
-             batch_size: int = 256, workers: int | None = None, progress=None) -> tuple[pd.DataFrame, dict]:
-    """Predictions plus the metrics dict written to metrics.json."""
+             batch_size: int = 256, workers: int | None = None, progress=None,
+             rank: int = 0, world: int = 1) -> tuple[pd.DataFrame, dict]:
+    """Predictions plus the metrics dict written to metrics.json.
+
+    With world > 1 (an initialised torch.distributed group) every rank evaluates its shard and rank 0
+    returns the whole result, the same as a single process; other ranks return (None, None).
+    """
     t0 = time.perf_counter()
-    df, skipped = predict_dataset(lm, ds, batch_size, workers, shift, progress)
+    if world > 1:
+        df, skipped = predict_dataset_distributed(lm, ds, rank, world, batch_size, workers, shift, progress)
+        if rank != 0:
+            return None, None
+    else:
+        df, skipped = predict_dataset(lm, ds, batch_size, workers, shift, progress)
     seconds = time.perf_counter() - t0
     m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
     m.update({
@@ -231,7 +287,7 @@ def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, thre
         "weights_sha256": lm.sha256, "arch": lm.arch, "temperature": lm.temperature,
         "preprocess": lm.preprocess.to_dict(), "dataset": ds.describe(), "dataset_format": ds.format,
         "label_mapping": describe_mapping(ds.label_mapping), "dataset_warnings": ds.warnings,
-        "shift": str(shift) if shift else None, "seconds": round(seconds, 3),
+        "shift": str(shift) if shift else None, "processes": world, "seconds": round(seconds, 3),
         "images_per_second": round(len(ds) / seconds, 1) if seconds > 0 else None,
     })
     return df, m
@@ -292,25 +348,58 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _setup_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """(rank, world, device) under torchrun (WORLD_SIZE > 1: process group initialised; gloo on CPU,
+    NCCL on GPUs, one GPU per local rank), else (0, 1, device)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return rank, world, device
+
+
 def main(argv=None) -> int:
+    """The CLI; under torchrun every rank evaluates a shard and rank 0 writes the one result."""
     args = get_args_parser().parse_args(argv)
-    from tqdm import tqdm
     from .models import select_device
+    rank, world, device = _setup_distributed(select_device(args.device))
     try:
-        lm = load_checkpoint(args.weights, select_device(args.device))
+        return _main(args, rank, world, device)
+    finally:
+        if world > 1:
+            import torch.distributed as dist
+            dist.destroy_process_group()
+
+
+def _main(args, rank: int, world: int, device: torch.device) -> int:
+    from tqdm import tqdm
+    try:
+        lm = load_checkpoint(args.weights, device)
         shift = parse_shift(args.shift)
         ds = open_dataset(args.data, split=args.split, fmt=args.format, class_map=parse_class_map(args.class_map),
                           case_sensitive=args.case_sensitive)
     except (CheckpointError, DatasetError, LabelMappingError, ShiftError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"dataset: {ds.describe()}", file=sys.stderr)
-    print(f"label mapping: {describe_mapping(ds.label_mapping)}", file=sys.stderr)
-    for w in ds.warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    with tqdm(total=len(ds), unit="img", desc="evaluate") as bar:
+    if rank == 0:
+        print(f"dataset: {ds.describe()}", file=sys.stderr)
+        print(f"label mapping: {describe_mapping(ds.label_mapping)}", file=sys.stderr)
+        for w in ds.warnings:
+            print(f"warning: {w}", file=sys.stderr)
+        if world > 1:
+            print(f"{world} processes, {len(shard_indices(len(ds), 0, world)):,} images each at most", file=sys.stderr)
+    with tqdm(total=len(ds), unit="img", desc="evaluate", disable=rank != 0) as bar:
         df, m = evaluate(lm, ds, shift=shift, threshold=args.threshold, batch_size=args.batch_size,
-                         workers=args.workers, progress=lambda d, t: bar.update(d - bar.n))
+                         workers=args.workers, progress=lambda d, t: bar.update(d - bar.n), rank=rank, world=world)
+    if rank != 0:
+        return 0
     write_evaluation(args.out, df, m)
     for s in m["skipped"][:20]:
         print(f"skipped: {s['path']}: {s['reason']}", file=sys.stderr)

@@ -62,3 +62,52 @@ def test_torchrun_two_process_gloo(tiny_cifake, tmp_path):
         acc[name] = json.loads((tmp_path / name / "metrics.json").read_text())["accuracy"]
     # 48 test images: "within noise" is a few images on this easy task.
     assert acc["ddp"] >= 0.85 and abs(acc["ddp"] - acc["single"]) <= 0.15, acc
+
+
+def test_torchrun_sharded_evaluate_equals_single_process(tiny_cifake, trained_ckpt, tmp_path):
+    """2 gloo processes each evaluate every other image; rank 0 writes one result equal to one process's:
+    the same rows in the same order (undecodable files included), P(AI) within 1e-5, the same metrics."""
+    import shutil
+
+    import pandas as pd
+    data = tmp_path / "data"
+    shutil.copytree(tiny_cifake / "test", data)                                   # 48 images
+    (data / "REAL" / "zz_truncated.jpg").write_bytes((data / "REAL" / "0000.jpg").read_bytes()[:100])
+    (data / "FAKE" / "zz_text.jpg").write_text("not an image")
+    (data / "FAKE" / "zz_empty.jpg").write_bytes(b"")                             # 51 items: uneven shards
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    args = ["-m", "core.evaluate", "--weights", str(trained_ckpt), "--data", str(data), "--batch-size", "8"]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        *args, "--out", str(tmp_path / "ddp")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r1 = subprocess.run([sys.executable, *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    ddp, one = (pd.read_csv(tmp_path / d / "predictions.csv", keep_default_na=False) for d in ("ddp", "one"))
+    assert len(one) == 48 and list(ddp.columns) == list(one.columns)
+    assert ddp[["path", "label", "source"]].equals(one[["path", "label", "source"]])
+    assert (ddp["prob_fake"] - one["prob_fake"]).abs().max() <= 1e-5
+    assert (ddp["logit"] - one["logit"]).abs().max() <= 1e-4
+    m_ddp, m_one = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("ddp", "one"))
+    assert (m_ddp.pop("processes"), m_one.pop("processes")) == (2, 1)
+    for m in (m_ddp, m_one):
+        del m["seconds"], m["images_per_second"]
+    assert [s["path"] for s in m_one["skipped"]] == ["FAKE/zz_empty.jpg", "FAKE/zz_text.jpg", "REAL/zz_truncated.jpg"]
+    _assert_same(m_ddp, m_one)
+
+
+def _assert_same(a, b, path="metrics"):
+    """Equal structure and values; floats within 1e-6 (they derive from P(AI) equal within 1e-5)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (path, set(a) ^ set(b))
+        for k in a:
+            _assert_same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert abs(a - b) <= 1e-6 or (a != a and b != b), (path, a, b)
+    else:
+        assert a == b, (path, a, b)
