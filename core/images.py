@@ -22,14 +22,25 @@ import warnings
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 # 40 MP decoded is ~120 MB of RGB: large enough for any camera photo, small enough for many users.
 MAX_PIXELS = 40_000_000
 # PIL's own bomb guard raises past 2x this; we check sizes ourselves first, so keep it out of the way.
 Image.MAX_IMAGE_PIXELS = None
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".jfif",
+                    ".avif", ".heic", ".heif"}
+
+# Phone photos: HEIC/HEIF through pillow-heif (requirements.txt). AVIF is decoded by Pillow itself.
+# pillow-heif applies the HEIF rotation/mirror at decode and resets EXIF orientation to 1, so the
+# exif_transpose below never turns a HEIC twice (tests/test_heic.py).
+try:
+    from pillow_heif import register_heif_opener
+    register_heif_opener()
+    HEIF_DECODER = True
+except ImportError:            # optional: without it HEIC files are refused with a reason
+    HEIF_DECODER = False
 
 
 class ImageError(ValueError):
@@ -91,9 +102,13 @@ def _sniff(head: bytes) -> str:
     if h.startswith(b"<!doctype html") or h.startswith(b"<html") or b"<html" in h[:200]:
         return "an HTML document, not an image"
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftypheim", b"ftypheis", b"ftyphevc"):
-        return "a HEIC/HEIF image, which is not supported here (no decoder installed); convert it to JPEG"
+        if HEIF_DECODER:
+            return "a damaged HEIC/HEIF image (its header or data cannot be decoded)"
+        return "a HEIC/HEIF image, which is not supported here (no decoder installed: pip install pillow-heif)"
     if head[4:12] in (b"ftypavif", b"ftypavis"):
-        return "an AVIF image, which is not supported here; convert it to JPEG or PNG"
+        if features.check("avif"):
+            return "a damaged AVIF image (its header or data cannot be decoded)"
+        return "an AVIF image, which this Pillow cannot decode (Pillow >= 11.3 can); convert it to JPEG or PNG"
     if head.startswith(b"PK\x03\x04"):
         return "a zip archive, not an image"
     if head.startswith(b"\xff\xd8"):

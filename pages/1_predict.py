@@ -174,7 +174,7 @@ def main() -> None:
                "probability that the image is AI-generated.")
     uploads = st.file_uploader(
         "Images or a zip of images", accept_multiple_files=True, key="predict_upload",
-        help=f"JPEG, PNG, WebP, GIF, BMP, TIFF or a .zip of them; at most {MAX_IMAGES} images per run. "
+        help=f"JPEG, PNG, WebP, HEIC/HEIF, AVIF, GIF, BMP, TIFF or a .zip of them; at most {MAX_IMAGES} images per run. "
              "Anything else gets a per-file reason in the results.")
     files = [(u.name, u.getvalue()) for u in uploads or []]
     if not files:

@@ -250,6 +250,19 @@ def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
     assert len(at.image) >= 5
 
 
+def test_predict_heic_upload(app):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    buf = io.BytesIO()
+    _noise(np.random.default_rng(6), 48).save(buf, format="HEIF", quality=90)
+    at = _page(app, "1_predict")
+    at.file_uploader(key="predict_upload").set_value(("IMG_0042.HEIC", buf.getvalue(), "image/heic")).run()
+    assert not at.exception and not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Label"] in ("REAL", "FAKE") and 0 <= float(metrics["P(AI)"]) <= 1
+    assert "IMG_0042.HEIC" in [s.value for s in at.subheader]
+
+
 def test_predict_not_an_image_gives_a_clear_message(app):
     at = _page(app, "1_predict")
     at.file_uploader(key="predict_upload").set_value(("notes.txt", b"just some text\n", "text/plain")).run()
