@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from core.checkpoint import LoadedModel, load_checkpoint, make_checkpoint, save_checkpoint
-from core.gradcam import gradcam
+from core.gradcam import gradcam, gradcam_pair
 from core.models import build_model, fuse_for_inference
 from core.preprocess import PreprocessConfig
 
@@ -66,12 +66,15 @@ def test_gradcam_on_fused_matches_unfused(tiny_cifake, trained_ckpt):
     f = fuse_for_inference(m)
     ds = open_dataset(tiny_cifake, split="test")
     x = to_model_input(collate_records([ds[i] for i in range(0, len(ds), 6)])["x"])    # (8, 3, 32, 32)
-    for target in ("predicted", "fake", "real"):
+    for target in ("fake", "real"):
         cams, z = gradcam(m, x, target)
         cams_f, z_f = gradcam(f, x, target)
         assert (cams.flatten(1).amax(1) > 0.99).sum() >= 4         # mostly non-trivial maps
         assert torch.allclose(z_f, z, atol=1e-4)
         assert torch.allclose(cams_f, cams, atol=1e-3), (cams_f - cams).abs().max()
+    pair, pair_f = gradcam_pair(m, x), gradcam_pair(f, x)
+    for a, b in zip(pair, pair_f):
+        assert torch.allclose(b, a, atol=1e-3)
 
 
 def test_loaded_model_runs_the_fused_copy(tmp_path):
@@ -116,12 +119,12 @@ def test_evaluate_predict_and_sweep_use_inference_model(tiny_cifake, trained_ckp
 def test_fused_model_shared_by_threads_gives_sequential_answers(trained_ckpt):
     lm = load_checkpoint(trained_ckpt)
     x = torch.rand(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-    want_cams, want_z = gradcam(lm.inference_model, x)
+    want_cams, want_z = gradcam(lm.inference_model, x, "fake")
     out, errors = [None] * 8, []
 
     def work(i):
         try:
-            out[i] = gradcam(lm.inference_model, x)
+            out[i] = gradcam(lm.inference_model, x, "fake")
         except Exception as e:            # pragma: no cover - reported below
             errors.append(e)
     threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
