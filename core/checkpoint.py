@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict (tensors, str, int, float, list, dict, None only):
   format, version, arch, model_args, state_dict, preprocess, label_map, temperature,
-  train_config, history, metrics, created
+  train_config, history, metrics, created, and optionally verdict (core.verdict: calibration
+  logits/labels and the familiarity model, as tensors)
 `load_checkpoint` refuses anything else with a `CheckpointError` whose message says why.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from .labels import CLASS_NAMES
 from .models import build_model, fuse_for_inference
 from .preprocess import PreprocessConfig
+from .verdict import VerdictModel
 
 FORMAT = "ai-image-detector-checkpoint"
 VERSION = 1
@@ -47,6 +49,7 @@ class LoadedModel:
     sha256: str                       # of the file's bytes: the cache key for everything derived from it
     meta: dict = field(default_factory=dict)   # the rest of the checkpoint dict (no state_dict)
     device: torch.device = torch.device("cpu")
+    verdict: VerdictModel = field(default_factory=VerdictModel)   # conformal band + familiarity (may be empty)
     inference_model: torch.nn.Module | None = None    # built from `model` when not given
 
     def __post_init__(self):
@@ -109,7 +112,7 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessConfig, *, temperature: float = 1.0,
                     train_config: dict | None = None, history: list | None = None, metrics: dict | None = None,
-                    name: str | None = None) -> dict:
+                    name: str | None = None, verdict: dict | None = None) -> dict:
     model = getattr(model, "module", model)   # unwrap DDP
     return {
         "format": FORMAT, "version": VERSION, "name": name, "arch": arch, "model_args": _plain(model_args),
@@ -118,6 +121,7 @@ def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessCo
         "temperature": float(temperature), "train_config": _plain(train_config or {}),
         "history": _plain(history or []), "metrics": _plain(metrics or {}),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **({"verdict": verdict} if verdict else {}),
     }
 
 
@@ -178,9 +182,17 @@ def load_checkpoint(source, device: str | torch.device = "cpu") -> LoadedModel:
     # channels_last: oneDNN's faster conv layout on CPU (1.5x on seed-v21 here, benchmarks/), and
     # the tensor-core layout on GPU. Inputs are converted in core.preprocess.to_model_input.
     model.to(device, memory_format=torch.channels_last).eval()
-    meta = {k: v for k, v in ckpt.items() if k != "state_dict"}
+    # The verdict tensors stay out of `meta` (pages render meta as JSON); a summary goes in.
+    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "verdict")}
+    v = ckpt.get("verdict") or {}
+    meta["verdict_summary"] = {
+        "calibration_images": int((v.get("calibration") or {}).get("n", 0)),
+        "alpha": (v.get("calibration") or {}).get("alpha"),
+        "familiarity": (v.get("familiarity") or {}).get("method"),
+        "familiarity_flag_rate": (v.get("familiarity") or {}).get("flag_rate")}
     return LoadedModel(model=model, arch=ckpt["arch"], preprocess=PreprocessConfig.from_dict(ckpt["preprocess"]),
-                       temperature=float(ckpt.get("temperature", 1.0)), sha256=digest, meta=meta, device=device)
+                       temperature=float(ckpt.get("temperature", 1.0)), sha256=digest, meta=meta, device=device,
+                       verdict=VerdictModel.from_checkpoint_meta(ckpt))
 
 
 def with_temperature(source_path, temperature: float, out_path) -> None:

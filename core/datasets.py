@@ -93,6 +93,21 @@ class ImageDataset:
     def item_id(self, i: int) -> str:
         return str(self.items[i][0])
 
+    def subset(self, indices) -> "ImageDataset":
+        """A new dataset of the same kind over items[indices] (this one is not changed)."""
+        import copy
+        sub = copy.copy(self)
+        sub.items = [self.items[i] for i in indices]
+        if not sub.items:
+            raise DatasetError(f"no images left in {self.root} after selection")
+        sub.warnings = list(self.warnings)
+        if hasattr(self, "_files"):            # parquet: its own file handles and row-group cache
+            sub._files, sub._cache_key, sub._cache_rows = {}, None, None
+        return sub
+
+    def sources(self) -> list[str]:
+        return [it[2] for it in self.items]
+
     def read_bytes(self, ref) -> bytes | str:
         return ref  # a path: load_image opens it
 
@@ -293,6 +308,9 @@ class ParquetDataset(ImageDataset):
 
     format = "parquet"
 
+    # A per-row generator/source column, when present, feeds per-source tables and LOGO.
+    SOURCE_COLUMNS = ("source", "generator", "model", "origin")
+
     def __init__(self, path, class_map: dict[str, int] | None = None, image_column: str = "image",
                  label_column: str = "label"):
         import pyarrow.parquet as pq
@@ -315,15 +333,18 @@ class ParquetDataset(ImageDataset):
                 continue
             names = names or _hf_label_names(pf.schema_arrow)
             labels = pf.read(columns=[label_column]).column(0).to_pylist()   # labels only: a few bytes per row
+            src_col = next((c for c in self.SOURCE_COLUMNS if c in cols), None)
+            srcs = [("" if v is None else str(v)) for v in pf.read(columns=[src_col]).column(0).to_pylist()] \
+                if src_col else [""] * len(labels)
             row = 0
             for rg in range(pf.metadata.num_row_groups):
                 n = pf.metadata.row_group(rg).num_rows
                 for j in range(n):
-                    items.append(((si, rg, j, row + j), labels[row + j]))
+                    items.append(((si, rg, j, row + j), labels[row + j], srcs[row + j]))
                 row += n
         # Map the dataset's integer labels to REAL/FAKE by *name*, never by position.
         mapping: dict[str, int] = {}
-        values = sorted({lab for _, lab in items if lab is not None})
+        values = sorted({lab for _, lab, _ in items if lab is not None})
         for v in values:
             name = names[v] if names and isinstance(v, int) and 0 <= v < len(names) else None
             keys = [str(v)] + ([name] if name else [])
@@ -350,11 +371,11 @@ class ParquetDataset(ImageDataset):
         lookup = {k[1:]: v for k, v in mapping.items() if k.startswith("_")}
         mapping = {k: v for k, v in mapping.items() if not k.startswith("_")}
         out, bad = [], 0
-        for ref, lab in items:
+        for ref, lab, src in items:
             if lab is None or str(lab) not in lookup:
                 bad += 1
                 continue
-            out.append((ref, lookup[str(lab)], ""))
+            out.append((ref, lookup[str(lab)], src))
         if bad:
             warnings.append(f"{bad} row(s) with a missing or unmapped label skipped")
         self.label_names = names

@@ -3,7 +3,8 @@
     python -m core.evaluate --weights weights/default.pt --data data/sample/test --out runs/eval
     python -m core.evaluate --weights weights/default.pt --data data/sample --split ood --shift jpeg:30 --out DIR
 
-Writes DIR/predictions.csv (path, label, prob_fake, logit, source) and DIR/metrics.json (accuracy,
+Writes DIR/predictions.csv (path, label, prob_fake, logit, source, familiarity, verdict) and
+DIR/metrics.json (accuracy,
 per-class precision/recall/F1, ROC AUC, AP, ECE, MCE, Brier, confusion matrix, counts, skipped
 files, weights hash, dataset description). Both are written to temporary files and renamed, so an
 interrupted run never leaves a result that looks complete.
@@ -34,13 +35,15 @@ from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import PreprocessConfig, to_model_input
 from .shifts import Shift, ShiftError, parse_shift
+from .verdict import decide, pooled_features, verdict_summary
 
-PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source"]
+PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
 # The version of what a stored result means. Bump it whenever preprocessing, a shift, a metric or the
 # file layout changes: it is part of every runs/ cache key and of metrics.json, and a stored result
 # with another version is recomputed, never served.
 #   2: per-image noise seeds (core.shifts), one confidence definition (core.metrics.confidence)
-RESULT_FORMAT = 2
+#   3: familiarity and verdict columns (core.verdict)
+RESULT_FORMAT = 3
 
 
 def auto_workers(n_items: int) -> int:
@@ -144,12 +147,20 @@ def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift 
 
 
 @torch.inference_mode()
-def predict_logits(model: torch.nn.Module, x_uint8: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, 3, S, S) -> raw logits (B,) float32 on the CPU."""
+def predict_logits(model: torch.nn.Module, x_uint8: torch.Tensor, device: torch.device,
+                   with_features: bool = False):
+    """uint8 (B, 3, S, S) -> raw logits (B,) float32 on the CPU; with_features: (logits, pooled (B, C))."""
     x = to_model_input(x_uint8.to(device, non_blocking=True))
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.float16):
-            return model(x).float().cpu()
+            return _forward(model, x, with_features)
+    return _forward(model, x, with_features)
+
+
+def _forward(model, x, with_features: bool):
+    if with_features:
+        z, f = pooled_features(model, x)
+        return z.float().cpu(), f.float().cpu()
     return model(x).float().cpu()
 
 
@@ -169,14 +180,20 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
                   shift: Shift | None = None, progress=None, indices: list[int] | None = None):
     """predict_dataset over `indices` (default: all, in order), plus the dataset positions of the rows and
     of the skipped items: (df, skipped, row_index (N,) int64, skipped_index list)."""
-    rows_id, rows_y, rows_z, rows_src, rows_idx, skipped = [], [], [], [], [], []
+    fam_model = lm.verdict.familiarity
+    rows_id, rows_y, rows_z, rows_f, rows_src, rows_idx, skipped = [], [], [], [], [], [], []
     done, total = 0, len(ds) if indices is None else len(indices)
     loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers, sampler=indices)
     # In-process decoding overlaps the forward pass through a thread; worker processes already do.
     for batch in (prefetch(loader) if loader.num_workers == 0 else loader):
         skipped += batch["skipped"]
         if len(batch["ids"]):
-            rows_z.append(predict_logits(lm.inference_model, batch["x"], lm.device).numpy())
+            if fam_model is not None:
+                z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
+                rows_f.append(fam_model.score(f.numpy()))
+            else:
+                z = predict_logits(lm.inference_model, batch["x"], lm.device)
+            rows_z.append(z.numpy())
             rows_y.append(batch["y"].numpy())
             rows_idx.append(batch["index"].numpy())
             rows_id += batch["ids"]
@@ -185,8 +202,10 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
         if progress:
             progress(done, total)
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
+    fam = np.concatenate(rows_f) if rows_f else np.full(len(z), np.nan)
     df = pd.DataFrame({"path": rows_id, "label": np.concatenate(rows_y) if rows_y else np.zeros(0, np.int64),
-                       "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src})
+                       "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src,
+                       "familiarity": fam})
     row_index = np.concatenate(rows_idx) if rows_idx else np.zeros(0, np.int64)
     # The loader visits `indices` in order and skipped items keep that order, so the positions not
     # among the rows, sorted, are the skipped items' positions.
@@ -217,14 +236,24 @@ def predict_dataset_distributed(lm: LoadedModel, ds: ImageDataset, rank: int, wo
     dist.gather_object(payload, gathered, dst=0)
     if rank != 0:
         return None, None
-    frames = [pd.DataFrame(cols, columns=PREDICTION_COLUMNS).assign(_index=rows) for cols, rows, _, _ in gathered]
+    frames = [pd.DataFrame(cols).assign(_index=rows) for cols, rows, _, _ in gathered]
     merged = pd.concat(frames, ignore_index=True).sort_values("_index", kind="stable")
     if len(merged) != len(set(merged["_index"])):
         raise RuntimeError("sharded evaluation produced duplicated rows")
     merged = merged.drop(columns="_index").reset_index(drop=True).astype(
-        {"label": np.int64, "prob_fake": np.float64, "logit": np.float32})
+        {"label": np.int64, "prob_fake": np.float64, "logit": np.float32, "familiarity": np.float64})
     skipped_all = sorted(((i, s) for _, _, sk, si in gathered for s, i in zip(sk, si)), key=lambda t: t[0])
     return merged, [s for _, s in skipped_all]
+
+
+def add_verdicts(df: pd.DataFrame, lm: LoadedModel, threshold: float = 0.5) -> pd.DataFrame:
+    """A copy of a predictions frame with the `verdict` column at `threshold` (core.verdict.decide)."""
+    out = df.copy()
+    fam = out["familiarity"].to_numpy(np.float64) if "familiarity" in out else None
+    if fam is not None and np.isnan(fam).all():
+        fam = None
+    out["verdict"] = decide(out["logit"].to_numpy(), fam, lm.verdict, threshold, lm.temperature)[0] if len(out) else []
+    return out
 
 
 def dataset_fingerprint(ds: ImageDataset) -> str:
@@ -280,7 +309,12 @@ def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, thre
     else:
         df, skipped = predict_dataset(lm, ds, batch_size, workers, shift, progress)
     seconds = time.perf_counter() - t0
+    df = add_verdicts(df, lm, threshold)
     m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
+    fam = df["familiarity"].to_numpy(np.float64)
+    m["verdict"] = verdict_summary(df["label"], df["logit"], None if np.isnan(fam).all() else fam, lm.verdict,
+                                   threshold, lm.temperature) if len(df) else None
+    m["verdict_threshold"] = threshold
     m.update({
         "result_format": RESULT_FORMAT,
         "skipped": [{"path": p, "reason": r} for p, r in skipped], "n_skipped": len(skipped),
@@ -310,6 +344,8 @@ def load_evaluation(out_dir) -> tuple[pd.DataFrame, dict] | None:
             return None
         df = pd.read_csv(out_dir / "predictions.csv", keep_default_na=False,
                          dtype={"path": str, "source": str, "label": np.int64})
+        if "familiarity" in df:      # empty cells (a checkpoint without a familiarity model) -> NaN
+            df["familiarity"] = pd.to_numeric(df["familiarity"], errors="coerce")
         return df, metrics
     except (OSError, ValueError, pd.errors.ParserError):
         return None
@@ -406,6 +442,7 @@ def _main(args, rank: int, world: int, device: torch.device) -> int:
     if m["n_skipped"] > 20:
         print(f"... and {m['n_skipped'] - 20} more skipped (see metrics.json)", file=sys.stderr)
     summary = {k: m.get(k) for k in ("n", "n_skipped", "accuracy", "roc_auc", "average_precision", "ece", "brier")}
+    summary["share_unsure"] = (m.get("verdict") or {}).get("share_unsure")
     summary["recall_REAL"] = m.get("per_class", {}).get("REAL", {}).get("recall")
     summary["recall_FAKE"] = m.get("per_class", {}).get("FAKE", {}).get("recall")
     print(json.dumps(summary))

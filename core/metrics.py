@@ -195,6 +195,14 @@ def roc_curve(y, p) -> dict:
     return {"fpr": fpr, "tpr": tpr, "thresholds": thr}
 
 
+def tpr_at_fpr(y, p, max_fpr: float = 0.05) -> float:
+    """Highest true-positive rate (FAKE recall) at a threshold whose false-positive rate is <= max_fpr."""
+    y, p = _arrays(y, p)
+    fpr, tpr, _ = skm.roc_curve(y, p)
+    ok = fpr <= max_fpr + 1e-12
+    return float(tpr[ok].max()) if ok.any() else 0.0
+
+
 def pr_curve(y, p) -> dict:
     y, p = _arrays(y, p)
     prec, rec, thr = skm.precision_recall_curve(y, p)

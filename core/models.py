@@ -3,7 +3,8 @@
 Registry: `build_model(arch, **model_args)` with arch in `ARCHITECTURES`:
 - "seed-v1":  the Grad-CAM seed's CNN: 3 x (conv3x3 + ReLU + max-pool), then FC layers.
 - "seed-v21": the V2.1 seed's CNN: 4 x (conv3x3 + BatchNorm + ReLU [+ max-pool]), global average
-  pooling, dropout-regularised FC layers.
+  pooling, dropout-regularised FC layers. `input_filter="npr"` feeds it the neighbouring-pixel
+  residual instead of the image (see `npr_residual`).
 
 Contract (used by training, evaluation, Grad-CAM and the app):
 - `forward(x)`: x float32 (B, 3, S, S) in [0, 1] -> logits (B,), P(FAKE) = sigmoid(logit).
@@ -65,6 +66,16 @@ class SeedV1(nn.Module):
         return self.head(self.features(x))
 
 
+def npr_residual(x: torch.Tensor) -> torch.Tensor:
+    """Neighbouring-pixel relationships (Tan et al., CVPR 2024): x minus its 2x nearest down-and-up copy.
+    (B, 3, S, S) -> (B, 3, S, S); keeps the local pixel correlations that generators' upsampling leaves."""
+    down = x[:, :, ::2, ::2]
+    return x - down.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[:, :, :x.shape[2], :x.shape[3]]
+
+
+INPUT_FILTERS = {"none": None, "npr": npr_residual}
+
+
 def _conv_bn(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -77,8 +88,12 @@ class SeedV21(nn.Module):
     """
 
     def __init__(self, input_size: int = 32, channels: tuple = (32, 64, 128, 256), hidden: int = 128,
-                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False):
+                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False,
+                 input_filter: str = "none"):
         super().__init__()
+        if input_filter not in INPUT_FILTERS:
+            raise ValueError(f"unknown input_filter {input_filter!r}; known: {', '.join(INPUT_FILTERS)}")
+        self.input_filter = input_filter
         self.normalize = _Normalize()
         blocks = []
         cin = 3
@@ -94,7 +109,10 @@ class SeedV21(nn.Module):
             nn.Linear(hidden, 1))
 
     def features(self, x):                     # (B, 3, S, S) -> (B, C4, S/8, S/8)
-        return self.blocks(self.normalize(x))
+        x = self.normalize(x)
+        if self.input_filter != "none":
+            x = INPUT_FILTERS[self.input_filter](x)
+        return self.blocks(x)
 
     def head(self, f):                         # (B, C4, h, w) -> (B,)
         return self.classifier(f.mean(dim=(2, 3))).squeeze(1)

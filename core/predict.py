@@ -3,7 +3,9 @@
     python -m core.predict --weights weights/default.pt photo.jpg more_images/ batch.zip
     python -m core.predict --stability photo.jpg      # adds "flips_under": [...] (core.stability)
 
-Output lines: {"file": ..., "prob_fake": 0.93, "label": "FAKE"} or {"file": ..., "error": "reason"}.
+Output lines: {"file": ..., "verdict": "FAKE", "prob_fake": 0.93, "label": "FAKE", "familiarity": 0.41}
+(verdict REAL/FAKE/UNSURE, see core.verdict; an UNSURE line adds "why": ["near the threshold" and/or
+"unlike the training data"]), or {"file": ..., "error": "reason"}.
 Exit status 0 when every file was processed (per-file errors included), 2 for usage errors
 (no files given, unusable weights).
 
@@ -26,6 +28,7 @@ from .gradcam import gradcam_pair
 from .images import ImageError, LoadedImage, load_image
 from .labels import CLASS_NAMES
 from .preprocess import preprocess_image, to_model_input
+from .verdict import VerdictModel, decide, pooled_features
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Prediction:
     cam_real: np.ndarray | None = None         # float (S, S) in [0, 1], Grad-CAM explaining REAL
     original_size: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
+    familiarity: float | None = None           # core.verdict familiarity in [0, 1]; None without a model
+    temperature: float = 1.0
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
@@ -50,21 +55,39 @@ class Prediction:
             return None
         return self.cam_fake if self.prob_fake >= threshold else self.cam_real
 
-    def as_json(self, threshold: float = 0.5) -> dict:
+    def verdict(self, vm: VerdictModel | None, threshold: float = 0.5) -> tuple[str | None, list[str]]:
+        """(REAL/FAKE/UNSURE, reasons) at `threshold` (core.verdict.decide); (None, []) for a failed file."""
+        if self.logit is None:
+            return None, []
+        v, why = decide([self.logit], None if self.familiarity is None else [self.familiarity], vm, threshold,
+                        self.temperature)
+        return v[0], why[0]
+
+    def as_json(self, threshold: float = 0.5, vm: VerdictModel | None = None) -> dict:
         if self.error:
             return {"file": self.name, "error": self.error}
-        d = {"file": self.name, "prob_fake": round(self.prob_fake, 6), "label": self.label(threshold)}
+        verdict, why = self.verdict(vm, threshold)
+        d = {"file": self.name, "verdict": verdict, "prob_fake": round(self.prob_fake, 6),
+             "label": self.label(threshold),
+             "familiarity": None if self.familiarity is None else round(self.familiarity, 4)}
+        if why:
+            d["why"] = why
         if self.notes:
             d["notes"] = self.notes
         return d
 
 
 def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False):
-    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None). Thread-safe.
+    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity (B,) or None). Thread-safe.
 
     cams: (explaining FAKE (B, S, S), explaining REAL (B, S, S)); pick per image by the called class.
     """
     x = to_model_input(x_uint8.to(lm.device))
+    fam = None
+    if lm.verdict.familiarity is not None:
+        with torch.inference_mode():
+            _, f = pooled_features(lm.model, x)
+        fam = lm.verdict.familiarity.score(f.float().cpu().numpy())
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         cams = (cam_fake.cpu(), cam_real.cpu())
@@ -73,7 +96,7 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
             logits = lm.inference_model(x)
         cams = None
     logits = logits.float().cpu()
-    return torch.sigmoid(logits / lm.temperature), logits, cams
+    return torch.sigmoid(logits / lm.temperature), logits, cams, fam
 
 
 def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: bool = False,
@@ -86,9 +109,10 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
         if not pending:
             return
         x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) uint8
-        probs, logits, cams = predict_tensors(lm, x, with_cam)
+        probs, logits, cams, fam = predict_tensors(lm, x, with_cam)
         for i, (pred, t) in enumerate(pending):
-            pred.prob_fake, pred.logit = float(probs[i]), float(logits[i])
+            pred.prob_fake, pred.logit, pred.temperature = float(probs[i]), float(logits[i]), lm.temperature
+            pred.familiarity = None if fam is None else float(fam[i])
             pred.model_input = t.permute(1, 2, 0).numpy()
             if cams is not None:
                 pred.cam_fake, pred.cam_real = cams[0][i].numpy(), cams[1][i].numpy()
@@ -172,7 +196,7 @@ def main(argv=None) -> int:
         if isinstance(src, ImageError):
             line = {"file": name, "error": str(src)}
         else:
-            line = next(preds).as_json(args.threshold)
+            line = next(preds).as_json(args.threshold, lm.verdict)
             if args.stability:
                 f = next(flips)
                 if "error" not in line and f is not None:

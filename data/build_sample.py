@@ -39,11 +39,9 @@ See ``data/card/build_times.md`` for the last run.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import glob
 import importlib.util
-import math
 import os
 import shutil
 import subprocess
@@ -54,10 +52,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generators as gen  # noqa: E402  (data/generators.py, beside this script)
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "data" / "_cache"
@@ -263,28 +262,40 @@ def even_counts(total: int, n: int) -> list[int]:
 
 
 def crop_photo(img: Image.Image, k: int, rng: np.random.Generator, n_scales: int,
-               min_std: float) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
-    """k distinct square crops at log-spaced sizes from 32 px to the short side, as 32x32."""
+               min_std: float, size: int = 32) -> list[tuple[np.ndarray, tuple[int, int, int, int]]]:
+    """k distinct square crops at log-spaced sides from `size` px to the short side, as size x size."""
     w, h = img.size
-    levels = np.geomspace(32, min(w, h), n_scales)
+    levels = np.geomspace(size, min(w, h), n_scales)
     out, seen, tries = [], set(), 0
     while len(out) < k:
         tries += 1
         if tries > 200 * k:
             raise RuntimeError(f"could not cut {k} distinct crops from a {w}x{h} photo")
         # Jitter below each level so the largest level still has many distinct positions.
-        side = int(max(32, round(levels[len(out) % n_scales] * rng.uniform(0.8, 1.0))))
+        side = int(max(size, round(levels[len(out) % n_scales] * rng.uniform(0.8, 1.0))))
         x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
         box = (x, y, x + side, y + side)
         if box in seen:
             continue
         seen.add(box)
-        arr = np.asarray(img.resize((32, 32), Image.LANCZOS, box=box, reducing_gap=3.0))
+        arr = np.asarray(img.resize((size, size), Image.LANCZOS, box=box, reducing_gap=3.0))
         # Flat patches (black backdrop, clear sky) carry no signal and would be
         # near-identical across photos.
         if arr.std() < min_std:
             continue
         out.append((arr, box))
+    return out
+
+
+def crops_at(dirs, members, n: int, size: int, rng, n_scales: int = 5, min_std: float = 4.0):
+    """n crops of `size` px spread evenly over the photo groups in `members`: [(array, source, origin)]."""
+    groups = sorted({g for _, _, g in members})
+    out = []
+    for g, kg in zip(groups, even_counts(n, len(groups))):
+        photos = [(src, rel) for src, rel, gg in members if gg == g]
+        for (src, rel), k in zip(photos, even_counts(kg, len(photos))):
+            img = Image.open(dirs[src] / rel).convert("RGB")
+            out += [(a, src, f"{Path(rel).name} box={b} @{size}") for a, b in crop_photo(img, k, rng, n_scales, min_std, size)]
     return out
 
 
@@ -325,222 +336,48 @@ def build_reals(dirs, args, rng):
         assert len(reals[s]) == want[s], (s, len(reals[s]))
         log(f"[real] {s}: {len(reals[s])} images from {n_groups[s]} photo groups"
             f" + {len(cifar_by_split[s])} CIFAR")
-    return reals, photo_rows
+    return reals, photo_rows, members
 
 
 # --------------------------------------------------------------------------- generators
-class DCGenerator(nn.Module):
-    def __init__(self, nz=100, ngf=48):
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf),
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ngf, 3, 4, 2, 1), nn.Tanh())
-
-    def forward(self, z):
-        return self.net(z.view(z.size(0), -1, 1, 1))
+DEFAULT_SEED = 20260522
+# The train/test families (each has train and test fakes) and the one kept for the ood split.
+TRAIN_FAMILIES = ("dcgan", "vae", "ddpm", "pixelcnn", "regen")
+OOD_FAMILY = "upgan64"
+# Wall-time caps per family (minutes) used for the shipped weights; see data/card/build_times.md.
+DEFAULT_MINUTES = {"dcgan": 36, "vae": 8, "ddpm": 30, "pixelcnn": 15, "regen": 6, "upgan64": 15}
 
 
-class SNDiscriminator(nn.Module):
-    def __init__(self, ndf=64):
-        super().__init__()
-        sn = nn.utils.spectral_norm
-        self.net = nn.Sequential(
-            sn(nn.Conv2d(3, ndf, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(ndf, ndf * 2, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1)), nn.LeakyReLU(0.2, True),
-            sn(nn.Conv2d(ndf * 4, 1, 4, 1, 0)))
-
-    def forward(self, x):
-        return self.net(x).view(-1)
+def default_args(argv=None):
+    return get_args_parser().parse_args(argv or [])
 
 
-class ConvVAE(nn.Module):
-    def __init__(self, nz=64, ch=32):
-        super().__init__()
-        self.nz, self.ch = nz, ch
-        self.enc = nn.Sequential(
-            nn.Conv2d(3, ch, 4, 2, 1), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ch, ch * 2, 4, 2, 1), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ch * 2, ch * 4, 4, 2, 1), nn.BatchNorm2d(ch * 4), nn.LeakyReLU(0.2, True),
-            nn.Flatten())
-        self.mu = nn.Linear(ch * 4 * 16, nz)
-        self.logvar = nn.Linear(ch * 4 * 16, nz)
-        self.fc = nn.Linear(nz, ch * 4 * 16)
-        self.dec = nn.Sequential(
-            nn.ReLU(True),
-            nn.ConvTranspose2d(ch * 4, ch * 2, 4, 2, 1), nn.BatchNorm2d(ch * 2), nn.ReLU(True),
-            nn.ConvTranspose2d(ch * 2, ch, 4, 2, 1), nn.BatchNorm2d(ch), nn.ReLU(True),
-            nn.ConvTranspose2d(ch, 3, 4, 2, 1), nn.Sigmoid())
-
-    def decode(self, z):
-        return self.dec(self.fc(z).view(-1, self.ch * 4, 4, 4)) * 2 - 1
-
-    def forward(self, x):
-        h = self.enc(x)
-        mu, logvar = self.mu(h), self.logvar(h).clamp(-10, 10)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        return self.decode(z), mu, logvar
+def train_crops_for(family: str, args=None) -> torch.Tensor:
+    """The crops a family trains on: the train split's REAL crops at the family's native size,
+    float (N, 3, S, S) in [-1, 1]. Deterministic for a given seed (same as the build's)."""
+    args = args or default_args()
+    dirs = source_dirs()
+    rng = np.random.default_rng(args.seed)
+    reals, _, members = build_reals(dirs, args, rng)
+    return crops_for_training(family, dirs, reals, members, args)
 
 
-def to_tensor(arrs: list[np.ndarray]) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float()
-    return x / 127.5 - 1.0
-
-
-def batches(x: torch.Tensor, bs: int, g: torch.Generator):
-    while True:
-        idx = torch.randint(0, x.size(0), (bs,), generator=g)
-        b = x[idx]
-        # Horizontal flips double the effective data for free; photos are flip-symmetric.
-        flip = torch.rand(bs, generator=g) < 0.5
-        b[flip] = b[flip].flip(3)
-        yield b
-
-
-def grid(imgs: torch.Tensor, path: Path, cols=8, scale=2):
-    arr = ((imgs.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-    sheet = Image.new("RGB", (cols * 32, math.ceil(len(arr) / cols) * 32))
-    for i, a in enumerate(arr):
-        sheet.paste(Image.fromarray(a), ((i % cols) * 32, (i // cols) * 32))
-    sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, sample_input, n_batches=50):
-    """Recompute BatchNorm running stats of an EMA copy, whose averaged weights do not match
-    the running stats collected by the live model."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    for _ in range(n_batches):
-        sample_input()
-    model.eval()
-
-
-def train_dcgan(x, args, cfg):
-    g = torch.Generator().manual_seed(args.seed + 1)
-    torch.manual_seed(args.seed + 1)
-    G, D = DCGenerator(cfg["nz"], cfg["ngf"]), SNDiscriminator(cfg["ndf"])
-    G_ema = copy.deepcopy(G).eval()
-    log(f"[dcgan] G params {sum(p.numel() for p in G.parameters()):,},"
-        f" D params {sum(p.numel() for p in D.parameters()):,}")
-    # One D step per G step with lr 2e-4, betas (0.5, 0.999) is the setting the spectral-norm
-    # paper found robust; hinge loss plus SN keeps D's gradients bounded, which is what keeps
-    # a small GAN from collapsing.
-    oG = torch.optim.Adam(G.parameters(), cfg["lr_g"], betas=(0.5, 0.999))
-    oD = torch.optim.Adam(D.parameters(), cfg["lr_d"], betas=(0.5, 0.999))
-    data = batches(x, cfg["batch"], g)
-    bar = tqdm(range(args.dcgan_steps), desc="train dcgan", unit="step", mininterval=20)
-    t0, done = time.time(), 0
-    for step in bar:
-        if args.dcgan_minutes and time.time() - t0 > 60 * args.dcgan_minutes:
-            log(f"[dcgan] time budget of {args.dcgan_minutes} min reached at step {step}")
-            break
-        done = step + 1
-        real = next(data)
-        z = torch.randn(cfg["batch"], cfg["nz"], generator=g)
-        fake = G(z)
-        lossD = F.relu(1 - D(real)).mean() + F.relu(1 + D(fake.detach())).mean()
-        oD.zero_grad(set_to_none=True)
-        lossD.backward()
-        oD.step()
-        lossG = -D(fake).mean()
-        oG.zero_grad(set_to_none=True)
-        lossG.backward()
-        oG.step()
-        with torch.no_grad():
-            # EMA weights give visibly smoother, less flickery samples than the last iterate.
-            d = min(cfg["ema"], (1 + step) / (10 + step))
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
-                pe.lerp_(p, 1 - d)
-        if step % 500 == 0 or step == args.dcgan_steps - 1:
-            bar.set_postfix(lossD=f"{lossD.item():.3f}", lossG=f"{lossG.item():.3f}")
-            log(f"[dcgan] step {step} lossD {lossD.item():.3f} lossG {lossG.item():.3f}")
-        if args.progress_dir and step % 1000 == 0:
-            # Snapshots of the live G let a long run be judged (and stopped) before it ends.
-            args.progress_dir.mkdir(parents=True, exist_ok=True)
-            grid(fake[:64].detach(), args.progress_dir / f"dcgan_{step:05d}.png")
-    bar.close()
-    recalibrate_bn(G_ema, lambda: G_ema(torch.randn(256, cfg["nz"], generator=g)))
-    return G_ema, done
-
-
-def train_vae(x, args, cfg):
-    g = torch.Generator().manual_seed(args.seed + 2)
-    torch.manual_seed(args.seed + 2)
-    V = ConvVAE(cfg["nz"], cfg["ch"])
-    log(f"[vae] params {sum(p.numel() for p in V.parameters()):,}")
-    opt = torch.optim.Adam(V.parameters(), cfg["lr"])
-    data = batches(x, cfg["batch"], g)
-    bar = tqdm(range(args.vae_steps), desc="train vae", unit="step", mininterval=20)
-    t0, done = time.time(), 0
-    for step in bar:
-        if args.vae_minutes and time.time() - t0 > 60 * args.vae_minutes:
-            log(f"[vae] time budget of {args.vae_minutes} min reached at step {step}")
-            break
-        done = step + 1
-        real = next(data)
-        rec, mu, logvar = V(real)
-        # Sum over pixels (Gaussian log-likelihood up to scale) so the KL term does not
-        # swamp reconstruction and every sample collapses to the mean image.
-        recon = F.mse_loss(rec, real, reduction="none").flatten(1).sum(1).mean()
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
-        loss = recon / cfg["sigma2"] + kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 500 == 0 or step == args.vae_steps - 1:
-            bar.set_postfix(recon=f"{recon.item():.1f}", kl=f"{kl.item():.1f}")
-            log(f"[vae] step {step} recon {recon.item():.1f} kl {kl.item():.1f}")
-    bar.close()
-    V.eval()
-    return V, done
-
-
-@torch.no_grad()
-def sample(kind: str, model, cfg, n: int, seed: int) -> list[tuple[np.ndarray, str]]:
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n, cfg["nz"], generator=g)
-    out = []
-    for i in range(0, n, 250):
-        zb = z[i:i + 250]
-        imgs = model(zb) if kind == "dcgan" else model.decode(zb)
-        arr = ((imgs.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        out += [(a, f"{kind} seed={seed} index={i + j}") for j, a in enumerate(arr)]
-    return out
-
-
-def save_generator(path: Path, model: nn.Module, kind: str, cfg: dict, steps: int, secs: float):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"kind": kind, "config": dict(cfg), "steps": int(steps),
-                "train_seconds": float(round(secs, 1)),
-                "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}},
-               path)
-
-
-def load_generator(path: Path, kind: str):
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    cfg = ck["config"]
-    model = DCGenerator(cfg["nz"], cfg["ngf"]) if kind == "dcgan" else ConvVAE(cfg["nz"], cfg["ch"])
-    model.load_state_dict(ck["state_dict"])
-    return model.eval(), cfg
+def crops_for_training(family, dirs, reals, members, args) -> torch.Tensor:
+    if gen.NATIVE_SIZE[family] == 32:
+        return gen.to_tensor([a for a, _, _ in reals["train"]])
+    rng = np.random.default_rng(args.seed + 64)
+    return gen.to_tensor([a for a, _, _ in crops_at(dirs, members["train"], args.crops64, 64, rng)])
 
 
 # --------------------------------------------------------------------------- output
-def write_split(out: Path, split: str, reals, fakes, fake_source: str, rng):
+def write_split(out: Path, split: str, reals, fakes, rng):
+    """reals: [(array, source, origin)]; fakes: [(array, family, origin)]."""
     d = out / split
     if d.exists():
         shutil.rmtree(d)
     for c in ("REAL", "FAKE"):
         (d / c).mkdir(parents=True)
-    items = [(a, 0, s, o) for a, s, o in reals] + [(a, 1, fake_source, o) for a, o in fakes]
+    items = [(a, 0, s, o) for a, s, o in reals] + [(a, 1, s, o) for a, s, o in fakes]
     # One shuffled numbering across both classes and all sources, so a file name says nothing.
     numbers = rng.permutation(len(items))
     rows = []
@@ -566,13 +403,21 @@ def contact_sheet(files: list[Path], path: Path, cols=16, rows=8, scale=2, pad=2
     sheet.save(path, optimize=True)
 
 
-def write_card(out: Path, card: Path, manifests, photo_rows, times, rng):
+def write_card(out: Path, card: Path, manifests, photo_rows, times, gen_rows, rng):
     card.mkdir(parents=True, exist_ok=True)
+    for old in card.glob("*.png"):
+        old.unlink()
     for s in SPLITS:
-        for label, c in ((0, "REAL"), (1, "FAKE")):
-            files = [out / s / r[0] for r in manifests[s] if r[1] == label]
-            pick = rng.choice(len(files), size=min(128, len(files)), replace=False)
-            contact_sheet([files[i] for i in pick], card / f"{s}_{c}.png")
+        files = [out / s / r[0] for r in manifests[s] if r[1] == 0]
+        pick = rng.choice(len(files), size=min(128, len(files)), replace=False)
+        contact_sheet([files[i] for i in pick], card / f"{s}_REAL.png")
+    # One sheet per generator family (train and test fakes of a family look alike; the sheet
+    # draws from train, or from ood for the ood family).
+    for fam in sorted({r[2] for s in SPLITS for r in manifests[s] if r[1] == 1}):
+        split = "ood" if any(r[2] == fam for r in manifests["ood"] if r[1] == 1) else "train"
+        files = [out / split / r[0] for r in manifests[split] if r[1] == 1 and r[2] == fam]
+        pick = rng.choice(len(files), size=min(64, len(files)), replace=False)
+        contact_sheet([files[i] for i in pick], card / f"FAKE_{fam}.png", rows=4)
     lines = ["| split | class | source | images | photos |", "|---|---|---|---:|---:|"]
     for s in SPLITS:
         for label, c in ((0, "REAL"), (1, "FAKE")):
@@ -587,38 +432,48 @@ def write_card(out: Path, card: Path, manifests, photo_rows, times, rng):
     for s, src, name, g, size, k in sorted(photo_rows):
         pl.append(f"| {s} | {src} | {name} | {g} | {size[0]}x{size[1]} | {k} |")
     (card / "photos.md").write_text("\n".join(pl) + "\n")
+    gl = ["| family | kind | made at | parameters | training steps | training seconds | used in |",
+          "|---|---|---:|---:|---:|---:|---|"]
+    gl += [f"| {f} | {k} | {n} px | {p:,} | {st:,} | {sec:.0f} | {u} |" for f, k, n, p, st, sec, u in gen_rows]
     tl = ["| stage | seconds |", "|---|---:|"] + [f"| {k} | {v:.0f} |" for k, v in times.items()]
-    (card / "build_times.md").write_text("\n".join(tl) + "\n")
+    (card / "build_times.md").write_text("\n".join(gl) + "\n\n" + "\n".join(tl) + "\n")
+
+
+KINDS = {"dcgan": "GAN, transposed convs", "vae": "VAE, prior samples", "ddpm": "diffusion, DDIM sampling",
+         "pixelcnn": "autoregressive", "regen": "autoencoder-regenerated real crops",
+         "upgan64": "GAN, upsample+conv"}
 
 
 # --------------------------------------------------------------------------- main
-def main(argv=None):
+def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=REPO / "data" / "sample", help="output folder")
     p.add_argument("--card", type=Path, default=REPO / "data" / "card",
                    help="folder for contact sheets and tables of the data card")
     p.add_argument("--weights", type=Path, default=REPO / "weights" / "generators")
-    p.add_argument("--seed", type=int, default=20260522)
-    p.add_argument("--dcgan-steps", type=int, default=7000)
-    p.add_argument("--vae-steps", type=int, default=8000)
-    # Wall-clock caps: a shared CPU can run 3x slower for minutes at a time, and a build that
-    # must finish on schedule is better off with fewer steps than with no weights at all.
-    p.add_argument("--dcgan-minutes", type=float, default=0,
-                   help="stop DCGAN training after this many minutes (0 = no cap)")
-    p.add_argument("--vae-minutes", type=float, default=0,
-                   help="stop VAE training after this many minutes (0 = no cap)")
-    p.add_argument("--skip-gen-train", action="store_true",
-                   help="load weights/generators/{dcgan,vae}.pt instead of training")
-    p.add_argument("--train-n", type=int, default=5000, help="images per class in train")
-    p.add_argument("--test-n", type=int, default=1000, help="images per class in test")
-    p.add_argument("--ood-n", type=int, default=500, help="images per class in ood")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--train", default=None,
+                   help="comma list of families to (re)train; the others load weights/generators/NAME.pt "
+                        "(default: train the families whose weights are missing)")
+    p.add_argument("--skip-gen-train", action="store_true", help="load every family's weights, train none")
+    p.add_argument("--minutes", default="",
+                   help="per-family wall-time caps, e.g. 'ddpm=30,pixelcnn=15' (default: DEFAULT_MINUTES)")
+    p.add_argument("--steps", type=int, default=100000, help="step cap for every family (default: 100000)")
+    p.add_argument("--train-n", type=int, default=5000, help="images per class in train (default: 5000)")
+    p.add_argument("--test-n", type=int, default=1500, help="images per class in test (default: 1500)")
+    p.add_argument("--ood-n", type=int, default=500, help="images per class in ood (default: 500)")
+    p.add_argument("--crops64", type=int, default=6000, help="64-px train crops for the 64-px families")
     p.add_argument("--scales", type=int, default=5, help="log-spaced crop sizes per photo")
     p.add_argument("--min-std", type=float, default=4.0,
                    help="reject crops whose pixel std (0-255) is below this")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--progress-dir", type=Path, default=CACHE / "progress",
-                   help="where to drop DCGAN sample grids every 1000 steps while training")
-    args = p.parse_args(argv)
+                   help="where to drop sample grids while generators train")
+    return p
+
+
+def main(argv=None):
+    args = get_args_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     times: dict[str, float] = {}
@@ -629,46 +484,60 @@ def main(argv=None):
     times["fetch sources"] = time.time() - t
 
     t = time.time()
-    reals, photo_rows = build_reals(dirs, args, rng)
+    reals, photo_rows, members = build_reals(dirs, args, rng)
     times["real crops"] = time.time() - t
 
-    x = to_tensor([a for a, _, _ in reals["train"]])
-    dc_cfg = dict(nz=100, ngf=48, ndf=64, batch=128, lr_g=2e-4, lr_d=2e-4, ema=0.999)
-    vae_cfg = dict(nz=64, ch=32, batch=128, lr=1e-3, sigma2=0.1)
-    # sigma2 is the assumed pixel noise variance in [-1,1] units: smaller gives sharper samples
-    # at the price of a less regular latent space (prior samples drift off the data).
-    dc_path, vae_path = args.weights / "dcgan.pt", args.weights / "vae.pt"
+    minutes = {**DEFAULT_MINUTES, **{k: float(v) for k, v in (kv.split("=") for kv in args.minutes.split(",") if kv)}}
+    families = list(TRAIN_FAMILIES) + [OOD_FAMILY]
     if args.skip_gen_train:
-        G, dc_cfg = load_generator(dc_path, "dcgan")
-        V, vae_cfg = load_generator(vae_path, "vae")
-        log(f"[gen] loaded {dc_path} and {vae_path}")
+        to_train = set()
+    elif args.train:
+        to_train = set(args.train.split(","))
     else:
-        t = time.time()
-        G, dc_steps = train_dcgan(x, args, dc_cfg)
-        times[f"train dcgan ({dc_steps} steps)"] = time.time() - t
-        save_generator(dc_path, G, "dcgan", dc_cfg, dc_steps, time.time() - t)
-        t = time.time()
-        V, vae_steps = train_vae(x, args, vae_cfg)
-        times[f"train vae ({vae_steps} steps)"] = time.time() - t
-        save_generator(vae_path, V, "vae", vae_cfg, vae_steps, time.time() - t)
-        log(f"[gen] saved {dc_path} ({dc_path.stat().st_size / 1e6:.1f} MB),"
-            f" {vae_path} ({vae_path.stat().st_size / 1e6:.1f} MB)")
+        to_train = {f for f in families if not (args.weights / f"{f}.pt").exists()}
+    models, gen_rows = {}, []
+    for f in families:
+        path = args.weights / f"{f}.pt"
+        if f in to_train:
+            x = crops_for_training(f, dirs, reals, members, args)
+            model, cfg, steps, secs = gen.train_family(f, x, args.steps, minutes[f], args.seed + gen.hash_family(f),
+                                                       args.progress_dir)
+            gen.save_generator(path, model, f, cfg, steps, secs)
+            times[f"train {f} ({steps} steps)"] = secs
+        model, cfg, ck = gen.load_generator(path, f)
+        models[f] = (model, cfg)
+        gen_rows.append((f, KINDS[f], gen.NATIVE_SIZE[f], sum(p.numel() for p in model.parameters()),
+                         ck["steps"], ck["train_seconds"], "ood" if f == OOD_FAMILY else "train, test"))
+        log(f"[gen] {f}: {ck['steps']} steps, {ck['train_seconds']:.0f} s of training")
 
-    t = time.time()
+    def fakes_for(split: str, fams, n_total: int, base: int):
+        out = []
+        for k, (f, n) in enumerate(zip(fams, even_counts(n_total, len(fams)))):
+            model, cfg = models[f]
+            seed = args.seed + base + 10 * gen.hash_family(f)     # distinct per split and family
+            inputs = None
+            if f == "regen":
+                # Content-matched fakes: fresh 64-px crops of this split's own photos, re-synthesised.
+                crng = np.random.default_rng(seed)
+                inputs = gen.to_tensor([a for a, _, _ in crops_at(dirs, members[split], n, 64, crng)])
+            t0 = time.time()
+            out += [(a, f, o) for a, o in gen.generate(f, model, cfg, n, seed, inputs)]
+            times[f"sample {f} {split} ({n})"] = time.time() - t0
+            log(f"[gen] {split}: {n} {f} fakes in {time.time() - t0:.0f} s")
+        return out
+
     # Distinct seeds per split, so train and test fakes never share a latent vector.
-    fakes = {"train": sample("dcgan", G, dc_cfg, args.train_n, args.seed + 100),
-             "test": sample("dcgan", G, dc_cfg, args.test_n, args.seed + 200),
-             "ood": sample("vae", V, vae_cfg, args.ood_n, args.seed + 300)}
-    times["sample fakes"] = time.time() - t
+    fakes = {"train": fakes_for("train", TRAIN_FAMILIES, args.train_n, 100),
+             "test": fakes_for("test", TRAIN_FAMILIES, args.test_n, 200),
+             "ood": fakes_for("ood", [OOD_FAMILY], args.ood_n, 300)}
 
     t = time.time()
     manifests = {}
     for s in tqdm(SPLITS, desc="write jpeg", unit="split"):
-        manifests[s] = write_split(args.out, s, reals[s], fakes[s],
-                                   "vae" if s == "ood" else "dcgan", rng)
+        manifests[s] = write_split(args.out, s, reals[s], fakes[s], rng)
     times["write jpeg + manifests"] = time.time() - t
     times["total"] = time.time() - t_all
-    write_card(args.out, args.card, manifests, photo_rows, times, rng)
+    write_card(args.out, args.card, manifests, photo_rows, times, gen_rows, rng)
     for k, v in times.items():
         log(f"[time] {k}: {v:.0f} s")
     log(f"[done] {args.out}")

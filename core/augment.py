@@ -1,0 +1,86 @@
+"""Training-time augmentation: one batch function, with the recipe's knobs passed per call.
+
+`augment(x, gen, recipe)` on uint8 (B, 3, S, S) batches. Always: horizontal flip and a 2-pixel
+translation. Per image, each with its own probability (`AugmentRecipe`):
+- blur (Gaussian, sigma in {0.2, 0.4, ..., 1.2} px) and JPEG re-encoding (quality ~ U[30, 95]): CNNDetection's
+  (Wang et al., CVPR 2020) finding that blur+JPEG augmentation at moderate probability is what
+  lets a detector trained on one generator carry over to others; their sigma range (0-3 px at
+  256 px) is scaled down here for 32 px images;
+- resampling: down by a factor in {0.5, 0.6, ..., 0.9} and back up with a random filter (nearest, bilinear,
+  bicubic, area): fakes reach users resized by unknown pipelines, as CIFAKE's were downscaled;
+- the legacy `robust` mix (grayscale / JPEG / blur / noise on 30% of the batch).
+The shifts are `core.shifts.apply_shift`, the same code the robustness sweep measures with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .shifts import apply_shift
+
+RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "area")
+
+
+@dataclass(frozen=True)
+class AugmentRecipe:
+    blur: float = 0.0        # probability per image of a Gaussian blur
+    jpeg: float = 0.0        # probability per image of JPEG re-encoding
+    resample: float = 0.0    # probability per image of down-and-up resampling
+    robust: bool = False     # the earlier --robust-aug mix (30% of each batch, one shift kind per batch)
+
+
+def _uniform(gen, lo, hi) -> float:
+    return float(torch.empty(1).uniform_(lo, hi, generator=gen))
+
+
+def resample(x: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> down to round(S * factor) and back to S with `mode`; uint8."""
+    s = x.shape[-1]
+    small = max(2, int(round(s * factor)))
+    kw = {} if mode in ("nearest", "area") else {"align_corners": False}
+    y = F.interpolate(x.float(), size=(small, small), mode="area" if mode == "area" else mode, **kw)
+    y = F.interpolate(y, size=(s, s), mode="nearest" if mode in ("nearest", "area") else mode, **kw)
+    return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def augment(x: torch.Tensor, gen: torch.Generator, recipe: AugmentRecipe = AugmentRecipe()) -> torch.Tensor:
+    """uint8 (B, 3, S, S) -> augmented uint8 (B, 3, S, S); the input is not modified."""
+    b, _, s, _ = x.shape
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
+    pad = F.pad(x, (2, 2, 2, 2), mode="constant")
+    dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()   # one offset per batch: cheap, enough
+    x = pad[:, :, dy:dy + s, dx:dx + s].contiguous()
+    # Per image: whether it is changed and how strongly. Images that drew the same mode/level bin are
+    # shifted in one call (small tensor ops cost more in dispatch than in arithmetic).
+    if recipe.resample:
+        pick = torch.rand(b, generator=gen) < recipe.resample
+        mode = torch.randint(0, len(RESAMPLE_MODES), (b,), generator=gen)
+        factor = torch.randint(0, 5, (b,), generator=gen)               # 0.5, 0.6, ..., 0.9
+        for m in range(len(RESAMPLE_MODES)):
+            for f in range(5):
+                idx = torch.nonzero(pick & (mode == m) & (factor == f)).flatten()
+                if len(idx):
+                    x[idx] = resample(x[idx], 0.5 + 0.1 * f, RESAMPLE_MODES[m])
+    if recipe.blur:
+        pick = torch.rand(b, generator=gen) < recipe.blur
+        sigma = torch.randint(0, 6, (b,), generator=gen)                 # 0.2, 0.4, ..., 1.2 px
+        for k in range(6):
+            idx = torch.nonzero(pick & (sigma == k)).flatten()
+            if len(idx):
+                x[idx] = apply_shift(x[idx], "blur", 0.2 * (k + 1))
+    if recipe.jpeg:
+        pick = torch.nonzero(torch.rand(b, generator=gen) < recipe.jpeg).flatten()
+        qual = torch.randint(30, 96, (b,), generator=gen)
+        for i in pick.tolist():
+            x[i] = apply_shift(x[i], "jpeg", int(qual[i]))
+    if recipe.robust:
+        idx = torch.nonzero(torch.rand(b, generator=gen) < 0.3).flatten()
+        if len(idx):
+            kind = ["grayscale", "jpeg", "blur", "noise"][int(torch.randint(0, 4, (1,), generator=gen))]
+            level = {"grayscale": 1.0, "jpeg": float(torch.randint(20, 95, (1,), generator=gen)),
+                     "blur": _uniform(gen, 0.3, 1.5), "noise": _uniform(gen, 2, 16)}[kind]
+            x[idx] = apply_shift(x[idx], kind, level, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
+    return x

@@ -1,0 +1,203 @@
+"""Leave-one-generator-out (LOGO): the honest measure of how a recipe handles generators it never saw.
+
+    python -m core.generalize --data data/sample --arch seed-v21 --epochs 12 --out runs/logo
+    python -m core.generalize --data my_manifest.csv --test-data my_test.csv --out runs/logo   # any source column
+
+For each FAKE family F (the `source` of the FAKE images in the training data: the sample's
+manifest.csv, a manifest CSV's `source` column, or a parquet `source`/`generator` column):
+  1. train on the train REAL images plus every other family's train FAKE images;
+  2. evaluate that model on the test REAL images plus F's test FAKE images.
+DIR/F/model.pt and DIR/F/eval/{predictions.csv,metrics.json} sit beside DIR/leaderboard.csv, one row per
+held-out family: held_out, n, auc, ap, acc, tpr_at_5pct_fpr, fake_recall, share_unsure,
+share_wrong_decided. A family whose model and evaluation are already complete is not redone,
+so an interrupted run resumes where it stopped. DIR/summary.json holds the mean and minimum AUC.
+
+`source_table` computes the same columns for each source of any evaluation (no retraining): the
+per-source leaderboard of the Generalization page.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .metrics import tpr_at_fpr
+from .verdict import UNSURE, VerdictModel, decide
+
+LEADERBOARD_COLUMNS = ["held_out", "n", "n_fake", "auc", "ap", "acc", "tpr_at_5pct_fpr", "fake_recall",
+                       "share_unsure", "share_wrong_decided"]
+
+
+def held_out_row(y, logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
+                 temperature: float = 1.0) -> dict:
+    """The leaderboard columns for one set of REAL + one family's FAKE images (labels y, raw logits)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+    y = np.asarray(y).astype(int)
+    z = np.asarray(logits, np.float64)
+    p = 1 / (1 + np.exp(-z / temperature))
+    both = len(np.unique(y)) == 2
+    pred = (p >= threshold).astype(int)
+    verdicts, _ = decide(z, familiarity, vm, threshold, temperature)
+    unsure = np.asarray(verdicts) == UNSURE
+    wrong = pred != y
+    fake = y == 1
+    return {"n": int(len(y)), "n_fake": int(fake.sum()),
+            "auc": float(roc_auc_score(y, p)) if both else None,
+            "ap": float(average_precision_score(y, p)) if both else None,
+            "acc": float((~wrong).mean()) if len(y) else None,
+            "tpr_at_5pct_fpr": tpr_at_fpr(y, p, 0.05) if both else None,
+            "fake_recall": float(pred[fake].mean()) if fake.any() else None,
+            "share_unsure": float(unsure.mean()) if len(y) else None,
+            "share_wrong_decided": float((wrong & ~unsure).mean()) if len(y) else None}
+
+
+def source_table(df: pd.DataFrame, vm: VerdictModel | None, threshold: float = 0.5, temperature: float = 1.0
+                 ) -> pd.DataFrame:
+    """Per FAKE source of an evaluation (predictions.csv columns label, logit, source[, familiarity]):
+    all REAL images against that source's FAKE images. Worst AP first."""
+    rows = []
+    real = df[df["label"] == 0]
+    for src in sorted(set(df.loc[df["label"] == 1, "source"].astype(str))):
+        sub = pd.concat([real, df[(df["label"] == 1) & (df["source"].astype(str) == src)]])
+        fam = sub["familiarity"].to_numpy() if "familiarity" in sub else None
+        rows.append({"source": src or "(none)", **held_out_row(sub["label"], sub["logit"], fam, vm, threshold,
+                                                                temperature)})
+    out = pd.DataFrame(rows)
+    return out.sort_values("ap", na_position="first").reset_index(drop=True) if len(out) else out
+
+
+def families_of(ds) -> list[str]:
+    """The FAKE sources of a dataset, sorted; '' (no source) is not a family."""
+    return sorted({src for _, label, src in ds.items if label == 1 and src})
+
+
+def _complete(fdir: Path) -> bool:
+    from .evaluate import load_evaluation
+    return (fdir / "model.pt").is_file() and load_evaluation(fdir / "eval") is not None
+
+
+def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test", families=None, log=print,
+             progress=None) -> pd.DataFrame:
+    """Train one model per held-out family (core.train with `exclude_fake_sources`), evaluate it on that
+    family, write DIR/leaderboard.csv + DIR/summary.json; returns the leaderboard."""
+    from .checkpoint import load_checkpoint
+    from .datasets import open_dataset
+    from .evaluate import evaluate, write_evaluation
+    from .labels import parse_class_map
+    from .train import train
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    class_map = parse_class_map(cfg.class_map)
+    train_ds = open_dataset(cfg.data, split=cfg.split, fmt=cfg.format, class_map=class_map)
+    test_ds = open_dataset(test_data or cfg.data, split=test_split, fmt=cfg.format, class_map=class_map)
+    fams = families or families_of(train_ds)
+    test_fams = set(families_of(test_ds))
+    missing = [f for f in fams if f not in test_fams]
+    if len(fams) < 2:
+        raise ValueError(f"leave-one-generator-out needs 2 or more FAKE sources in the training data; found {fams}")
+    if missing:
+        raise ValueError(f"families with no FAKE images in the test data: {', '.join(missing)}")
+    (out_dir / "config.json").write_text(json.dumps({"train": asdict(cfg), "families": fams,
+                                                     "test_data": test_data or cfg.data, "test_split": test_split},
+                                                    indent=2, default=str))
+    rows = []
+    for k, fam in enumerate(fams):
+        fdir = out_dir / fam
+        if _complete(fdir):
+            log(f"[logo] {fam}: complete, reused ({k + 1}/{len(fams)})")
+        else:
+            log(f"[logo] {fam}: training without it ({k + 1}/{len(fams)})")
+            fcfg = replace(cfg, exclude_fake_sources=[fam], out=str(fdir / "model.pt"), name=f"logo-{fam}")
+            train(fcfg, progress=progress, log=log)
+            lm = load_checkpoint(fdir / "model.pt")
+            keep = [i for i, (_, label, src) in enumerate(test_ds.items) if label == 0 or src == fam]
+            df, m = evaluate(lm, test_ds.subset(keep))
+            m["held_out"] = fam
+            write_evaluation(fdir / "eval", df, m)
+        rows.append(leaderboard_row(fdir, fam))
+        log(f"[logo] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f}")
+        if progress:
+            progress({"phase": "logo", "done": k + 1, "total": len(fams), "held_out": fam})
+    board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
+    tmp = out_dir / ".leaderboard.csv.tmp"
+    board.to_csv(tmp, index=False)
+    os.replace(tmp, out_dir / "leaderboard.csv")
+    (out_dir / "summary.json").write_text(json.dumps(summarize(board), indent=2))
+    return board
+
+
+def leaderboard_row(fdir: Path, fam: str) -> dict:
+    """One leaderboard row recomputed from the fold's stored predictions and checkpoint."""
+    from .checkpoint import read_checkpoint
+    from .evaluate import load_evaluation
+    df, m = load_evaluation(fdir / "eval")
+    ck, _ = read_checkpoint(fdir / "model.pt")
+    vm = VerdictModel.from_checkpoint_meta(ck)
+    fam_col = df["familiarity"].to_numpy() if "familiarity" in df else None
+    return {"held_out": fam, **held_out_row(df["label"], df["logit"], fam_col, vm, 0.5,
+                                            float(ck.get("temperature", 1.0)))}
+
+
+def summarize(board: pd.DataFrame) -> dict:
+    auc = board["auc"].astype(float)
+    return {"families": len(board), "mean_auc": float(auc.mean()), "min_auc": float(auc.min()),
+            "worst_family": str(board.loc[auc.idxmin(), "held_out"]),
+            "mean_share_wrong_decided": float(board["share_wrong_decided"].astype(float).mean()),
+            "mean_share_unsure": float(board["share_unsure"].astype(float).mean())}
+
+
+def load_leaderboard(out_dir) -> tuple[pd.DataFrame, dict] | None:
+    out_dir = Path(out_dir)
+    try:
+        board = pd.read_csv(out_dir / "leaderboard.csv")
+        return board, json.loads((out_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    from .train import get_args_parser as train_parser
+    p = train_parser()
+    p.description = "Leave-one-generator-out: one model per held-out FAKE family, and a leaderboard."
+    for a in p._actions:
+        if a.dest == "out":
+            a.required, a.default, a.help = True, None, "output folder for the leaderboard, models and evaluations"
+    p.add_argument("--test-data", default=None, help="test dataset (default: --data, split --test-split)")
+    p.add_argument("--test-split", default="test", help="split of a CIFAKE-layout root for testing (default: test)")
+    p.add_argument("--families", default=None, help="comma list of families to hold out (default: all FAKE sources)")
+    return p
+
+
+def main(argv=None) -> int:
+    from .datasets import DatasetError
+    from .labels import LabelMappingError
+    from .train import config_from_args
+    args = get_args_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    def log(s):
+        tqdm.write(s, file=sys.stderr)
+    try:
+        board = run_logo(cfg, args.out, args.test_data, args.test_split,
+                         args.families.split(",") if args.families else None, log=log)
+    except (DatasetError, LabelMappingError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(board.to_string(index=False))
+    print(json.dumps(summarize(board)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Verdicts a user can trust: REAL, FAKE or UNSURE, and why.
+
+Two independent reasons make a verdict UNSURE:
+
+- **near the threshold** (split-conformal, in distribution). Score each calibration image by its
+  signed margin from the decision threshold in logit space, m = logit / T - logit(t), taken
+  against its true class: s = -m for FAKE, s = m for REAL. With q the ceil((n+1)(1-alpha))-th
+  smallest score, the prediction set of a new image is {FAKE if -m <= q} + {REAL if m <= q}.
+  For exchangeable in-distribution images the true class is in the set with probability at least
+  1 - alpha (Vovk et al.; Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction",
+  2021). The verdict is the set's class when the set has exactly one class, which is then always
+  the class called at the threshold; a set of both classes (or none, when the model is more
+  accurate than 1 - alpha needs) is UNSURE. Because the score is relative to t, the band moves
+  with the threshold and is recomputed per call from the stored calibration logits.
+- **unlike the training data** (familiarity). The model's own features (global average of its last
+  conv block, `model.features`) are scored by the smallest class-conditional Mahalanobis distance
+  with a shared covariance (Lee et al., NeurIPS 2018). Familiarity is the share of held-out
+  in-distribution calibration images that are at least as far away: an empirical p-value in
+  [0, 1]. An image is flagged when familiarity < `flag_rate` (default 0.05), so by construction
+  at most ~5% of in-distribution images are flagged.
+
+Both are fitted once at training time (`fit_verdict`) on data the weights were not fitted to, and
+stored in the checkpoint under "verdict" as plain tensors and numbers, so the checkpoint still
+loads with weights_only=True. A checkpoint without them still predicts: the verdict then uses what
+it has (`VerdictModel.from_checkpoint_meta` returns None parts) and `describe()` says so.
+
+    python -m core.verdict --weights weights/default.pt --data data/sample --split test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+REAL, FAKE, UNSURE = "REAL", "FAKE", "UNSURE"
+VERDICTS = (REAL, FAKE, UNSURE)
+WHY_BAND = "near the threshold"
+WHY_UNFAMILIAR = "unlike the training data"
+DEFAULT_ALPHA = 0.05          # conformal miscoverage: the true class is in the set for >= 95% of images
+DEFAULT_FLAG_RATE = 0.05      # familiarity cut-off: flags at most ~5% of in-distribution images
+SHRINKAGE = 0.1               # covariance shrinkage towards its diagonal; 256 features from ~9k images
+
+
+def logit_of(p: float) -> float:
+    p = min(max(float(p), 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
+def conformal_quantile(scores, alpha: float) -> float:
+    """The ceil((n+1)(1-alpha))-th smallest score; +inf when that rank exceeds n (too few points)."""
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    n = len(s)
+    k = math.ceil((n + 1) * (1 - alpha))
+    return float("inf") if k > n or n == 0 else float(s[k - 1])
+
+
+def conformity_scores(logits, labels, threshold: float, temperature: float = 1.0) -> np.ndarray:
+    """s = -m for FAKE, m for REAL, m = logit / T - logit(threshold): large when the true class is far
+    on the wrong side of the threshold."""
+    m = np.asarray(logits, np.float64) / temperature - logit_of(threshold)
+    y = np.asarray(labels)
+    return np.where(y == 1, -m, m)
+
+
+def prediction_sets(logits, q: float, threshold: float, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(has_real, has_fake) boolean arrays of the conformal prediction set of each logit."""
+    m = np.asarray(logits, np.float64) / temperature - logit_of(threshold)
+    return m <= q, -m <= q
+
+
+@dataclass(frozen=True)
+class Familiarity:
+    """Tied-covariance class-conditional Mahalanobis distance on pooled last-block features."""
+    means: np.ndarray          # (2, C) class means (0 = REAL, 1 = FAKE)
+    precision: np.ndarray      # (C, C) inverse of the shrunk shared covariance
+    reference: np.ndarray      # (n,) sorted distances of held-out in-distribution images
+    flag_rate: float = DEFAULT_FLAG_RATE
+
+    def distance(self, feats) -> np.ndarray:
+        """feats (N, C) -> smallest class-conditional Mahalanobis distance (N,)."""
+        f = np.asarray(feats, np.float64)
+        d = []
+        for mu in self.means:
+            diff = f - mu
+            d.append(np.einsum("nc,cd,nd->n", diff, self.precision, diff))
+        return np.sqrt(np.maximum(np.min(np.stack(d), 0), 0))
+
+    def score(self, feats) -> np.ndarray:
+        """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing)."""
+        d = self.distance(feats)
+        n = len(self.reference)
+        at_least = n - np.searchsorted(self.reference, d, side="left")
+        return (at_least + 1) / (n + 1)
+
+
+@dataclass(frozen=True)
+class VerdictModel:
+    """What a checkpoint knows for verdicts; immutable, so one instance is safely shared across sessions."""
+    cal_logits: np.ndarray | None = None     # raw logits of the calibration split
+    cal_labels: np.ndarray | None = None
+    alpha: float = DEFAULT_ALPHA
+    familiarity: Familiarity | None = None
+
+    @classmethod
+    def from_checkpoint_meta(cls, meta: dict) -> "VerdictModel":
+        v = (meta or {}).get("verdict") or {}
+        cal, fam = v.get("calibration"), v.get("familiarity")
+        kw = {}
+        if cal:
+            kw.update(cal_logits=_np(cal["logits"]), cal_labels=_np(cal["labels"]).astype(np.int64),
+                      alpha=float(cal.get("alpha", DEFAULT_ALPHA)))
+        if fam:
+            kw["familiarity"] = Familiarity(means=_np(fam["means"]), precision=_np(fam["precision"]),
+                                            reference=np.sort(_np(fam["reference"])),
+                                            flag_rate=float(fam.get("flag_rate", DEFAULT_FLAG_RATE)))
+        return cls(**kw)
+
+    @property
+    def has_band(self) -> bool:
+        return self.cal_logits is not None and len(self.cal_logits) > 0
+
+    def quantile(self, threshold: float, temperature: float = 1.0, alpha: float | None = None) -> float | None:
+        if not self.has_band:
+            return None
+        s = conformity_scores(self.cal_logits, self.cal_labels, threshold, temperature)
+        return conformal_quantile(s, self.alpha if alpha is None else alpha)
+
+    def band(self, threshold: float, temperature: float = 1.0, alpha: float | None = None) -> tuple[float, float] | None:
+        """P(FAKE) interval whose images are UNSURE at this threshold: the conformal set is not one class.
+        Empty (lo > hi) only if q = +inf (never here: then every image is UNSURE, lo=0, hi=1)."""
+        q = self.quantile(threshold, temperature, alpha)
+        if q is None:
+            return None
+        if math.isinf(q):
+            return (0.0, 1.0)
+        lt = logit_of(threshold)
+        # has_real and has_fake both  <=> |m| <= q (q >= 0); neither <=> |m| < -q (q < 0)
+        w = abs(q)
+        lo, hi = 1 / (1 + math.exp(-(lt - w))), 1 / (1 + math.exp(-(lt + w)))
+        return (lo, hi)
+
+    def describe(self, threshold: float = 0.5, temperature: float = 1.0) -> list[str]:
+        """Plain sentences about what this checkpoint's verdicts can and cannot say."""
+        out = []
+        if self.has_band:
+            lo, hi = self.band(threshold, temperature)
+            out.append(f"UNSURE near the threshold: split-conformal on {len(self.cal_logits):,} held-out "
+                       f"calibration images at {1 - self.alpha:.0%} coverage; at threshold {threshold:.2f} "
+                       f"the band is P(AI) in [{lo:.4f}, {hi:.4f}].")
+        else:
+            out.append("This checkpoint has no calibration data: no 'near the threshold' band (retrain with "
+                       "core.train to add it).")
+        if self.familiarity is not None:
+            out.append(f"UNSURE unlike the training data: Mahalanobis distance on the model's own features, "
+                       f"flagged when fewer than {self.familiarity.flag_rate:.0%} of held-out in-distribution "
+                       f"images are as far ({len(self.familiarity.reference):,} reference images).")
+        else:
+            out.append("This checkpoint has no familiarity model: images unlike the training data are NOT "
+                       "flagged; the verdict uses the threshold band alone.")
+        return out
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float64) if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+
+
+def decide(logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5, temperature: float = 1.0
+           ) -> tuple[list[str], list[list[str]]]:
+    """The one definition of the verdict. logits: raw (N,); familiarity: (N,) in [0, 1] or None.
+
+    Returns (verdicts, reasons): verdict in REAL/FAKE/UNSURE; reasons lists WHY_BAND and/or
+    WHY_UNFAMILIAR for UNSURE, [] otherwise. Without a VerdictModel the verdict is the label at the
+    threshold.
+    """
+    z = np.asarray(logits, np.float64).reshape(-1)
+    p = 1 / (1 + np.exp(-z / temperature))
+    label = np.where(p >= threshold, FAKE, REAL)
+    near = np.zeros(len(z), bool)
+    if vm is not None and vm.has_band:
+        q = vm.quantile(threshold, temperature)
+        has_real, has_fake = prediction_sets(z, q, threshold, temperature)
+        near = has_real == has_fake              # both classes, or none
+    far = np.zeros(len(z), bool)
+    if familiarity is not None and vm is not None and vm.familiarity is not None:
+        fam = np.asarray(familiarity, np.float64).reshape(-1)
+        far = fam < vm.familiarity.flag_rate
+    verdicts, reasons = [], []
+    for i in range(len(z)):
+        why = ([WHY_BAND] if near[i] else []) + ([WHY_UNFAMILIAR] if far[i] else [])
+        verdicts.append(UNSURE if why else str(label[i]))
+        reasons.append(why)
+    return verdicts, reasons
+
+
+def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x float (B, 3, S, S) model input -> (logits (B,), pooled features (B, C)) in one pass."""
+    f = model.features(x)                        # (B, C, h, w)
+    return model.head(f), f.float().mean(dim=(2, 3))
+
+
+def fit_familiarity(train_feats, train_labels, ref_feats, flag_rate: float = DEFAULT_FLAG_RATE,
+                    shrinkage: float = SHRINKAGE) -> Familiarity:
+    """Class means + shrunk tied covariance from training features; reference distances from held-out ones."""
+    f = np.asarray(train_feats, np.float64)
+    y = np.asarray(train_labels)
+    means = np.stack([f[y == c].mean(0) for c in (0, 1)])
+    centred = f - means[y]
+    cov = centred.T @ centred / max(1, len(f) - 2)
+    cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov)) + 1e-6 * np.eye(cov.shape[0])
+    fam = Familiarity(means=means, precision=np.linalg.inv(cov), reference=np.zeros(0), flag_rate=flag_rate)
+    ref = np.sort(fam.distance(ref_feats))
+    return Familiarity(means=means, precision=fam.precision, reference=ref, flag_rate=flag_rate)
+
+
+@torch.inference_mode()
+def features_of(model, x_uint8: torch.Tensor, device, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 3, S, S) -> (raw logits (N,), pooled features (N, C)), batched, eval mode."""
+    from .preprocess import to_model_input
+    model.eval()
+    zs, fs = [], []
+    for i in range(0, len(x_uint8), batch_size):
+        z, f = pooled_features(model, to_model_input(x_uint8[i:i + batch_size].to(device)))
+        zs.append(z.float().cpu())
+        fs.append(f.cpu())
+    return torch.cat(zs).numpy(), torch.cat(fs).numpy()
+
+
+def fit_verdict(model, x_train, y_train, x_cal, y_cal, device, alpha: float = DEFAULT_ALPHA,
+                flag_rate: float = DEFAULT_FLAG_RATE, max_train: int = 20000) -> dict:
+    """Fit both verdict parts; returns the checkpoint's "verdict" entry (tensors and numbers only).
+
+    x_train/y_train: what the weights were fitted to (for the class means and covariance);
+    x_cal/y_cal: held out from training and model selection (conformal scores, familiarity reference).
+    """
+    if len(x_train) > max_train:
+        idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(0))[:max_train]
+        x_train, y_train = x_train[idx], y_train[idx]
+    _, f_tr = features_of(model, x_train, device)
+    z_cal, f_cal = features_of(model, x_cal, device)
+    fam = fit_familiarity(f_tr, np.asarray(y_train), f_cal, flag_rate)
+    t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)   # noqa: E731
+    return {"calibration": {"logits": t(z_cal), "labels": torch.tensor(np.asarray(y_cal), dtype=torch.int64),
+                            "alpha": float(alpha), "n": int(len(z_cal))},
+            "familiarity": {"method": "mahalanobis-tied", "means": t(fam.means), "precision": t(fam.precision),
+                            "reference": t(fam.reference), "flag_rate": float(flag_rate),
+                            "shrinkage": float(SHRINKAGE), "train_images": int(len(f_tr))}}
+
+
+def verdict_summary(labels, logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
+                    temperature: float = 1.0) -> dict:
+    """Dataset-level numbers: share UNSURE (and why), accuracy on decided images, share of all images
+    wrong and not UNSURE, share of errors that UNSURE catches."""
+    y = np.asarray(labels)
+    v, why = decide(logits, familiarity, vm, threshold, temperature)
+    v = np.asarray(v)
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64) / temperature))
+    wrong = (p >= threshold).astype(int) != y
+    unsure = v == UNSURE
+    n = len(y)
+    decided = ~unsure
+    return {
+        "n": int(n), "threshold": float(threshold),
+        "share_unsure": float(unsure.mean()) if n else None,
+        "share_unsure_band": float(np.mean([WHY_BAND in w for w in why])) if n else None,
+        "share_unsure_unfamiliar": float(np.mean([WHY_UNFAMILIAR in w for w in why])) if n else None,
+        "accuracy": float((~wrong).mean()) if n else None,
+        "accuracy_decided": float((~wrong[decided]).mean()) if decided.any() else None,
+        "share_wrong_decided": float((wrong & decided).mean()) if n else None,
+        "errors": int(wrong.sum()),
+        "errors_caught_by_unsure": float((wrong & unsure).sum() / wrong.sum()) if wrong.any() else None,
+    }
+
+
+def main(argv=None) -> int:
+    """Print the verdict summary of a checkpoint on a dataset (per source too)."""
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .datasets import DatasetError, open_dataset
+    from .evaluate import evaluate
+    p = argparse.ArgumentParser(description="Verdict summary (REAL/FAKE/UNSURE) of a checkpoint on a dataset.")
+    p.add_argument("--weights", default="weights/default.pt", help="default: weights/default.pt")
+    p.add_argument("--data", required=True, help="dataset path")
+    p.add_argument("--split", default="test", help="default: test")
+    p.add_argument("--threshold", type=float, default=0.5, help="default: 0.5")
+    args = p.parse_args(argv)
+    try:
+        lm = load_checkpoint(args.weights)
+        ds = open_dataset(args.data, split=args.split)
+    except (CheckpointError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    df, _ = evaluate(lm, ds, threshold=args.threshold)
+    vm = VerdictModel.from_checkpoint_meta(lm.meta)
+    fam = df["familiarity"].to_numpy() if "familiarity" in df else None
+    out = {"all": verdict_summary(df["label"], df["logit"], fam, vm, args.threshold, lm.temperature)}
+    for src, g in df.groupby("source"):
+        out[str(src)] = verdict_summary(g["label"], g["logit"], g["familiarity"] if fam is not None else None,
+                                        vm, args.threshold, lm.temperature)
+    print(json.dumps({"describe": vm.describe(args.threshold, lm.temperature), "summary": out}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""REAL/FAKE/UNSURE verdicts: the conformal band and the familiarity score, with hand-checked numbers."""
+import math
+
+import numpy as np
+import pytest
+
+from core.verdict import (FAKE, REAL, UNSURE, WHY_BAND, WHY_UNFAMILIAR, Familiarity, VerdictModel,
+                          conformal_quantile, conformity_scores, decide, fit_familiarity, logit_of,
+                          prediction_sets, verdict_summary)
+
+
+def test_conformal_quantile_by_hand():
+    s = np.array([0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 1.0, 0.4, 0.8, 0.6])   # 0.1 .. 1.0 shuffled, n = 10
+    # alpha 0.2: rank ceil(11 * 0.8) = ceil(8.8) = 9 -> 0.9
+    assert conformal_quantile(s, 0.2) == pytest.approx(0.9)
+    # alpha 0.5: rank ceil(5.5) = 6 -> 0.6
+    assert conformal_quantile(s, 0.5) == pytest.approx(0.6)
+    # alpha 0.05: rank ceil(10.45) = 11 > n -> +inf (too few points for that guarantee)
+    assert math.isinf(conformal_quantile(s, 0.05))
+
+
+def test_scores_and_sets_by_hand():
+    # threshold 0.5 -> logit 0; T = 1. FAKE image with logit 2: s = -2; REAL image with logit 2: s = 2.
+    s = conformity_scores([2.0, 2.0, -1.0], [1, 0, 0], 0.5)
+    assert s.tolist() == [-2.0, 2.0, -1.0]
+    # q = 1: logit 0.5 -> both classes (|m| <= 1); logit 3 -> FAKE only; logit -3 -> REAL only
+    has_real, has_fake = prediction_sets([0.5, 3.0, -3.0], 1.0, 0.5)
+    assert has_real.tolist() == [True, False, True]
+    assert has_fake.tolist() == [True, True, False]
+    # threshold 0.8 moves the band: logit(0.8) = ln 4 = 1.386; logit 1.0 is now m = -0.386
+    has_real, has_fake = prediction_sets([1.0], 0.2, 0.8)
+    assert (has_real[0], has_fake[0]) == (True, False)
+
+
+def _synthetic(n, rng):
+    y = rng.integers(0, 2, n)
+    z = (2 * y - 1) * 1.5 + rng.normal(0, 2.0, n)       # ~77% accurate at 0.5: a real band is needed
+    return y, z
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.3, 0.8])
+def test_conformal_coverage_holds_on_fresh_data(threshold):
+    rng = np.random.default_rng(0)
+    y_cal, z_cal = _synthetic(2000, rng)
+    vm = VerdictModel(cal_logits=z_cal, cal_labels=y_cal, alpha=0.05)
+    y, z = _synthetic(20000, rng)
+    q = vm.quantile(threshold)
+    has_real, has_fake = prediction_sets(z, q, threshold)
+    covered = np.where(y == 1, has_fake, has_real)
+    assert covered.mean() >= 0.94                 # guarantee 0.95, minus sampling noise on 20k
+    assert covered.mean() <= 0.97                 # and not trivially everything
+    v, why = decide(z, None, vm, threshold)
+    v = np.asarray(v)
+    # Decided verdicts always equal the label at the threshold; the band is where UNSURE sits.
+    p = 1 / (1 + np.exp(-z))
+    decided = v != UNSURE
+    assert (v[decided] == np.where(p[decided] >= threshold, FAKE, REAL)).all()
+    lo, hi = vm.band(threshold)
+    inside = (p >= lo) & (p <= hi)
+    assert ((v == UNSURE) == inside).mean() > 0.999
+    assert 0.2 < (v == UNSURE).mean() < 0.9
+    assert all(w == [WHY_BAND] for w, u in zip(why, v) if u == UNSURE)
+
+
+def test_very_accurate_model_gets_a_narrow_band_not_everything_unsure():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 3000)
+    z = (2 * y - 1) * 6 + rng.normal(0, 1.5, 3000)      # ~100% accurate: q < 0, empty-set band
+    vm = VerdictModel(cal_logits=z[:1000], cal_labels=y[:1000])
+    assert vm.quantile(0.5) < 0
+    v, _ = decide(z[1000:], None, vm, 0.5)
+    assert 0.0 < np.mean(np.asarray(v) == UNSURE) < 0.05
+
+
+def test_familiarity_flags_planted_outliers_and_few_inliers():
+    rng = np.random.default_rng(2)
+    c = 16
+    mu = np.zeros((2, c)); mu[1, 0] = 3.0
+    def draw(n, shift=0.0):
+        y = rng.integers(0, 2, n)
+        return mu[y] + rng.normal(0, 1, (n, c)) + shift, y
+    f_tr, y_tr = draw(4000)
+    f_ref, _ = draw(2000)
+    fam = fit_familiarity(f_tr, y_tr, f_ref, flag_rate=0.05)
+    f_in, _ = draw(4000)
+    flagged_in = (fam.score(f_in) < 0.05).mean()
+    assert flagged_in <= 0.07                           # the stated rate (5%) plus sampling noise
+    assert flagged_in >= 0.02                           # the cut-off is where it says, not at infinity
+    f_out, _ = draw(500, shift=4.0)
+    assert (fam.score(f_out) < 0.05).mean() >= 0.95
+    # p-value by hand: reference distances 1..4 -> an image at distance 2.5 has 2 at least as far: (2+1)/(4+1)
+    f = Familiarity(means=np.zeros((2, 1)), precision=np.eye(1), reference=np.array([1.0, 2.0, 3.0, 4.0]))
+    assert f.score(np.array([[2.5]]))[0] == pytest.approx(0.6)
+    assert f.score(np.array([[9.0]]))[0] == pytest.approx(0.2)
+
+
+def test_decide_reasons_and_old_checkpoints():
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
+                      familiarity=Familiarity(np.zeros((2, 1)), np.eye(1), np.array([1.0, 2.0, 3.0])))
+    # q (alpha 0.5, n 4): rank ceil(2.5) = 3 of scores [-3, -3, -2, -2] -> -2: UNSURE when |logit| < 2
+    v, why = decide([5.0, 0.5, -5.0], [0.9, 0.9, 0.01], vm, 0.5)
+    assert v == [FAKE, UNSURE, UNSURE]
+    assert why == [[], [WHY_BAND], [WHY_UNFAMILIAR]]
+    # no verdict model at all (old checkpoint): the label at the threshold, never UNSURE
+    v, why = decide([5.0, 0.5, -5.0], None, None, 0.5)
+    assert v == [FAKE, FAKE, REAL] and why == [[], [], []]
+    old = VerdictModel.from_checkpoint_meta({})
+    assert not old.has_band and old.familiarity is None
+    assert any("NOT" in s for s in old.describe())
+
+
+def test_verdict_summary_counts():
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5)
+    # logits: right+sure, wrong+sure, wrong+unsure(band), right+unsure(band)
+    s = verdict_summary([1, 0, 0, 1], [5.0, 4.0, 1.0, 1.5], None, vm, 0.5)
+    assert s["share_unsure"] == pytest.approx(0.5)
+    assert s["accuracy"] == pytest.approx(0.5)
+    assert s["share_wrong_decided"] == pytest.approx(0.25)
+    assert s["errors_caught_by_unsure"] == pytest.approx(0.5)
+    assert logit_of(0.5) == 0.0
