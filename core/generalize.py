@@ -128,8 +128,27 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
     tmp = out_dir / ".leaderboard.csv.tmp"
     board.to_csv(tmp, index=False)
     os.replace(tmp, out_dir / "leaderboard.csv")
-    (out_dir / "summary.json").write_text(json.dumps(summarize(board), indent=2))
+    summary = {**summarize(board), "test_root": str(test_ds.root), "config": {
+        "recipe": recipe_text(cfg), "arch": cfg.arch, "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs}}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return board
+
+
+def recipe_text(cfg) -> str:
+    """One line naming a training recipe's choices that matter for generalisation."""
+    bits = [cfg.arch, f"{cfg.epochs}+{cfg.finetune_epochs} epochs"]
+    ma = cfg.model_args or {}
+    if ma.get("input_filter", "none") != "none":
+        bits.append(f"input {ma['input_filter']}")
+    for k in ("aug_blur", "aug_jpeg", "aug_resample"):
+        v = getattr(cfg, k, 0)
+        if v:
+            bits.append(f"{k[4:]} p={v:g}")
+    if cfg.label_smoothing:
+        bits.append(f"label smoothing {cfg.label_smoothing:g}")
+    if cfg.robust_aug:
+        bits.append("robust-aug")
+    return ", ".join(bits)
 
 
 def leaderboard_row(fdir: Path, fam: str) -> dict:
