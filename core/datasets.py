@@ -96,13 +96,14 @@ class ImageDataset:
     def subset(self, indices) -> "ImageDataset":
         """A new dataset of the same kind over items[indices] (this one is not changed)."""
         import copy
-        sub = copy.copy(self)
-        sub.items = [self.items[i] for i in indices]
-        if not sub.items:
+        import threading
+        items = tuple(self.items[i] for i in indices)
+        if not items:
             raise DatasetError(f"no images left in {self.root} after selection")
-        sub.warnings = list(self.warnings)
-        if hasattr(self, "_files"):            # parquet: its own file handles and row-group cache
-            sub._files, sub._cache_key, sub._cache_rows = {}, None, None
+        sub = copy.copy(self)
+        sub._init(items=items)
+        if "_local" in self.__dict__:          # parquet: its own per-thread file handles and row-group cache
+            sub._init(_local=threading.local())
         return sub
 
     def sources(self) -> list[str]:

@@ -196,10 +196,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .datasets import DatasetError
     from .labels import LabelMappingError
-    from .train import config_from_args
+    from .train import main_config
     args = get_args_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        cfg = main_config(args)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@
 Recipe (the V2.1 seed's, made explicit): AdamW with a one-cycle learning-rate schedule, then a
 fine-tuning phase at a reduced learning rate starting from the best weights so far; the checkpoint
 kept is the best on the validation split (carved from train, seeded, when the dataset has none).
-Augmentation: horizontal flip and 2-pixel translation; optional robustness augmentation
+Augmentation (core.augment): horizontal flip and 2-pixel translation; per-image blur, JPEG and resampling
+with --aug-blur/--aug-jpeg/--aug-resample; optional robustness augmentation
 (grayscale, JPEG, blur, noise) with --robust-aug, off by default so the limitations page measures
 the plain model.
 
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .augment import AugmentRecipe, augment
 from .checkpoint import make_checkpoint, save_checkpoint
 from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
@@ -41,7 +43,7 @@ from .labels import LabelMappingError, parse_class_map
 from .metrics import classification_metrics
 from .models import build_model, count_parameters, select_device
 from .preprocess import SEED_V21_PREPROCESS, PreprocessConfig, to_model_input
-from .shifts import apply_shift
+from .verdict import fit_verdict
 
 
 @dataclass
@@ -64,6 +66,13 @@ class TrainConfig:
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
     robust_aug: bool = False          # random grayscale / JPEG / blur / noise on 30% of each batch
+    aug_blur: float = 0.0             # per-image probability of Gaussian blur (core.augment)
+    aug_jpeg: float = 0.0             # per-image probability of JPEG re-encoding (core.augment)
+    aug_resample: float = 0.0         # per-image probability of down-and-up resampling (core.augment)
+    exclude_fake_sources: list = field(default_factory=list)   # FAKE sources left out (leave-one-generator-out)
+    calib_fraction: float = 0.1       # share of train held out from fitting AND selection, for verdicts
+    verdict_alpha: float = 0.05       # conformal miscoverage of the "near the threshold" band
+    familiarity_flag_rate: float = 0.05   # share of in-distribution images the familiarity cut-off may flag
     max_train_images: int | None = None   # subsample train (seeded), for quick runs
     seed: int = 0
     device: str = "auto"
@@ -102,6 +111,8 @@ class TrainData:
     y_train: torch.Tensor
     x_val: torch.Tensor
     y_val: torch.Tensor
+    x_cal: torch.Tensor               # held out from fitting and model selection: conformal + familiarity
+    y_cal: torch.Tensor
     preprocess: PreprocessConfig
     description: str                  # the training dataset's describe()
     skipped: list                     # [(id, reason)] undecodable training files
@@ -148,6 +159,13 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     pcfg = cfg.preprocess_config()
     class_map = parse_class_map(cfg.class_map)
     ds = open_dataset(cfg.data, split=cfg.split, fmt=cfg.format, class_map=class_map)
+    if cfg.exclude_fake_sources:
+        drop = set(cfg.exclude_fake_sources)
+        keep = [i for i, (_, label, src) in enumerate(ds.items) if not (label == 1 and src in drop)]
+        if len(keep) == len(ds):
+            raise DatasetError(f"no FAKE images with source {', '.join(sorted(drop))} to leave out")
+        ds = ds.subset(keep)
+        log(f"left out FAKE sources: {', '.join(sorted(drop))}")
     log(f"train data: {ds.describe()}")
     for w in ds.warnings:
         log(f"warning: {w}")
@@ -164,6 +182,11 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
         log(f"skipped: {p}: {r}")
     g = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(len(dec.x), generator=g)
+    # The calibration split comes first and is never trained on nor used to pick the checkpoint, so the
+    # conformal guarantee and the familiarity cut-off hold for new in-distribution images.
+    n_cal = int(round(cfg.calib_fraction * len(dec.x))) if cfg.calib_fraction > 0 else 0
+    cal_idx, perm = perm[:n_cal], perm[n_cal:]
+    x_cal, y_cal = dec.x[cal_idx], dec.y[cal_idx]
     if cfg.val_data:
         vds = open_dataset(cfg.val_data, split="test", fmt=cfg.format, class_map=class_map)
         vdec = decode_dataset(vds, pcfg, workers=cfg.workers)
@@ -179,26 +202,11 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     x_tr, y_tr = dec.x[train_idx], dec.y[train_idx]
     if len(torch.unique(y_tr)) < 2:
         raise DatasetError("training needs both REAL and FAKE images")
-    return TrainData(x_tr, y_tr, x_val, y_val, pcfg, ds.describe(), dec.skipped)
+    return TrainData(x_tr, y_tr, x_val, y_val, x_cal, y_cal, pcfg, ds.describe(), dec.skipped)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, robust: bool = False) -> torch.Tensor:
-    """Batch augmentation on uint8 (B, 3, S, S): flip, 2-px translation, optional robustness shifts."""
-    b, _, s, _ = x.shape
-    flip = torch.rand(b, generator=gen) < 0.5
-    x = torch.where(flip.view(b, 1, 1, 1), x.flip(3), x)
-    pad = F.pad(x, (2, 2, 2, 2), mode="replicate" if x.is_floating_point() else "constant")
-    dx, dy = torch.randint(0, 5, (2,), generator=gen).tolist()   # one offset per batch: cheap, enough
-    x = pad[:, :, dy:dy + s, dx:dx + s].contiguous()
-    if robust:
-        idx = torch.nonzero(torch.rand(b, generator=gen) < 0.3).flatten()
-        if len(idx):
-            kind = ["grayscale", "jpeg", "blur", "noise"][int(torch.randint(0, 4, (1,), generator=gen))]
-            level = {"grayscale": 1.0, "jpeg": float(torch.randint(20, 95, (1,), generator=gen)),
-                     "blur": float(torch.empty(1).uniform_(0.3, 1.5, generator=gen)),
-                     "noise": float(torch.empty(1).uniform_(2, 16, generator=gen))}[kind]
-            x[idx] = apply_shift(x[idx], kind, level, seed=int(torch.randint(0, 2**31, (1,), generator=gen)))
-    return x
+def recipe_of(cfg: TrainConfig) -> AugmentRecipe:
+    return AugmentRecipe(blur=cfg.aug_blur, jpeg=cfg.aug_jpeg, resample=cfg.aug_resample, robust=cfg.robust_aug)
 
 
 def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor,
@@ -216,7 +224,7 @@ def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tenso
     tot_loss, tot_correct, seen = 0.0, 0, 0
     for b in range(steps):
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        xb = augment(x[idx], gen, cfg.robust_aug)
+        xb = augment(x[idx], gen, recipe_of(cfg))
         yb = y[idx].float().to(device, non_blocking=True)
         xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
@@ -383,8 +391,18 @@ def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResul
     train_cfg.update({"world_size": world, "device": str(device), "torch": torch.__version__,
                       "train_images": len(x_tr), "val_images": len(data.x_val), "skipped": len(data.skipped),
                       "train_seconds": round(wall, 1), "dataset": data.description})
+    verdict = None
+    if len(data.x_cal) and len(torch.unique(data.y_cal)) == 2:
+        verdict = fit_verdict(model, x_tr, y_tr, data.x_cal, data.y_cal, device, cfg.verdict_alpha,
+                              cfg.familiarity_flag_rate)
+        log(f"verdict: conformal band on {len(data.x_cal)} calibration images, familiarity fitted on {len(x_tr)}")
+    else:
+        log("verdict: no calibration split with both classes (--calib-fraction 0 or too little data): "
+            "the checkpoint carries no UNSURE band or familiarity model")
+    train_cfg["calib_images"] = len(data.x_cal)
     ckpt = make_checkpoint(model, cfg.arch, model_args, data.preprocess, train_config=train_cfg, history=history,
-                           metrics={"val": final_val}, name=cfg.name or os.path.splitext(os.path.basename(cfg.out))[0])
+                           metrics={"val": final_val}, name=cfg.name or os.path.splitext(os.path.basename(cfg.out))[0],
+                           verdict=verdict)
     if rank == 0:
         save_checkpoint(ckpt, cfg.out)
         log(f"saved {cfg.out} (best val acc {final_val['accuracy']:.4f}, {wall:.0f} s)")
@@ -417,6 +435,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help=f"default: {d.weight_decay}")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="default: 0")
     p.add_argument("--robust-aug", action="store_true", help="grayscale/JPEG/blur/noise augmentation (default: off)")
+    p.add_argument("--aug-blur", type=float, default=d.aug_blur, help="per-image blur probability (default: 0)")
+    p.add_argument("--aug-jpeg", type=float, default=d.aug_jpeg, help="per-image JPEG probability (default: 0)")
+    p.add_argument("--aug-resample", type=float, default=d.aug_resample,
+                   help="per-image down-and-up resampling probability (default: 0)")
+    p.add_argument("--exclude-fake-sources", default="",
+                   help="comma list of FAKE sources to leave out of training (default: none)")
+    p.add_argument("--calib-fraction", type=float, default=d.calib_fraction,
+                   help=f"share of train held out for the verdict's calibration (default: {d.calib_fraction})")
+    p.add_argument("--verdict-alpha", type=float, default=d.verdict_alpha,
+                   help=f"conformal miscoverage of the UNSURE band (default: {d.verdict_alpha})")
+    p.add_argument("--familiarity-flag-rate", type=float, default=d.familiarity_flag_rate,
+                   help=f"share of in-distribution images flagged as unfamiliar (default: {d.familiarity_flag_rate})")
     p.add_argument("--max-train-images", type=int, default=None, help="subsample the training set (default: all)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
     p.add_argument("--device", default=d.device, help="cuda, mps, cpu or auto (default: auto)")
@@ -433,7 +463,10 @@ def main_config(args: argparse.Namespace) -> TrainConfig:
         model_args = json.loads(args.model_args)
     except ValueError as e:
         raise ValueError(f"--model-args is not JSON: {e}") from None
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k != "model_args"}, model_args=model_args)
+    kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "model_args"}
+    if isinstance(kw.get("exclude_fake_sources"), str):
+        kw["exclude_fake_sources"] = [s for s in kw["exclude_fake_sources"].split(",") if s]
+    return TrainConfig(**kw, model_args=model_args)
 
 
 def main(argv=None) -> int:

@@ -25,7 +25,9 @@ def test_train_cli_writes_self_describing_checkpoint(tiny_cifake, tmp_path):
     assert [h["phase"] for h in meta["history"]] == ["main", "main", "finetune"]
     # finetune runs at lr * 0.05
     assert meta["history"][-1]["lr"] == pytest.approx(meta["train_config"]["lr"] * 0.05)
-    assert meta["train_config"]["train_images"] + meta["train_config"]["val_images"] == 128
+    assert meta["train_config"]["train_images"] + meta["train_config"]["val_images"] \
+        + meta["train_config"]["calib_images"] == 128
+    assert meta["verdict_summary"]["calibration_images"] == 13 and lm.verdict.has_band
     assert 0 <= meta["metrics"]["val"]["accuracy"] <= 1
 
 
@@ -48,7 +50,8 @@ def test_evaluate_cli_outputs(trained_ckpt, tiny_cifake, tmp_path, capsys):
     assert rc == 0
     df = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert list(df.columns) == ["path", "label", "prob_fake", "logit", "source"]
+    assert list(df.columns) == ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
+    assert set(df.verdict) <= {"REAL", "FAKE", "UNSURE"} and df.familiarity.between(0, 1).all()
     assert len(df) == 48 and m["n"] == 48 and m["n_skipped"] == 1
     assert m["skipped"][0]["path"] == "FAKE/zz_broken.jpg"
     # The tiny task is easy: smooth REAL vs noise FAKE.

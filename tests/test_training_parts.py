@@ -24,7 +24,9 @@ def test_on_epoch_sees_every_epoch_and_result_carries_model_and_validation(tiny_
     assert [acc for *_, acc in reports] == [h["val_acc"] for h in res.history]
     # The result: the best model (eval mode) with the validation split that chose it (10% of 128 images).
     assert not res.model.training
-    assert len(res.data.x_val) == 13 and len(res.data.x_train) == 115 and res.data.x_val.dtype == torch.uint8
+    # 128 images: 13 calibration (core.verdict), 13 validation, 102 training
+    assert len(res.data.x_cal) == 13 and len(res.data.x_val) == 13 and len(res.data.x_train) == 102
+    assert res.data.x_val.dtype == torch.uint8
     assert torch.equal(res.data.x_val, val.x_val)
     assert evaluate(res.model, res.data.x_val, res.data.y_val, torch.device("cpu")) == pytest.approx(
         res.checkpoint["metrics"]["val"])
@@ -33,10 +35,15 @@ def test_on_epoch_sees_every_epoch_and_result_carries_model_and_validation(tiny_
 def test_load_data_split_is_seeded_and_disjoint(tiny_cifake):
     cfg = TrainConfig(data=str(tiny_cifake), val_fraction=0.25, **TINY)
     a, b = load_data(cfg, log=lambda *a: None), load_data(cfg, log=lambda *a: None)
-    assert torch.equal(a.x_val, b.x_val) and len(a.x_val) == 32 and len(a.x_train) == 96
-    # No validation image is also a training image.
+    # 128 images: 13 calibration (round(0.1 * 128)), 32 validation (0.25 * 128), 83 training
+    assert torch.equal(a.x_val, b.x_val) and torch.equal(a.x_cal, b.x_cal)
+    assert (len(a.x_cal), len(a.x_val), len(a.x_train)) == (13, 32, 83)
+    # No validation or calibration image is also a training image, and calibration never validates.
     train_rows = {bytes(x.numpy()) for x in a.x_train}
     assert not any(bytes(x.numpy()) in train_rows for x in a.x_val)
+    assert not any(bytes(x.numpy()) in train_rows for x in a.x_cal)
+    val_rows = {bytes(x.numpy()) for x in a.x_val}
+    assert not any(bytes(x.numpy()) in val_rows for x in a.x_cal)
 
 
 def test_train_one_epoch_steps_and_reduces_loss(tiny_cifake):
