@@ -21,6 +21,7 @@ PAGES = [
     st.Page("pages/3_calibration.py", title="Calibration", icon=":material/straighten:"),
     st.Page("pages/4_misclassifications.py", title="Misclassifications", icon=":material/report:"),
     st.Page("pages/5_limitations.py", title="Limitations", icon=":material/warning:"),
+    st.Page("pages/7_generalization.py", title="Generalization", icon=":material/hub:"),
     st.Page("pages/6_model_data.py", title="Model & data", icon=":material/description:"),
     st.Page("pages/8_forensics.py", title="Forensics", icon=":material/query_stats:"),
     st.Page("pages/9_compare.py", title="Compare models", icon=":material/compare_arrows:"),

@@ -163,6 +163,27 @@ def leaderboard_row(fdir: Path, fam: str) -> dict:
                                             float(ck.get("temperature", 1.0)))}
 
 
+def logo_frames(out_dir) -> list[tuple[str, pd.DataFrame, VerdictModel | None, float]]:
+    """[(\"held out: F\", fold predictions, the fold model's VerdictModel, temperature)] of a stored LOGO run."""
+    from .checkpoint import read_checkpoint
+    from .evaluate import load_evaluation
+    res = load_leaderboard(out_dir)
+    if res is None:
+        return []
+    frames = []
+    for fam in res[0]["held_out"].astype(str):
+        ev = load_evaluation(Path(out_dir) / fam / "eval")
+        if ev is None:
+            continue
+        try:
+            ck, _ = read_checkpoint(Path(out_dir) / fam / "model.pt")
+            vm, temp = VerdictModel.from_checkpoint_meta(ck), float(ck.get("temperature", 1.0))
+        except Exception:
+            vm, temp = None, 1.0
+        frames.append((f"held out: {fam}", ev[0], vm, temp))
+    return frames
+
+
 def summarize(board: pd.DataFrame) -> dict:
     auc = board["auc"].astype(float)
     return {"families": len(board), "mean_auc": float(auc.mean()), "min_auc": float(auc.min()),

@@ -240,6 +240,32 @@ def confidence_verdict(df: pd.DataFrame, threshold: float) -> Verdict:
                     "accuracy_of_confident_calls": m.get("accuracy_of_confident_calls"), "images": m["n"]})
 
 
+def unsure_table(frames, threshold: float) -> pd.DataFrame:
+    """Confidence vs correctness without and with the UNSURE verdict, one row per evaluation.
+
+    frames: [(name, predictions DataFrame (label, prob_fake, logit[, familiarity]), VerdictModel or None,
+    temperature)]. Shares are of ALL images of the row: confidently wrong (confidence > HIGH_CONFIDENCE,
+    no UNSURE) against wrong and not UNSURE.
+    """
+    from .verdict import verdict_summary
+    rows = []
+    for name, df, vm, temp in frames:
+        if df is None or df.empty:
+            continue
+        y, p, z = df["label"].to_numpy(), df["prob_fake"].to_numpy(), df["logit"].to_numpy()
+        fam = df["familiarity"].to_numpy(np.float64) if "familiarity" in df else None
+        fam = None if fam is None or np.isnan(fam).all() else fam
+        m = classification_metrics(y, p, threshold)
+        v = verdict_summary(y, z, fam, vm, threshold, temp)
+        n = max(m["n"], 1)
+        rows.append({"evaluation": name, "images": m["n"], "accuracy": m["accuracy"],
+                     f"wrong, confidence > {HIGH_CONFIDENCE}": m.get("errors_confidence_over_0.9", 0) / n,
+                     "UNSURE": v["share_unsure"], "wrong, not UNSURE": v["share_wrong_decided"],
+                     "errors caught by UNSURE": v["errors_caught_by_unsure"],
+                     "accuracy when decided": v["accuracy_decided"]})
+    return pd.DataFrame(rows)
+
+
 def scope_verdict() -> Verdict:
     return Verdict("Binary scope", "by design", (
         "Holds by design, no test possible: the model outputs one number, P(AI). It cannot say which generator "

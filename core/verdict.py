@@ -197,6 +197,32 @@ def decide(logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
     return verdicts, reasons
 
 
+def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float | None, vm: VerdictModel | None,
+            threshold: float = 0.5, temperature: float = 1.0) -> str:
+    """The verdict in one or two plain sentences, as the app and the report show it."""
+    lean = FAKE if prob_fake >= threshold else REAL
+    fam = "" if familiarity is None else f"familiarity {familiarity:.3f}"
+    if verdict != UNSURE:
+        band = vm.band(threshold, temperature) if vm is not None and vm.has_band else None
+        bits = [f"P(AI) {prob_fake:.4f}"]
+        if band:
+            bits.append(f"outside the uncertainty band [{band[0]:.4f}, {band[1]:.4f}]")
+        if fam:
+            bits.append(f"{fam}: it resembles the training data")
+        return f"{verdict}: " + ", ".join(bits) + "."
+    parts = []
+    if WHY_BAND in why:
+        band = vm.band(threshold, temperature)
+        parts.append(f"near the threshold: P(AI) {prob_fake:.4f} is inside the band [{band[0]:.4f}, {band[1]:.4f}] "
+                     f"where the {1 - vm.alpha:.0%} conformal guarantee cannot tell REAL from FAKE")
+    if WHY_UNFAMILIAR in why:
+        parts.append(f"unlike the training data: {fam} (below {vm.familiarity.flag_rate:.2f}: fewer than "
+                     f"{vm.familiarity.flag_rate:.0%} of held-out in-distribution images are this far from what the "
+                     "model was trained on), so its P(AI) is not evidence")
+    return (f"UNSURE: do not trust this call. Why: " + "; ".join(parts)
+            + f". The model leans {lean} (P(AI) {prob_fake:.4f}).")
+
+
 def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """x float (B, 3, S, S) model input -> (logits (B,), pooled features (B, C)) in one pass."""
     f = model.features(x)                        # (B, C, h, w)
@@ -274,6 +300,21 @@ def verdict_summary(labels, logits, familiarity, vm: VerdictModel | None, thresh
         "errors": int(wrong.sum()),
         "errors_caught_by_unsure": float((wrong & unsure).sum() / wrong.sum()) if wrong.any() else None,
     }
+
+
+def conformal_curve(labels, logits, familiarity, vm: VerdictModel, threshold: float = 0.5, temperature: float = 1.0,
+                    alphas=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3)):
+    """Coverage and selective accuracy of the verdict as the conformal level alpha varies (familiarity fixed):
+    a DataFrame with alpha, coverage, accuracy_decided, errors_caught_by_unsure, share_wrong_decided."""
+    import pandas as pd
+    from dataclasses import replace
+    rows = []
+    for a in alphas:
+        s = verdict_summary(labels, logits, familiarity, replace(vm, alpha=a), threshold, temperature)
+        rows.append({"alpha": a, "coverage": 1 - s["share_unsure"], "accuracy_decided": s["accuracy_decided"],
+                     "errors_caught_by_unsure": s["errors_caught_by_unsure"],
+                     "share_wrong_decided": s["share_wrong_decided"]})
+    return pd.DataFrame(rows)
 
 
 def main(argv=None) -> int:

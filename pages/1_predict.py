@@ -18,6 +18,7 @@ from core.archive import ArchiveError, read_zip_images
 from core.gradcam import overlay_heatmap
 from core.images import ImageError, load_image
 from core.predict import Prediction, predict_many, predict_one
+from core.verdict import explain
 from pages_support.common import Context, get_context, image_bytes, load_model_cached
 from pages_support.forensics_views import batch_stability_ui, spectrum_ui, stability_ui
 from pages_support.views import data_uri, display_scale, enlarged
@@ -101,14 +102,21 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
         return
     p, t = pred.prob_fake, ctx.threshold
     label = pred.label(t)
+    verdict, why = pred.verdict(ctx.lm.verdict, t)
+    text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature)
+    {"UNSURE": st.warning, "FAKE": st.error, "REAL": st.success}[verdict](f"**{verdict}**: {text.split(': ', 1)[1]}")
     a, b, c, d = st.columns(4)
-    a.metric("Label", label, help="FAKE = AI-generated; the image is called FAKE when P(AI) >= threshold.")
+    a.metric("Label at the threshold", label, help="FAKE = AI-generated; the image is called FAKE when P(AI) >= "
+             "threshold. The verdict above adds UNSURE when that call should not be trusted.")
     b.metric("P(AI)", f"{p:.4f}")
     c.metric("Distance from threshold", f"{p - t:+.4f}", help="P(AI) minus the threshold: how far the call is "
              "from flipping. Small values are coin flips.")
     d.metric("Temperature", f"{ctx.lm.temperature:.3g}", help="P(AI) = sigmoid(logit / T); T > 1 softens "
              "an over-confident model (fitted on the Calibration page).")
-    st.markdown(f"**{label}** · P(AI) = {p:.4f} · P(real) = {1 - p:.4f} · logit {pred.logit:+.3f}")
+    st.markdown(f"**{verdict}** · P(AI) = {p:.4f} · P(real) = {1 - p:.4f} · logit {pred.logit:+.3f}"
+                + (f" · familiarity {pred.familiarity:.3f}" if pred.familiarity is not None else ""))
+    for line in ctx.lm.verdict.describe(t, ctx.lm.temperature):
+        st.caption(line)
     st.plotly_chart(confidence_figure(p, t), key=f"conf-{name}")
     stability_ui(ctx, name, data)
     for note in pred.notes:
@@ -142,18 +150,21 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
                f"input resolution; on the original it is only stretched, it has no finer detail.")
 
 
-def batch_table(preds: list[Prediction], errors: list[tuple[str, str]], threshold: float) -> pd.DataFrame:
+def batch_table(preds: list[Prediction], errors: list[tuple[str, str]], threshold: float, vm=None) -> pd.DataFrame:
     rows = []
     for p in preds:
         ok = p.error is None
+        verdict, why = p.verdict(vm, threshold) if ok else ("error", [])
         rows.append({"thumbnail": data_uri(p.model_input) if ok else None, "file": p.name,
+                     "verdict": verdict, "why": "; ".join(why),
+                     "familiarity": round(p.familiarity, 4) if ok and p.familiarity is not None else None,
                      "label": p.label(threshold) if ok else "error",
                      "P(AI)": round(p.prob_fake, 4) if ok else None,
                      "distance": round(p.prob_fake - threshold, 4) if ok else None,
                      "size": f"{p.original_size[0]}x{p.original_size[1]}" if ok and p.original_size else "",
                      "message": p.error or "; ".join(p.notes)})
-    rows += [{"thumbnail": None, "file": n, "label": "error", "P(AI)": None, "distance": None, "size": "",
-              "message": r} for n, r in errors]
+    rows += [{"thumbnail": None, "file": n, "verdict": "error", "why": "", "familiarity": None, "label": "error",
+              "P(AI)": None, "distance": None, "size": "", "message": r} for n, r in errors]
     return pd.DataFrame(rows)
 
 
@@ -193,17 +204,22 @@ def main() -> None:
         return
 
     st.subheader(f"{n_ok} of {len(preds) + len(errors)} files predicted")
-    table = batch_table(preds, errors, ctx.threshold)
-    table.insert(4, "stability", table["file"].map(batch_stability_ui(ctx, images)).fillna(""))
+    table = batch_table(preds, errors, ctx.threshold, ctx.lm.verdict)
+    table.insert(7, "stability", table["file"].map(batch_stability_ui(ctx, images)).fillna(""))
     good = table[table["label"] != "error"]
     bad = table[table["label"] == "error"]
     if len(bad):
         st.warning(f"{len(bad)} file(s) could not be used; the reason is in the table's message column.")
-    a, b, c = st.columns(3)
-    a.metric("Called FAKE (AI)", int((good["label"] == "FAKE").sum()))
-    b.metric("Called REAL", int((good["label"] == "REAL").sum()))
-    c.metric("Unreadable", len(bad))
-    st.dataframe(table, key="predict_table", hide_index=True, column_config={
+    a, b, c, d = st.columns(4)
+    a.metric("FAKE (AI)", int((good["verdict"] == "FAKE").sum()))
+    b.metric("REAL", int((good["verdict"] == "REAL").sum()))
+    c.metric("UNSURE", int((good["verdict"] == "UNSURE").sum()), help="calls not to trust: near the threshold "
+             "or unlike the training data (the why column says which)")
+    d.metric("Unreadable", len(bad))
+    keep = st.multiselect("Show verdicts", ["FAKE", "REAL", "UNSURE", "error"], ["FAKE", "REAL", "UNSURE", "error"],
+                          key="predict_verdicts")
+    shown = table[table["verdict"].isin(keep)]
+    st.dataframe(shown, key="predict_table", hide_index=True, column_config={
         "thumbnail": st.column_config.ImageColumn("input", help="what the model sees"),
         "P(AI)": st.column_config.ProgressColumn("P(AI)", min_value=0.0, max_value=1.0, format="%.3f"),
         "distance": st.column_config.NumberColumn("P(AI) - threshold", format="%+.3f")})

@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from core.checkpoint import CheckpointError, with_temperature
 from core.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
                           reliability_bins, risk_coverage, temperature_scaling_split)
+from core.verdict import conformal_curve, verdict_summary
 from pages_support import common as _common
 from pages_support.common import context_and_evaluation_or_stop
 from pages_support.views import num, pct
@@ -174,6 +175,32 @@ def main() -> None:
                 f"gives accuracy "
                 f"**{pct(acc_kept)}** on the remaining {keep:,}, against {pct(m['accuracy'])} answering all "
                 f"{len(y):,}.")
+
+    st.subheader("The UNSURE verdict: what it answers, and which errors it catches")
+    fam = df["familiarity"].to_numpy(np.float64) if "familiarity" in df else None
+    fam = None if fam is None or np.isnan(fam).all() else fam
+    vs = verdict_summary(y, z, fam, ctx.lm.verdict, ctx.threshold, ctx.lm.temperature)
+    a, b, c, d = st.columns(4)
+    a.metric("Coverage (decided)", pct(1 - vs["share_unsure"]), help="share of images that get REAL or FAKE")
+    b.metric("Selective accuracy", pct(vs["accuracy_decided"]), help="accuracy on the decided images")
+    c.metric("Errors caught by UNSURE", pct(vs["errors_caught_by_unsure"]),
+             help=f"of the {vs['errors']:,} wrong calls at the threshold, the share that is UNSURE")
+    d.metric("Wrong and not UNSURE", pct(vs["share_wrong_decided"]), help="share of ALL images")
+    st.caption(f"UNSURE near the threshold: {pct(vs['share_unsure_band'])} · unlike the training data: "
+               f"{pct(vs['share_unsure_unfamiliar'])}. " + " ".join(ctx.lm.verdict.describe(ctx.threshold,
+                                                                                             ctx.lm.temperature)))
+    if ctx.lm.verdict.has_band:
+        curve = conformal_curve(y, z, fam, ctx.lm.verdict, ctx.threshold, ctx.lm.temperature)
+        fig = go.Figure(go.Scatter(x=curve["coverage"], y=curve["accuracy_decided"], mode="lines+markers",
+                                   customdata=curve["alpha"], name="UNSURE at conformal level alpha",
+                                   hovertemplate="alpha %{customdata}: coverage %{x:.3f}, accuracy %{y:.4f}"
+                                                 "<extra></extra>"))
+        fig.add_trace(go.Scatter(x=rc["coverage"], y=rc["accuracy"], mode="lines", line=dict(dash="dot"),
+                                 name="abstaining by confidence"))
+        fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(autorange="reversed"),
+                          xaxis_title="coverage (share decided)", yaxis_title="accuracy on decided images")
+        st.plotly_chart(fig, key="unsure_coverage")
+        st.dataframe(curve, hide_index=True, key="unsure_curve")
 
 
 main()

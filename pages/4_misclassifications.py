@@ -1,12 +1,14 @@
 """Misclassifications page: the false positives (REAL called FAKE) and false negatives (FAKE called
 REAL) at the sidebar threshold, most confident first, with their source and Grad-CAM on demand.
 
-Filters by source and by confidence; the filtered list downloads as CSV.
+Filters by source, by verdict (REAL/FAKE/UNSURE, core.verdict) and by confidence; the filtered list
+downloads as CSV.
 """
 from __future__ import annotations
 
 import streamlit as st
 
+from core.evaluate import add_verdicts
 from core.labels import CLASS_NAMES
 from core.metrics import HIGH_CONFIDENCE, annotate_calls
 from pages_support.common import context_and_evaluation_or_stop
@@ -19,21 +21,23 @@ KINDS = {"FP": ("False positives", "REAL images called FAKE (AI)", 0),
 def main() -> None:
     st.title("Misclassifications")
     ctx, df, stored = context_and_evaluation_or_stop()
-    df = annotate_calls(df, ctx.threshold)
+    df = annotate_calls(add_verdicts(df, ctx.lm, ctx.threshold), ctx.threshold)
     wrong = df[~df["correct"]].copy()
     wrong["error"] = wrong["label"].map({0: "FP", 1: "FN"})
     st.caption(f"{stored.get('dataset', '')} · threshold {ctx.threshold:.2f} · {len(wrong):,} of {len(df):,} images "
                f"misclassified ({pct(len(wrong) / len(df)) if len(df) else 'n/a'}). Confidence = P(AI) for images "
                "called FAKE, 1 - P(AI) for images called REAL.")
 
-    a, b, c = st.columns([2, 2, 1])
+    a, v, b, c = st.columns([2, 1, 2, 1])
     sources = sorted(s for s in df["source"].astype(str).unique() if s)
     chosen = a.multiselect("Sources", sources, default=sources, key="mis_sources",
                            help="Where the images come from (the dataset's manifest).") if sources else []
+    verdicts = v.multiselect("Verdicts", ["REAL", "FAKE", "UNSURE"], ["REAL", "FAKE", "UNSURE"], key="mis_verdicts",
+                             help="UNSURE errors were flagged as not to be trusted; REAL/FAKE errors were not.")
     lo, hi = b.slider("Confidence in the (wrong) call", 0.0, 1.0, (0.0, 1.0), 0.01, key="mis_conf")
     show_cam = c.toggle("Grad-CAM", key="mis_cam", help="Overlay Grad-CAM of the wrong call on what the model sees.")
     alpha = c.slider("Opacity", 0.0, 1.0, 0.5, 0.05, key="mis_alpha", disabled=not show_cam)
-    keep = wrong["confidence"].between(lo, hi)
+    keep = wrong["confidence"].between(lo, hi) & wrong["verdict"].isin(verdicts)
     if sources:
         keep &= wrong["source"].astype(str).isin(chosen) | (wrong["source"].astype(str) == "")
     shown = wrong[keep].sort_values("confidence", ascending=False)
@@ -46,7 +50,7 @@ def main() -> None:
     cols[2].metric(f"Wrong with confidence > {HIGH_CONFIDENCE}", int((shown["confidence"] > HIGH_CONFIDENCE).sum()))
     n_show = cols[3].number_input("Images per gallery", 6, 60, 18, 6, key="mis_n")
 
-    table = shown[["path", "error", "label", "prob_fake", "confidence", "source"]].copy()
+    table = shown[["path", "error", "label", "prob_fake", "confidence", "verdict", "source"]].copy()
     table["label"] = table["label"].map(lambda v: CLASS_NAMES[int(v)])
     st.download_button("Download the list (CSV)", table.assign(threshold=ctx.threshold).to_csv(index=False).encode(),
                        "misclassifications.csv", "text/csv", key="mis_csv")

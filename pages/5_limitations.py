@@ -15,6 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import limitations as lim
+from core.generalize import logo_frames
 from core.images import ImageError
 from core.labels import CLASS_NAMES
 from core.limitations import CLAIMS, SEED, level_text
@@ -247,6 +248,23 @@ def confidence_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> None:
                 "for images called FAKE, 1 - P(AI) for images called REAL (as on Calibration and Misclassifications).")
     record(verdicts, v)
     st.markdown(f"**Verdict.** {v.text}")
+    st.markdown("**With the UNSURE verdict.** The same question, when the model may say UNSURE (near the threshold, "
+                "or unlike the training data): the share of *all* images that are wrong and still decided, in "
+                "distribution, on the sample's unseen `ood` family, and on each family held out of training "
+                "(leave-one-generator-out models of the shipped recipe, `weights/logo/`).")
+    frames = [("this evaluation", df, ctx.lm.verdict, ctx.lm.temperature)]
+    if "ood" in _common.sample_splits():
+        key = (str(_common.SAMPLE_DIR), "ood", "cifake", None)
+        sub = Context(lm=ctx.lm, weights_path=ctx.weights_path, ds=open_dataset_cached(*key, _stamp(key)),
+                      dataset_key=key, threshold=ctx.threshold)
+        res = evaluation_ui(sub)
+        if res is not None:
+            frames.append(("sample ood (unseen family)", res[0], ctx.lm.verdict, ctx.lm.temperature))
+    frames += logo_frames(_common.WEIGHTS_DIR / "logo")
+    st.dataframe(lim.unsure_table(frames, ctx.threshold), hide_index=True, key="conf_unsure", column_config={
+        c: st.column_config.NumberColumn(c, format="%.3f") for c in
+        ("accuracy", f"wrong, confidence > {HIGH_CONFIDENCE}", "UNSURE", "wrong, not UNSURE",
+         "errors caught by UNSURE", "accuracy when decided")})
     st.page_link("pages/3_calibration.py", label="Calibration page: reliability, ECE, temperature scaling",
                  icon="📏")
 

@@ -19,8 +19,8 @@ from core.generalize import load_leaderboard, source_table
 from core.images import ImageError, load_image
 from core.labels import CLASS_NAMES
 from core.verdict import UNSURE, VerdictModel, decide
-from pages._common import ROOT, WEIGHTS_DIR, context_and_evaluation_or_stop
-from pages._views import enlarged, gallery, num, pct
+from pages_support.common import ROOT, WEIGHTS_DIR, context_and_evaluation_or_stop
+from pages_support.views import enlarged, gallery, num, pct
 
 LOGO_DIR = WEIGHTS_DIR / "logo"
 COLUMNS = {"n": "images", "n_fake": "FAKE images", "auc": "ROC AUC", "ap": "AP", "acc": "accuracy",

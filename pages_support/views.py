@@ -125,7 +125,9 @@ def gallery(ctx: Context, rows: pd.DataFrame, n_cols: int = 6, cam: bool = False
 def default_caption(r, threshold: float) -> str:
     called = CLASS_NAMES[int(r["prob_fake"] >= threshold)]
     src = f" · {r['source']}" if r.get("source") else ""
-    return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{src}"
+    # The verdict column is present when the frame went through core.evaluate.add_verdicts at this threshold.
+    verdict = f" · verdict {r['verdict']}" if r.get("verdict") == "UNSURE" else ""
+    return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{verdict}{src}"
 
 
 # ----------------------------------------------------------------------------- figures
