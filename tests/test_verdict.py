@@ -118,3 +118,25 @@ def test_verdict_summary_counts():
     assert s["share_wrong_decided"] == pytest.approx(0.25)
     assert s["errors_caught_by_unsure"] == pytest.approx(0.5)
     assert logit_of(0.5) == 0.0
+
+
+def test_checkpoint_without_verdict_still_loads_and_predicts(tmp_path):
+    """A checkpoint from before the verdict (no "verdict" entry) predicts; its verdict is the label."""
+    import torch
+    from PIL import Image
+    from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+    from core.models import build_model
+    from core.predict import predict_many
+    from core.preprocess import PreprocessConfig
+    torch.manual_seed(0)
+    model = build_model("seed-v1", input_size=32, channels=[4, 8, 8], hidden=8)
+    ck = make_checkpoint(model, "seed-v1", {"input_size": 32, "channels": [4, 8, 8], "hidden": 8}, PreprocessConfig())
+    assert "verdict" not in ck
+    save_checkpoint(ck, tmp_path / "old.pt")
+    lm = load_checkpoint(tmp_path / "old.pt")
+    assert not lm.verdict.has_band and lm.verdict.familiarity is None
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
+    (pred,) = predict_many(lm, [("a.png", str(tmp_path / "a.png"))])
+    line = pred.as_json(0.5, lm.verdict)
+    assert line["verdict"] == line["label"] and line["familiarity"] is None and "why" not in line
+    assert any("no familiarity model" in s for s in lm.verdict.describe())
