@@ -23,8 +23,9 @@ def _pct(v) -> str:
 
 
 def metrics_table(evals: dict[str, dict]) -> str:
-    rows = ["| split | images | accuracy | ROC AUC | ECE | recall REAL | recall FAKE | errors with conf > 0.9 |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| split | images | accuracy | ROC AUC | ECE | recall REAL | recall FAKE | errors with conf > 0.9 "
+            "| UNSURE | wrong, not UNSURE |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for split, m in evals.items():
         pc = m.get("per_class", {})
         share = m.get("share_of_errors_confidence_over_0.9")
@@ -32,7 +33,9 @@ def metrics_table(evals: dict[str, dict]) -> str:
                     f"{m['roc_auc']:.4f} | {m['ece']:.4f} | {_pct(pc.get('REAL', {}).get('recall'))} | "
                     f"{_pct(pc.get('FAKE', {}).get('recall'))} | "
                     f"{m.get('errors_confidence_over_0.9', 0)} of {m.get('errors', 0)}"
-                    + (f" ({share:.0%})" if share is not None else "") + " |")
+                    + (f" ({share:.0%})" if share is not None else "") + " | "
+                    + f"{_pct((m.get('verdict') or {}).get('share_unsure'))} | "
+                    + f"{_pct((m.get('verdict') or {}).get('share_wrong_decided'))} |")
     return "\n".join(rows)
 
 
@@ -47,12 +50,15 @@ def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
              f"- Trained on: {tc.get('dataset', '?')}",
              f"- Training: {tc.get('epochs')} epochs one-cycle (peak lr {tc.get('lr')}, AdamW, weight decay "
              f"{tc.get('weight_decay')}, batch {tc.get('batch_size')}) + {tc.get('finetune_epochs')} fine-tuning epochs at "
-             f"lr x {tc.get('finetune_lr_factor')}; robustness augmentation {'on' if tc.get('robust_aug') else 'off'}; "
+             f"lr x {tc.get('finetune_lr_factor')}; augmentation: blur p={tc.get('aug_blur', 0)}, JPEG "
+             f"p={tc.get('aug_jpeg', 0)}, resampling p={tc.get('aug_resample', 0)}, robustness mix "
+             f"{'on' if tc.get('robust_aug') else 'off'}; label smoothing {tc.get('label_smoothing', 0)}; "
              f"seed {tc.get('seed')}; {tc.get('train_images', '?'):,} train / {tc.get('val_images', '?'):,} validation images",
              f"- Training time: {tc.get('train_seconds', '?')} s on {tc.get('device', '?')} "
              f"(torch {tc.get('torch', '?')}, {tc.get('world_size', 1)} process(es))",
              f"- Best validation epoch: {best.get('epoch')} ({best.get('phase')}), val accuracy {_pct(best.get('val_acc'))}, "
              f"val ECE {best.get('val_ece', float('nan')):.4f}" if best else "- No training history stored",
+             *[f"- Verdict: {line}" for line in lm.verdict.describe()],
              "", "Evaluation with `python -m core.evaluate` (threshold 0.5):", "", metrics_table(evals), ""]
     return "\n".join(lines)
 

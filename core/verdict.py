@@ -151,7 +151,7 @@ class VerdictModel:
             lo, hi = self.band(threshold, temperature)
             out.append(f"UNSURE near the threshold: split-conformal on {len(self.cal_logits):,} held-out "
                        f"calibration images at {1 - self.alpha:.0%} coverage; at threshold {threshold:.2f} "
-                       f"the band is P(AI) in [{lo:.4f}, {hi:.4f}].")
+                       f"the band is P(AI) from {lo:.4f} to {hi:.4f}.")
         else:
             out.append("This checkpoint has no calibration data: no 'near the threshold' band (retrain with "
                        "core.train to add it).")
@@ -206,14 +206,14 @@ def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float |
         band = vm.band(threshold, temperature) if vm is not None and vm.has_band else None
         bits = [f"P(AI) {prob_fake:.4f}"]
         if band:
-            bits.append(f"outside the uncertainty band [{band[0]:.4f}, {band[1]:.4f}]")
+            bits.append(f"outside the uncertainty band from {band[0]:.4f} to {band[1]:.4f}")
         if fam:
             bits.append(f"{fam}: it resembles the training data")
         return f"{verdict}: " + ", ".join(bits) + "."
     parts = []
     if WHY_BAND in why:
         band = vm.band(threshold, temperature)
-        parts.append(f"near the threshold: P(AI) {prob_fake:.4f} is inside the band [{band[0]:.4f}, {band[1]:.4f}] "
+        parts.append(f"near the threshold: P(AI) {prob_fake:.4f} is inside the band from {band[0]:.4f} to {band[1]:.4f} "
                      f"where the {1 - vm.alpha:.0%} conformal guarantee cannot tell REAL from FAKE")
     if WHY_UNFAMILIAR in why:
         parts.append(f"unlike the training data: {fam} (below {vm.familiarity.flag_rate:.2f}: fewer than "

@@ -104,7 +104,9 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
     label = pred.label(t)
     verdict, why = pred.verdict(ctx.lm.verdict, t)
     text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature)
-    {"UNSURE": st.warning, "FAKE": st.error, "REAL": st.success}[verdict](f"**{verdict}**: {text.split(': ', 1)[1]}")
+    # The verdict first, in words (st.error is reserved for failures, so colour, not alert boxes).
+    colour = {"UNSURE": "orange", "FAKE": "red", "REAL": "green"}[verdict]
+    st.markdown(f"**{verdict}** :{colour}[{text.split(': ', 1)[1]}]")
     a, b, c, d = st.columns(4)
     a.metric("Label at the threshold", label, help="FAKE = AI-generated; the image is called FAKE when P(AI) >= "
              "threshold. The verdict above adds UNSURE when that call should not be trusted.")

@@ -233,17 +233,23 @@ def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
     assert not at.exception and not at.error
     assert "upload_me.png" in [s.value for s in at.subheader]
     # P(AI) is the model's, and the label is FAKE exactly when P(AI) >= the sidebar threshold.
-    p = predict_one(load_checkpoint(app_dirs["weights"] / "default.pt"), "x", img, with_cam=False).prob_fake
+    lm = load_checkpoint(app_dirs["weights"] / "default.pt")
+    pred = predict_one(lm, "x", img, with_cam=False)
+    p = pred.prob_fake
     for t in (round(p - 0.01, 2), round(p + 0.01, 2), 0.5):
         at.sidebar.slider(key="threshold").set_value(t).run()
         assert not at.exception
         metrics = {m.label: m.value for m in at.metric}
         assert float(metrics["P(AI)"]) == pytest.approx(p, abs=5e-5)
         label = "FAKE" if p >= t else "REAL"
-        assert metrics["Label"] == label, (p, t)
+        assert metrics["Label at the threshold"] == label, (p, t)
         assert float(metrics["Distance from threshold"]) == pytest.approx(p - t, abs=2e-4)
+        # The verdict (core.verdict) comes first, in words: REAL/FAKE/UNSURE at this threshold.
+        verdict, why = pred.verdict(lm.verdict, t)
+        assert verdict in ("REAL", "FAKE", "UNSURE") and (verdict == label or verdict == "UNSURE")
         text = " ".join(m.value for m in at.markdown)
-        assert f"**{label}** · P(AI) = {p:.4f}" in text
+        assert f"**{verdict}** · P(AI) = {p:.4f}" in text
+        assert at.markdown[0].value.startswith(f"**{verdict}**")
         captions = " ".join(c for i in at.image for c in i.captions)
         assert f"explaining the {label} call" in captions
     # original, model input (real size + enlarged), Grad-CAM on the input and on the original
@@ -296,11 +302,15 @@ def test_predict_batch_with_zip_and_bad_files(app):
     assert "not a valid zip" in table.loc["broken.zip", "message"]
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Unreadable"]) == 4
-    n_fake = int((table.loc[ok, "P(AI)"] >= 0.5).sum())
-    assert int(metrics["Called FAKE (AI)"]) == n_fake
+    # Labels follow P(AI) and the threshold; verdicts are the label or UNSURE, and the counts add up.
+    assert (table.loc[ok, "label"] == np.where(table.loc[ok, "P(AI)"] >= 0.5, "FAKE", "REAL")).all()
+    assert ((table.loc[ok, "verdict"] == table.loc[ok, "label"]) | (table.loc[ok, "verdict"] == "UNSURE")).all()
+    for v in ("FAKE", "REAL", "UNSURE"):
+        assert int(metrics[v if v != "FAKE" else "FAKE (AI)"]) == int((table.loc[ok, "verdict"] == v).sum())
     # Threshold applies to the batch table too.
     at.sidebar.slider(key="threshold").set_value(0.0).run()
-    assert int({m.label: m.value for m in at.metric}["Called FAKE (AI)"]) == len(ok)
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["FAKE (AI)"]) + int(metrics["UNSURE"]) == len(ok) and int(metrics["REAL"]) == 0
     # The detail view of the selected image renders with Grad-CAM.
     assert at.selectbox(key="predict_pick").value in ok
     assert len(at.get("plotly_chart")) >= 2 and len(at.image) >= 4

@@ -175,7 +175,8 @@ def test_train_on_parquet(tmp_path):
     folder = make_hemg_parquet(tmp_path / "hemg", n_per_class=16)
     assert train.main(["--data", str(folder), "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8",
                        "--out", str(tmp_path / "p.pt"), "--model-args", '{"channels": [4, 8, 8, 8], "hidden": 8}']) == 0
-    assert load_checkpoint(tmp_path / "p.pt").meta["train_config"]["train_images"] == 29
+    # 32 images: 3 calibration (core.verdict), 3 validation, 26 training
+    assert load_checkpoint(tmp_path / "p.pt").meta["train_config"]["train_images"] == 26
 
 
 def test_predict_cli_json_lines(trained_ckpt, tiny_cifake, tmp_path, capsys):

@@ -12,7 +12,8 @@ from core.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
-MIN_PER_CLASS = {"train": 5000, "test": 1000, "ood": 500}
+MIN_PER_CLASS = {"train": 5000, "test": 1500, "ood": 500}
+TRAIN_FAMILIES = {"dcgan", "vae", "ddpm", "pixelcnn", "regen"}
 
 pytestmark = pytest.mark.skipif(not (SAMPLE / "test" / "manifest.csv").is_file(), reason="data/sample not built")
 
@@ -53,10 +54,20 @@ def test_no_source_photo_in_two_splits():
     assert len(photos) >= 30
 
 
-def test_ood_fakes_come_from_another_generator():
-    gen = {split: {r["source"] for r in _manifest(split) if r["label"] == "1"} for split in ("train", "test", "ood")}
-    assert gen["train"] == gen["test"] and len(gen["train"]) == 1
-    assert gen["ood"].isdisjoint(gen["train"])
+def test_families_have_train_and_test_images_and_ood_is_another_family():
+    fams = {split: Counter(r["source"] for r in _manifest(split) if r["label"] == "1") for split in ("train", "test", "ood")}
+    assert set(fams["train"]) == set(fams["test"]) == TRAIN_FAMILIES
+    # Even counts per family (5,000 / 5 and 1,500 / 5).
+    assert set(fams["train"].values()) == {1000} and set(fams["test"].values()) == {300}
+    assert set(fams["ood"]).isdisjoint(TRAIN_FAMILIES) and sum(fams["ood"].values()) == 500
+    # Fakes say which generator and seed made them; regenerated reals say which photo they re-synthesise.
+    for r in _manifest("test"):
+        if r["label"] == "1":
+            assert r["origin"].startswith(r["source"] + " seed=")
+
+
+def test_sample_file_count_budget():
+    assert sum(1 for _ in SAMPLE.rglob("*.jpg")) < 40000
 
 
 def test_sample_size_budget():
@@ -71,7 +82,7 @@ def test_default_checkpoint_scores_at_least_97_percent_on_sample_test(tmp_path):
     from core.evaluate import evaluate
     lm = load_checkpoint(ROOT / "weights" / "default.pt")
     df, m = evaluate(lm, open_dataset(SAMPLE, split="test"))
-    assert m["n"] == 2000 and m["n_skipped"] == 0
+    assert m["n"] == 3000 and m["n_skipped"] == 0
     assert m["accuracy"] >= 0.97, m["accuracy"]
     # The model card's numbers are what this run reproduces.
     card = (ROOT / "weights" / "README.md").read_text()
