@@ -344,8 +344,36 @@ DEFAULT_SEED = 20260522
 # The train/test families (each has train and test fakes) and the one kept for the ood split.
 TRAIN_FAMILIES = ("dcgan", "vae", "ddpm", "pixelcnn", "regen")
 OOD_FAMILY = "upgan64"
+# PixelCNN samples one pixel at a time (1,024 network passes per image): on 2 shared cores 1,300 images
+# would take over an hour, so it contributes fewer; DDPM (20 DDIM passes) is pinned at its first run's
+# counts; the other families share the rest evenly.
+DEFAULT_FAMILY_N = "ddpm=1000:300,pixelcnn=400:150"
 # Wall-time caps per family (minutes) used for the shipped weights; see data/card/build_times.md.
 DEFAULT_MINUTES = {"dcgan": 36, "vae": 8, "ddpm": 30, "pixelcnn": 15, "regen": 6, "upgan64": 15}
+
+
+def parse_family_n(text: str) -> dict[str, dict[str, int]]:
+    """'pixelcnn=300:100' -> {'pixelcnn': {'train': 300, 'test': 100}}."""
+    out = {}
+    for kv in (text or "").split(","):
+        if kv:
+            f, v = kv.split("=")
+            tr, te = v.split(":")
+            out[f] = {"train": int(tr), "test": int(te)}
+    return out
+
+
+def family_counts(fams, n_total: int, split: str, fixed: dict) -> list[int]:
+    """Images per family in a split: fixed ones as given, the rest of n_total spread evenly."""
+    pinned = {f: fixed[f][split] for f in fams if f in fixed and split in fixed[f]}
+    rest = [f for f in fams if f not in pinned]
+    even = dict(zip(rest, even_counts(n_total - sum(pinned.values()), len(rest)))) if rest else {}
+    return [pinned.get(f, even.get(f, 0)) for f in fams]
+
+
+def file_digest(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
 def default_args(argv=None):
@@ -462,11 +490,17 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-n", type=int, default=5000, help="images per class in train (default: 5000)")
     p.add_argument("--test-n", type=int, default=1500, help="images per class in test (default: 1500)")
     p.add_argument("--ood-n", type=int, default=500, help="images per class in ood (default: 500)")
+    p.add_argument("--family-n", default=DEFAULT_FAMILY_N,
+                   help="fixed train:test counts for slow families, e.g. 'pixelcnn=300:100' (default: %(default)s); "
+                        "the other families share the rest evenly")
     p.add_argument("--crops64", type=int, default=6000, help="64-px train crops for the 64-px families")
     p.add_argument("--scales", type=int, default=5, help="log-spaced crop sizes per photo")
     p.add_argument("--min-std", type=float, default=4.0,
                    help="reject crops whose pixel std (0-255) is below this")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only-sample", default=None, choices=gen.FAMILIES,
+                   help="only draw this family's fakes into the cache data/_cache/fakes (to run families in "
+                        "parallel processes), then stop")
     p.add_argument("--progress-dir", type=Path, default=CACHE / "progress",
                    help="where to drop sample grids while generators train")
     return p
@@ -487,9 +521,10 @@ def main(argv=None):
     reals, photo_rows, members = build_reals(dirs, args, rng)
     times["real crops"] = time.time() - t
 
+    fixed = parse_family_n(args.family_n)
     minutes = {**DEFAULT_MINUTES, **{k: float(v) for k, v in (kv.split("=") for kv in args.minutes.split(",") if kv)}}
     families = list(TRAIN_FAMILIES) + [OOD_FAMILY]
-    if args.skip_gen_train:
+    if args.skip_gen_train or args.only_sample:
         to_train = set()
     elif args.train:
         to_train = set(args.train.split(","))
@@ -497,6 +532,8 @@ def main(argv=None):
         to_train = {f for f in families if not (args.weights / f"{f}.pt").exists()}
     models, gen_rows = {}, []
     for f in families:
+        if args.only_sample and f != args.only_sample:
+            continue
         path = args.weights / f"{f}.pt"
         if f in to_train:
             x = crops_for_training(f, dirs, reals, members, args)
@@ -512,17 +549,33 @@ def main(argv=None):
 
     def fakes_for(split: str, fams, n_total: int, base: int):
         out = []
-        for k, (f, n) in enumerate(zip(fams, even_counts(n_total, len(fams)))):
+        for f, n in zip(fams, family_counts(fams, n_total, split, fixed)):
+            if args.only_sample and f != args.only_sample:
+                continue
             model, cfg = models[f]
             seed = args.seed + base + 10 * gen.hash_family(f)     # distinct per split and family
-            inputs = None
-            if f == "regen":
-                # Content-matched fakes: fresh 64-px crops of this split's own photos, re-synthesised.
-                crng = np.random.default_rng(seed)
-                inputs = gen.to_tensor([a for a, _, _ in crops_at(dirs, members[split], n, 64, crng)])
+            cache = CACHE / "fakes" / f"{f}-{split}-{n}-{seed}-{file_digest(args.weights / f'{f}.pt')}.npz"
             t0 = time.time()
-            out += [(a, f, o) for a, o in gen.generate(f, model, cfg, n, seed, inputs)]
-            times[f"sample {f} {split} ({n})"] = time.time() - t0
+            if cache.is_file():
+                z = np.load(cache)
+                arrs, origins = list(z["images"]), [str(o) for o in z["origins"]]
+            else:
+                inputs, crops = None, None
+                if f == "regen":
+                    # Content-matched fakes: fresh 64-px crops of this split's own photos, re-synthesised.
+                    crng = np.random.default_rng(seed)
+                    crops = crops_at(dirs, members[split], n, 64, crng)
+                    inputs = gen.to_tensor([a for a, _, _ in crops])
+                made = gen.generate(f, model, cfg, n, seed, inputs)
+                arrs, origins = [a for a, _ in made], [o for _, o in made]
+                if crops is not None:
+                    origins = [f"{o} of {src} {co}" for o, (_, src, co) in zip(origins, crops)]
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(".tmp.npz")
+                np.savez(tmp, images=np.stack(arrs), origins=np.array(origins))
+                tmp.replace(cache)
+                times[f"sample {f} {split} ({n})"] = time.time() - t0
+            out += [(a, f, o) for a, o in zip(arrs, origins)]
             log(f"[gen] {split}: {n} {f} fakes in {time.time() - t0:.0f} s")
         return out
 
@@ -531,6 +584,9 @@ def main(argv=None):
              "test": fakes_for("test", TRAIN_FAMILIES, args.test_n, 200),
              "ood": fakes_for("ood", [OOD_FAMILY], args.ood_n, 300)}
 
+    if args.only_sample:
+        log(f"[done] sampled {args.only_sample} into {CACHE / 'fakes'}")
+        return
     t = time.time()
     manifests = {}
     for s in tqdm(SPLITS, desc="write jpeg", unit="split"):

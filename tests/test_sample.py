@@ -57,8 +57,11 @@ def test_no_source_photo_in_two_splits():
 def test_families_have_train_and_test_images_and_ood_is_another_family():
     fams = {split: Counter(r["source"] for r in _manifest(split) if r["label"] == "1") for split in ("train", "test", "ood")}
     assert set(fams["train"]) == set(fams["test"]) == TRAIN_FAMILIES
-    # Even counts per family (5,000 / 5 and 1,500 / 5).
-    assert set(fams["train"].values()) == {1000} and set(fams["test"].values()) == {300}
+    # The slow samplers contribute fixed counts (build_sample.DEFAULT_FAMILY_N), the others share the rest.
+    assert fams["train"]["ddpm"] == 1000 and fams["test"]["ddpm"] == 300
+    assert fams["train"]["pixelcnn"] == 400 and fams["test"]["pixelcnn"] == 150
+    assert {fams["train"][f] for f in ("dcgan", "vae", "regen")} == {1200}
+    assert {fams["test"][f] for f in ("dcgan", "vae", "regen")} == {350}
     assert set(fams["ood"]).isdisjoint(TRAIN_FAMILIES) and sum(fams["ood"].values()) == 500
     # Fakes say which generator and seed made them; regenerated reals say which photo they re-synthesise.
     for r in _manifest("test"):
