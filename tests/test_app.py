@@ -12,6 +12,7 @@ The last test runs on the shipped weights/default.pt + data/sample and skips unt
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import sys
 import zipfile
@@ -30,7 +31,8 @@ if str(ROOT) not in sys.path:
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 PAGES = {"1_predict": "Predict", "2_confusion": "Confusion matrix", "3_calibration": "Calibration",
-         "4_misclassifications": "Misclassifications", "5_limitations": "Limitations", "6_model_data": "Model & data"}
+         "4_misclassifications": "Misclassifications", "5_limitations": "Limitations", "6_model_data": "Model & data",
+         "7_generalization": "Generalization"}
 N_PER_CLASS = 24
 
 
@@ -500,3 +502,42 @@ def test_shipped_defaults(monkeypatch, tmp_path):
     assert cells.sum() + skipped == n
     at = _page(at, "6_model_data")
     assert not at.error
+
+
+def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypatch):
+    """The per-source table is core.generalize.source_table at the sidebar threshold; a stored LOGO
+    leaderboard (weights/logo) is shown as stored, with its summary."""
+    import shutil
+    from core.checkpoint import load_checkpoint
+    from core.generalize import LEADERBOARD_COLUMNS, source_table
+    at = _page(app, "7_generalization")
+    df = _predictions(app_dirs)
+    lm = load_checkpoint(app_dirs["weights"] / "default.pt")
+    want = source_table(df, lm.verdict, 0.5, lm.temperature)
+    got = _table(at, "FAKE recall")
+    assert got["source"].tolist() == want["source"].tolist() == ["gen"]
+    assert got["AP"].iloc[0] == pytest.approx(want["ap"].iloc[0])
+    assert got["images"].iloc[0] == want["n"].iloc[0] == len(df)
+    assert any("No stored leaderboard" in i.value for i in at.info)
+    # A stored LOGO run: one fold ("gen") whose model is the app's and whose evaluation is the app's.
+    weights = tmp_path / "weights"
+    shutil.copytree(app_dirs["weights"], weights)
+    fold = weights / "logo" / "gen"
+    (fold / "eval").mkdir(parents=True)
+    shutil.copy(app_dirs["weights"] / "default.pt", fold / "model.pt")
+    df.to_csv(fold / "eval" / "predictions.csv", index=False)
+    (fold / "eval" / "metrics.json").write_text("{}")
+    row = {"held_out": "gen", **want.drop(columns=["source"]).iloc[0].to_dict()}
+    pd.DataFrame([row], columns=LEADERBOARD_COLUMNS).to_csv(weights / "logo" / "leaderboard.csv", index=False)
+    (weights / "logo" / "summary.json").write_text(json.dumps({
+        "families": 1, "mean_auc": row["auc"], "min_auc": row["auc"], "worst_family": "gen",
+        "mean_share_wrong_decided": row["share_wrong_decided"], "mean_share_unsure": row["share_unsure"],
+        "test_root": str(app_dirs["sample"] / "test"), "config": {"recipe": "seed-v21, test"}}))
+    _point_app_at(monkeypatch, weights, app_dirs["sample"], app_dirs["runs"])
+    at2 = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at2.run()
+    at2 = _page(at2, "7_generalization")
+    assert not at2.error, [e.value for e in at2.error]
+    board = _table(at2, "held_out")
+    assert board["held_out"].tolist() == ["gen"] and board["ROC AUC"].iloc[0] == pytest.approx(row["auc"])
+    assert {m.label: m.value for m in at2.metric}["Mean AUC on unseen families"] == f"{row['auc']:.3f}"
