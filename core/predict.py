@@ -86,7 +86,7 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     fam = None
     if lm.verdict.familiarity is not None:
         with torch.inference_mode():
-            _, f = pooled_features(lm.model, x)
+            _, f = pooled_features(lm.inference_model, x)
         fam = lm.verdict.familiarity.score(f.float().cpu().numpy())
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
