@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-PREDICTION = re.compile(r"\b(REAL|FAKE) · P\(AI\) = [01]\.\d{4} · P\(real\) = [01]\.\d{4}")
+PREDICTION = re.compile(r"\b(REAL|FAKE|UNSURE) · P\(AI\) = [01]\.\d{4} · P\(real\) = [01]\.\d{4}")
 CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1800"]
 
