@@ -267,7 +267,7 @@ def test_predict_heic_upload(app):
     at.file_uploader(key="predict_upload").set_value(("IMG_0042.HEIC", buf.getvalue(), "image/heic")).run()
     assert not at.exception and not at.error
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Label"] in ("REAL", "FAKE") and 0 <= float(metrics["P(AI)"]) <= 1
+    assert metrics["Label at the threshold"] in ("REAL", "FAKE") and 0 <= float(metrics["P(AI)"]) <= 1
     assert "IMG_0042.HEIC" in [s.value for s in at.subheader]
 
 
