@@ -559,6 +559,8 @@ def main(argv=None):
             if cache.is_file():
                 z = np.load(cache)
                 arrs, origins = list(z["images"]), [str(o) for o in z["origins"]]
+                if "seconds" in z:                  # how long drawing them took when they were made
+                    times[f"sample {f} {split} ({n})"] = float(z["seconds"])
             else:
                 inputs, crops = None, None
                 if f == "regen":
@@ -572,9 +574,10 @@ def main(argv=None):
                     origins = [f"{o} of {src} {co}" for o, (_, src, co) in zip(origins, crops)]
                 cache.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache.with_suffix(".tmp.npz")
-                np.savez(tmp, images=np.stack(arrs), origins=np.array(origins))
-                tmp.replace(cache)
                 times[f"sample {f} {split} ({n})"] = time.time() - t0
+                np.savez(tmp, images=np.stack(arrs), origins=np.array(origins),
+                         seconds=np.float64(times[f"sample {f} {split} ({n})"]))
+                tmp.replace(cache)
             out += [(a, f, o) for a, o in zip(arrs, origins)]
             log(f"[gen] {split}: {n} {f} fakes in {time.time() - t0:.0f} s")
         return out
