@@ -1,13 +1,23 @@
-"""The real app in a real browser: streamlit run dashboard.py, headless Chromium, upload on Predict.
+"""The real app in a real browser: `streamlit run dashboard.py` driven by Playwright in Debian's chromium.
 
-Drives Debian's chromium through chromedriver with the W3C WebDriver HTTP protocol (standard library
-only). Skips when chromium/chromedriver are absent, unless REQUIRE_BROWSER=1 (set by .ci/run), where
-their absence fails. Saves a screenshot to ci-artifacts/browser_predict.png.
+    python -m pytest tests/test_browser.py -q        # ~1-2 minutes on 2 cores
+
+One server for the module, on tiny fixtures (test_app's sample and model, built in tmp_path), so every
+page computes in seconds. Every test fails on Streamlit's exception element ([data-testid=stException]):
+with client.showErrorDetails = "none" a crash never shows a traceback in the text, but the element is
+still drawn. Covered: every page visited from the menu (the first visit a deep link on the fresh
+server), a navigation that never lists a helper module (not even on first paint), a Predict batch
+holding bad files with its CSV download, a threshold change moving the confusion counts, a confusion
+cell whose images appear, and a foreign checkpoint refused in the sidebar. A screenshot of every page
+and flow goes to ci-artifacts/browser_*.png.
+
+Playwright drives the system chromium (executable_path=/usr/bin/chromium; `playwright install` is never
+run). Skips when playwright or chromium is missing, unless REQUIRE_BROWSER=1 (.ci/run), where it fails.
 """
 from __future__ import annotations
 
-import base64
-import json
+import csv
+import io
 import os
 import re
 import shutil
@@ -20,12 +30,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from test_app import N_PER_CLASS, _encode, _noise, _smooth, app_dirs  # noqa: F401  (app_dirs is a fixture)
+
 ROOT = Path(__file__).resolve().parent.parent
-PREDICTION = re.compile(r"\b(REAL|FAKE|UNSURE) · P\(AI\) = [01]\.\d{4} · P\(real\) = [01]\.\d{4}")
-CHROME_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage", "--window-size=1400,1800"]
+ARTIFACTS = ROOT / "ci-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+THRESHOLD = '[data-testid="stSidebar"] [data-testid="stSlider"] input[type="range"]'
+HELPER_NAMES = {"common", "views", "forensics views", "forensics_views", "dashboard", "init", "pages support"}
+# Records every entry of Streamlit's automatic page list (stSidebarNav) that is ever drawn, from the very
+# first paint on: installed before any page script runs.
+NAV_OBSERVER = """
+window.__autoNav = [];
+new MutationObserver(() => {
+  document.querySelectorAll('[data-testid="stSidebarNav"] a, [data-testid="stSidebarNavLink"]').forEach(a => {
+    const t = a.innerText.trim();
+    if (!window.__autoNav.includes(t)) window.__autoNav.push(t);
+  });
+}).observe(document, {subtree: true, childList: true});
+"""
 
 
 def _free_port() -> int:
@@ -46,97 +73,240 @@ def _wait_http(url: str, timeout: float) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-class WebDriver:
-    """The few W3C WebDriver commands this test needs."""
+@pytest.fixture(scope="module")
+def playwright_browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        sync_playwright = None
+    if sync_playwright is None or not Path(CHROMIUM).is_file():
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but playwright (requirements-dev.txt) or /usr/bin/chromium is missing")
+        pytest.skip("playwright or /usr/bin/chromium is not installed")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
-    def __init__(self, base: str, user_data_dir: str):
-        self.base = base
-        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
-            "binary": shutil.which("chromium") or "/usr/bin/chromium",
-            "args": CHROME_FLAGS + [f"--user-data-dir={user_data_dir}"]}}}}
-        self.sid = self._call("POST", "/session", caps)["sessionId"]
 
-    def _call(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return json.loads(r.read())["value"]
-
-    def cmd(self, method, path, body=None):
-        return self._call(method, f"/session/{self.sid}{path}", body)
-
-    def find(self, css):
+@pytest.fixture(scope="module")
+def server(app_dirs, tmp_path_factory):  # noqa: F811
+    """streamlit run dashboard.py on the tiny sample and model; its own runs/ folder."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    env = {**os.environ, "AUDIT_WEIGHTS_DIR": str(app_dirs["weights"]), "AUDIT_SAMPLE_DIR": str(app_dirs["sample"]),
+           "AUDIT_RUNS_DIR": str(app_dirs["runs"]), "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
+                                 "--server.headless", "true", "--server.address", "127.0.0.1",
+                                 "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
+        yield {"url": f"http://127.0.0.1:{port}", "log": log, **app_dirs}
+    finally:
+        proc.terminate()
         try:
-            v = self.cmd("POST", "/element", {"using": "css selector", "value": css})
-        except urllib.error.HTTPError:
-            return None
-        return next(iter(v.values()))
-
-    def quit(self):
-        try:
-            self._call("DELETE", f"/session/{self.sid}")
-        except OSError:
-            pass
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture
-def browser_tools():
-    have = shutil.which("chromium") and shutil.which("chromedriver")
-    if not have:
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail("REQUIRE_BROWSER=1 but chromium/chromedriver are not installed")
-        pytest.skip("chromium and chromedriver are not installed (apt-get install chromium chromium-driver)")
-    return shutil.which("chromedriver")
+def page(playwright_browser, server, request):
+    ctx = playwright_browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    ctx.add_init_script(NAV_OBSERVER)
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    shot(pg, f"end_{request.node.name}")          # the state the test ended in (the last look on failure)
+    # No test may leave an automatic page list behind it, at any moment of its session.
+    auto = pg.evaluate("window.__autoNav || []")
+    ctx.close()
+    assert not auto, f"Streamlit's automatic page list was drawn: {auto}"
 
 
-def test_predict_in_real_browser(browser_tools, tmp_path):
-    if not (ROOT / "weights" / "default.pt").is_file():
-        pytest.skip("shipped weights/default.pt not built yet")
-    app_port, drv_port = _free_port(), _free_port()
-    env = {**os.environ, "AUDIT_RUNS_DIR": str(tmp_path / "runs")}
-    app = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard.py"),
-                            "--server.headless", "true", "--server.address", "127.0.0.1",
-                            "--server.port", str(app_port), "--browser.gatherUsageStats", "false"],
-                           cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    drv = subprocess.Popen([browser_tools, f"--port={drv_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wd = None
-    shot = ROOT / "ci-artifacts" / "browser_predict.png"
-    try:
-        _wait_http(f"http://127.0.0.1:{app_port}/_stcore/health", 60)
-        _wait_http(f"http://127.0.0.1:{drv_port}/status", 30)
-        wd = WebDriver(f"http://127.0.0.1:{drv_port}", str(tmp_path / "chrome-profile"))
-        wd.cmd("POST", "/url", {"url": f"http://127.0.0.1:{app_port}/"})
-        end = time.time() + 60
-        upload = None
-        while time.time() < end and upload is None:
-            upload = wd.find("input[type=file]")
-            time.sleep(0.5)
-        assert upload is not None, "no file input on the Predict page"
-        img = tmp_path / "upload_me.png"
-        rng = np.random.default_rng(0)
-        Image.fromarray(rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)).save(img)
-        wd.cmd("POST", f"/element/{upload}/value", {"text": str(img)})
-        # A prediction shows the label and P(AI) for the uploaded file.
-        end, text = time.time() + 90, ""
-        while time.time() < end:
-            text = wd.cmd("POST", "/execute/sync", {"script": "return document.body.innerText", "args": []})
-            if PREDICTION.search(text):
+# ----------------------------------------------------------------------------- helpers
+
+def settle(pg, quiet: float = 0.5, timeout: float = 120) -> None:
+    """Wait until the script has stopped running for `quiet` seconds, then fail on any exception element."""
+    app = pg.locator('[data-testid="stApp"]')
+    end, idle_since = time.time() + timeout, None
+    while time.time() < end:
+        state = app.get_attribute("data-test-script-state") if app.count() else None
+        if state == "notRunning":
+            idle_since = idle_since or time.time()
+            if time.time() - idle_since >= quiet:
                 break
-            time.sleep(0.5)
-        time.sleep(2)                          # let the images and metrics finish drawing for the screenshot
-        shot.parent.mkdir(exist_ok=True)
-        shot.write_bytes(base64.b64decode(wd.cmd("GET", "/screenshot")))
-        # The Predict page's verdict line, e.g. "FAKE · P(AI) = 0.9731 · P(real) = 0.0269", under the file's name.
-        assert PREDICTION.search(text), text[-2000:]
-        assert text.index("upload_me.png", text.index("Predict")) < PREDICTION.search(text).start()
-        assert "Traceback" not in text
-    finally:
-        if wd is not None:
-            wd.quit()
-        drv.terminate()
-        app.terminate()
-        try:
-            app.wait(10)
-        except subprocess.TimeoutExpired:
-            app.kill()
+        else:
+            idle_since = None
+        time.sleep(0.2)
+    else:
+        raise TimeoutError("the app kept running")
+    errors = pg.locator('[data-testid="stException"]')
+    assert errors.count() == 0, "exception on the page: " + " | ".join(errors.all_inner_texts())[:2000]
+
+
+def shot(pg, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    pg.screenshot(path=str(ARTIFACTS / f"browser_{name}.png"))
+
+
+def title(pg) -> str:
+    return pg.locator("h1").first.inner_text().strip()
+
+
+def menu(pg) -> list[tuple[str, str]]:
+    """(label, href) of the sidebar's page menu."""
+    links = pg.locator('[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]')
+    return [(t.split("\n")[-1].strip(), h) for t, h in
+            zip(links.all_inner_texts(), links.evaluate_all("els => els.map(e => e.getAttribute('href'))"))]
+
+
+def open_page(pg, label: str) -> None:
+    pg.locator('[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]', has_text=label).first.click()
+    pg.wait_for_function("t => document.querySelector('h1') && document.querySelector('h1').innerText.trim() === t",
+                         arg=label)
+    settle(pg)
+
+
+def cell_counts(pg) -> dict[str, int]:
+    """{TN, FP, FN, TP: count} from the Confusion page's cell picker ("FP: REAL called FAKE (18)")."""
+    out = {}
+    for text in pg.locator('[data-testid="stRadio"] label').all_inner_texts():
+        m = re.match(r"\s*(TN|FP|FN|TP): .* \((\d[\d,]*)\)", text)
+        if m:
+            out[m.group(1)] = int(m.group(2).replace(",", ""))
+    return out
+
+
+def stored_predictions(server):
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.evaluate import evaluation_dir, load_evaluation
+    lm = load_checkpoint(server["weights"] / "default.pt")
+    res = load_evaluation(evaluation_dir(server["runs"], lm, open_dataset(server["sample"], split="test"), None))
+    assert res is not None, "the app did not store its evaluation"
+    return res[0]
+
+
+def expected_cells(df, t) -> dict[str, int]:
+    called, y = (df["prob_fake"] >= t).astype(int), df["label"]
+    return {"TN": int(((y == 0) & (called == 0)).sum()), "FP": int(((y == 0) & (called == 1)).sum()),
+            "FN": int(((y == 1) & (called == 0)).sum()), "TP": int(((y == 1) & (called == 1)).sum())}
+
+
+def set_threshold(pg, key: str) -> float:
+    """Move the sidebar threshold slider with one key press ("Home": 0, "End": 1); returns its new value."""
+    thumb = pg.locator(THRESHOLD).first
+    before = thumb.input_value()
+    thumb.press(key)
+    pg.wait_for_function("([sel, v]) => document.querySelector(sel).value !== v", arg=[THRESHOLD, before])
+    settle(pg, quiet=1.0)
+    return float(thumb.input_value())
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_every_page_from_a_fresh_server_and_the_menu(page, server):
+    pages = sorted(p.stem for p in (ROOT / "pages").glob("*.py"))
+    # First visitor of a fresh server opens a deep link: the page must come up inside the app (sidebar,
+    # threshold), not alone, and no automatic page list may flash while torch imports.
+    page.goto(server["url"] + "/confusion")
+    page.wait_for_function("sel => document.querySelector('h1') && document.querySelector('h1').innerText.trim() "
+                           "=== 'Confusion matrix' && document.querySelector(sel)", arg=THRESHOLD,
+                           timeout=120_000)                                         # a cold start: torch imports
+    settle(page)
+    shot(page, "deep_link_confusion")
+    items = menu(page)
+    labels = [label for label, _ in items]
+    assert len(items) == len(pages), (labels, pages)
+    assert not {label.lower() for label in labels} & HELPER_NAMES, labels
+    assert not any(h and h.strip("/").startswith("_") for _, h in items)
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    for label in labels:
+        open_page(page, label)
+        assert title(page) == label
+        assert page.locator(THRESHOLD).count() == 1      # the shared sidebar
+        shot(page, re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_"))
+
+
+def test_predict_batch_with_bad_files_and_csv_download(page, server, tmp_path):
+    page.goto(server["url"])
+    settle(page)
+    assert title(page) == "Predict"
+    rng = np.random.default_rng(3)
+    files = {"noise.jpg": _encode(_noise(rng)), "smooth.png": _encode(_smooth(rng), "PNG"),
+             "notes.txt": b"not an image\n", "cut.jpg": _encode(_noise(rng))[:150]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    page.locator('[data-testid="stMain"] input[type="file"]').set_input_files([str(tmp_path / n) for n in files])
+    page.get_by_text("2 of 4 files predicted").wait_for()
+    settle(page)
+    text = page.locator('[data-testid="stMain"]').inner_text()
+    assert "2 file(s) could not be used" in text
+    metrics = dict(zip(page.locator('[data-testid="stMetricLabel"]').all_inner_texts(),
+                       page.locator('[data-testid="stMetricValue"]').all_inner_texts()))
+    assert metrics["Unreadable"] == "2"
+    assert sum(int(metrics[k]) for k in ("FAKE (AI)", "REAL", "UNSURE")) == 2         # the verdicts of the two images
+    shot(page, "predict_batch")
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download CSV").click()
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    by_file = {r["file"]: r for r in rows}
+    assert set(by_file) == set(files)
+    assert by_file["notes.txt"]["label"] == "error" and "text file" in by_file["notes.txt"]["message"]
+    assert by_file["cut.jpg"]["label"] == "error" and by_file["cut.jpg"]["message"]
+    for name in ("noise.jpg", "smooth.png"):
+        r = by_file[name]
+        p, t = float(r["prob_fake"]), float(r["threshold"])
+        assert 0 <= p <= 1 and t == 0.5 and r["label"] == ("FAKE" if p >= t else "REAL")
+
+
+def test_threshold_moves_confusion_counts_and_a_cell_shows_its_images(page, server):
+    page.goto(server["url"])
+    settle(page)
+    open_page(page, "Confusion matrix")
+    df = stored_predictions(server)
+    assert cell_counts(page) == expected_cells(df, 0.5)
+    # Threshold 1 calls everything REAL (unless P(AI) is exactly 1), threshold 0 everything FAKE: one of the
+    # two moves images across, whatever the model; one key press each.
+    t2 = 1.0 if expected_cells(df, 1.0) != expected_cells(df, 0.5) else 0.0
+    assert set_threshold(page, "End" if t2 == 1.0 else "Home") == t2
+    after = cell_counts(page)
+    assert after == expected_cells(df, t2) != expected_cells(df, 0.5)
+    assert sum(after.values()) == 2 * N_PER_CLASS
+    shot(page, "confusion_threshold")
+    # Pick a non-empty error cell (else TP): its images appear, captioned with their true and called class.
+    cell = next((c for c in ("FN", "FP", "TP") if after[c]), "TP")
+    meaning = {"FN": ("FAKE", "REAL"), "FP": ("REAL", "FAKE"), "TP": ("FAKE", "FAKE")}[cell]
+    page.locator('[data-testid="stRadio"] label', has_text=f"{cell}:").click()
+    page.get_by_text(f"image(s) in {cell}").wait_for()
+    settle(page)
+    captions = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"]').all_inner_texts()
+    tagged = [c for c in captions if f"true {meaning[0]} · called {meaning[1]}" in c]
+    assert len(tagged) == min(after[cell], 18) and len(tagged) == len(captions), captions
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() == len(tagged)
+    shot(page, "confusion_cell_images")
+
+
+def test_foreign_checkpoint_is_refused_in_the_sidebar(page, server, tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"model": {"weight": torch.zeros(2, 2)}, "epoch": 3}, foreign)       # someone else's checkpoint
+    page.goto(server["url"])
+    settle(page)
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    sidebar.locator('[data-testid="stSelectbox"]', has_text="Checkpoint").first.click()
+    page.get_by_role("option", name="Upload a checkpoint").click()
+    settle(page)
+    sidebar.locator('input[type="file"]').set_input_files(str(foreign))
+    sidebar.get_by_text("Cannot use this checkpoint").wait_for()
+    settle(page)
+    message = sidebar.locator('[data-testid="stAlertContentError"]').first.inner_text()
+    from core.checkpoint import CheckpointError, load_checkpoint
+    with pytest.raises(CheckpointError) as refusal:
+        load_checkpoint(foreign)
+    assert message.strip() == f"Cannot use this checkpoint: {refusal.value}"
+    # The page says why it has nothing to show, instead of running with no model.
+    assert "No usable model is selected" in page.locator('[data-testid="stMain"]').inner_text()
+    shot(page, "foreign_checkpoint")
