@@ -14,12 +14,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-# Bump when the content or meaning of any audit result changes.
+from .evaluate import RESULT_FORMAT
+
+# Bump when the content or meaning of any audit result changes. The keys also carry the project-wide
+# core.evaluate.RESULT_FORMAT (preprocessing, shifts, metrics), so bumping that invalidates these too.
 RESULT_VERSION = 1
 
 
 def result_dir(runs_dir, kind: str, *parts) -> Path:
-    key = hashlib.sha256("|".join([f"v{RESULT_VERSION}", kind, *map(str, parts)]).encode()).hexdigest()[:20]
+    key = hashlib.sha256("|".join([f"v{RESULT_FORMAT}.{RESULT_VERSION}", kind, *map(str, parts)]).encode()
+                         ).hexdigest()[:20]
     return Path(runs_dir) / f"{kind}-{key}"
 
 

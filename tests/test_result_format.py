@@ -24,8 +24,11 @@ def test_stale_result_format_is_recomputed(trained_ckpt, tiny_cifake, tmp_path, 
     assert m2["accuracy"] == m["accuracy"] != -1.0
     assert json.loads((out / "metrics.json").read_text())["result_format"] == ev.RESULT_FORMAT
     # A new format version gives new cache keys, for evaluations and sweeps alike.
-    sweep_key = robustness.sweep_path(tmp_path, lm, ds)
+    from core import audit_cache
+    sweep_key, audit_key = robustness.sweep_path(tmp_path, lm, ds), audit_cache.result_dir(tmp_path, "stability", "k")
     monkeypatch.setattr(ev, "RESULT_FORMAT", ev.RESULT_FORMAT + 1)
     monkeypatch.setattr(robustness, "RESULT_FORMAT", ev.RESULT_FORMAT)
+    monkeypatch.setattr(audit_cache, "RESULT_FORMAT", ev.RESULT_FORMAT)
     assert ev.evaluation_dir(tmp_path, lm, ds, None) != out
     assert robustness.sweep_path(tmp_path, lm, ds) != sweep_key
+    assert audit_cache.result_dir(tmp_path, "stability", "k") != audit_key       # the audit tools' results too
