@@ -49,7 +49,7 @@ def main() -> None:
                            error_x=dict(type="data", symmetric=False, array=worst["ci_high"] - worst["accuracy"],
                                         arrayminus=worst["accuracy"] - worst["ci_low"]),
                            text=[f"{pct(a)} of {n:,}" for a, n in zip(worst["accuracy"], worst["images"])],
-                           textposition="inside"))
+                           textposition="inside", insidetextanchor="start"))
     fig.update_layout(height=30 * len(worst) + 80, margin=dict(l=10, r=10, t=30, b=10),
                       xaxis=dict(title="accuracy", range=[0, 1.02]), yaxis=dict(autorange="reversed"))
     st.plotly_chart(fig, key="slices-chart")
