@@ -185,13 +185,10 @@ def collect(lm, weights_path, ds, threshold: float = 0.5, runs_dir="runs", sampl
     out["errors"] = wrong.sort_values("confidence", ascending=False)
     log("limitations")
     out["limitations"] = audit(lm, ds, threshold, Path(sample_dir), runs_dir, log=log)
-    out["leaderboard"] = None
+    out["leaderboard"], out["leaderboard_dir"] = None, str(logo_dir) if logo_dir else None
     if logo_dir is not None:
-        try:
-            from .generalize import load_leaderboard
-            out["leaderboard"] = load_leaderboard(logo_dir)
-        except ImportError:
-            out["leaderboard"] = None
+        from .generalize import load_leaderboard
+        out["leaderboard"] = load_leaderboard(logo_dir)
     return out
 
 
@@ -243,7 +240,9 @@ def render(data: dict, lm, ds, weights_path) -> str:
     lb = data.get("leaderboard")
     if lb is not None:
         board, summary = lb
-        section(4, "<p>Leave-one-generator-out: one model per held-out FAKE family (core.generalize).</p>"
+        section(4, f"<p>Leave-one-generator-out leaderboard stored in <code>{esc(data['leaderboard_dir'])}</code>: one "
+                   "model per held-out FAKE family, trained with that folder's recipe (core.generalize), which need "
+                   "not be this model's.</p>"
                 + table_html(board) + f"<p class='muted'>{esc(json.dumps(summary, default=str))}</p>")
     else:
         section(4, "<p class='muted'>No stored leave-one-generator-out leaderboard for this model "
@@ -323,8 +322,9 @@ def main(argv=None) -> int:
     p.add_argument("--runs", default="runs", help="cache folder shared with the app (default: runs)")
     p.add_argument("--sample", default="data/sample", help="CIFAKE root with test and ood splits for the "
                                                           "unseen-generator verdict (default: data/sample)")
-    p.add_argument("--logo", default=None, help="folder of a stored leave-one-generator-out leaderboard "
-                                                "(core.generalize --out DIR; default: none)")
+    p.add_argument("--logo", default="weights/logo", help="folder of a stored leave-one-generator-out leaderboard "
+                                                          "(core.generalize --out DIR), used when it holds "
+                                                          "leaderboard.csv (default: weights/logo, the shipped recipe's)")
     p.add_argument("--reencode-quality", type=int, default=90, help="JPEG quality of the re-encoding control; "
                                                                     "0 skips it (default: 90)")
     args = p.parse_args(argv)
@@ -337,7 +337,8 @@ def main(argv=None) -> int:
     except (CheckpointError, DatasetError, LabelMappingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    doc = build_report(lm, args.weights, ds, args.threshold, args.runs, args.sample, args.logo,
+    logo = args.logo if args.logo and (Path(args.logo) / "leaderboard.csv").is_file() else None
+    doc = build_report(lm, args.weights, ds, args.threshold, args.runs, args.sample, logo,
                        args.reencode_quality or None, log=lambda s: print(f"... {s}", file=sys.stderr))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

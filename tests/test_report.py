@@ -37,8 +37,13 @@ def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path)
     t = _threshold_moving_cells(df)
     _, want = evaluate(lm, ds, threshold=t)
     out = tmp_path / "r" / "report.html"
+    logo = tmp_path / "logo"            # a stored leave-one-generator-out leaderboard, as core.generalize writes it
+    logo.mkdir()
+    (logo / "leaderboard.csv").write_text("held_out,n,auc\ngen-planted,48,0.6172\n")
+    (logo / "summary.json").write_text('{"mean_auc": 0.6172}')
     rc = report.main(["--weights", str(weights), "--data", str(app_dirs["sample"]), "--out", str(out),
-                      "--threshold", str(t), "--runs", str(app_dirs["runs"]), "--sample", str(app_dirs["sample"])])
+                      "--threshold", str(t), "--runs", str(app_dirs["runs"]), "--sample", str(app_dirs["sample"]),
+                      "--logo", str(logo)])
     assert rc == 0
     doc = out.read_text()
     assert not re.search(r"https?://", doc), "the report refers to a network address"
@@ -55,6 +60,7 @@ def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path)
     for title in ("Limitations verdicts", "Shortcut check", "Residual spectra", "Worst slices", "Model card"):
         assert f">{title}</h2>" in doc
     assert data["limitations"] and all(v["status"] for v in data["limitations"])
+    assert "<td class='l'>gen-planted</td>" in doc and "0.6172" in doc
     assert set(data["flip_rates"]) >= {"jpeg:50", "hflip", "any"}
     assert len(data["worst_slices"]) == 3
 
