@@ -8,6 +8,7 @@ A checkpoint is a plain dict (tensors, str, int, float, list, dict, None only):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -193,6 +194,19 @@ def load_checkpoint(source, device: str | torch.device = "cpu") -> LoadedModel:
     return LoadedModel(model=model, arch=ckpt["arch"], preprocess=PreprocessConfig.from_dict(ckpt["preprocess"]),
                        temperature=float(ckpt.get("temperature", 1.0)), sha256=digest, meta=meta, device=device,
                        verdict=VerdictModel.from_checkpoint_meta(ckpt))
+
+
+def with_crops(lm: LoadedModel, crops: int | None) -> LoadedModel:
+    """The same model (shared modules, nothing copied or modified) averaging `crops` windows per image.
+
+    None keeps the checkpoint's setting. Raises ValueError for a checkpoint not trained on windows.
+    """
+    if crops is None or crops == lm.preprocess.crops:
+        return lm
+    if lm.preprocess.fit != "crop":
+        raise ValueError(f"--crops needs a checkpoint trained with --fit crop; this one uses "
+                         f"{lm.preprocess.describe()}")
+    return dataclasses.replace(lm, preprocess=dataclasses.replace(lm.preprocess, crops=crops))
 
 
 def with_temperature(source_path, temperature: float, out_path) -> None:

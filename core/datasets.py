@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from .images import IMAGE_EXTENSIONS, ImageError, load_image
 from .labels import CLASS_NAMES, LabelMappingError, describe_mapping, label_from_name, parse_label_value
-from .preprocess import PreprocessConfig, preprocess_image
+from .preprocess import PreprocessConfig, preprocess_image, preprocess_views, random_crop_position
 
 FORMATS = ("auto", "cifake", "folder", "manifest", "parquet")
 
@@ -112,29 +112,35 @@ class ImageDataset:
     def read_bytes(self, ref) -> bytes | str:
         return ref  # a path: load_image opens it
 
-    def load(self, i: int):
+    def load(self, i: int, draft_side: int | None = None):
         """The decoded RGB image of item i (core.images.LoadedImage); raises ImageError."""
-        return load_image(self.read_bytes(self.items[i][0]))
+        return load_image(self.read_bytes(self.items[i][0]), draft_side=draft_side)
 
-    def record(self, i: int, preprocess: PreprocessConfig = PreprocessConfig(), shift=None) -> dict:
+    def record(self, i: int, preprocess: PreprocessConfig = PreprocessConfig(), shift=None,
+               crop_seed: int | None = None) -> dict:
         """Item i decoded, shifted (`shift(uint8 (3, H, W), seed)`, before preprocessing) and preprocessed.
 
         The shift is called with seed = shift's own seed + i, so a seeded shift (noise) gives item i the
         same pixels however the items are batched (core.shifts.apply_shift defines the batched case).
+        image: (3, S, S), or (K, 3, S, S) for K inference windows (preprocess.crops). With `crop_seed`
+        (training, fit "crop") one random window per item and seed instead.
         """
         ref, label, source = self.items[i]
         rec = {"image": None, "label": label, "id": self.item_id(i), "source": source, "index": i, "error": None}
         try:
-            loaded = self.load(i)
+            loaded = self.load(i, preprocess.draft_side)
             img = loaded.decoded if shift is None else shift.apply(loaded.pixels, index=i)
-            rec["image"] = preprocess_image(img, preprocess)
+            rec["image"] = preprocess_views(img, preprocess) if crop_seed is None else \
+                preprocess_image(img, preprocess, random_crop_position(crop_seed, i))
         except ImageError as e:
             rec["error"] = str(e)
         return rec
 
-    def view(self, preprocess: PreprocessConfig = PreprocessConfig(), shift=None) -> "DatasetView":
-        """A per-call torch Dataset over these items with its own preprocessing and shift."""
-        return DatasetView(self, preprocess, shift)
+    def view(self, preprocess: PreprocessConfig = PreprocessConfig(), shift=None,
+             crop_seed: int | None = None) -> "DatasetView":
+        """A per-call torch Dataset over these items with its own preprocessing, shift and (training)
+        random-window seed."""
+        return DatasetView(self, preprocess, shift, crop_seed)
 
     def __getitem__(self, i: int) -> dict:
         return self.record(i)
@@ -143,14 +149,15 @@ class ImageDataset:
 class DatasetView(Dataset):
     """(dataset, preprocessing, shift) for one call: what DataLoaders iterate. Cheap; the base is shared."""
 
-    def __init__(self, base: ImageDataset, preprocess: PreprocessConfig = PreprocessConfig(), shift=None):
-        self.base, self.preprocess, self.shift = base, preprocess, shift
+    def __init__(self, base: ImageDataset, preprocess: PreprocessConfig = PreprocessConfig(), shift=None,
+                 crop_seed: int | None = None):
+        self.base, self.preprocess, self.shift, self.crop_seed = base, preprocess, shift, crop_seed
 
     def __len__(self):
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict:
-        return self.base.record(i, self.preprocess, self.shift)
+        return self.base.record(i, self.preprocess, self.shift, self.crop_seed)
 
 
 def collate_records(batch: list[dict]) -> dict:

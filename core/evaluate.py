@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from .checkpoint import CheckpointError, LoadedModel, load_checkpoint, with_crops
 from .datasets import DatasetError, DatasetView, ImageDataset, collate_records, open_dataset
 from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
@@ -122,13 +122,18 @@ class Decoded:
 
 
 def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift | None = None,
-                   workers: int | None = None, batch_size: int = 512, progress=None) -> Decoded:
+                   workers: int | None = None, batch_size: int = 512, progress=None,
+                   indices: list[int] | None = None, crop_seed: int | None = None) -> Decoded:
     """Decode, shift and preprocess every item of ds once (the one decoding loop of training and sweeps).
 
-    `progress(done, total)` after each batch. ds is only read: concurrent calls do not interact.
+    `indices`: only these items, in this order (default all). `crop_seed`: one random window per item
+    (training with fit "crop"; see core.preprocess). `progress(done, total)` after each batch. ds is only
+    read: concurrent calls do not interact.
     """
     xs, ys, idx, ids, srcs, skipped, done = [], [], [], [], [], [], 0
-    for b in build_loader(ds.view(preprocess, shift), batch_size=batch_size, workers=workers):
+    total = len(ds) if indices is None else len(indices)
+    for b in build_loader(ds.view(preprocess, shift, crop_seed), batch_size=batch_size,
+                          workers=auto_workers(total) if workers is None else workers, sampler=indices):
         if len(b["ids"]):
             xs.append(b["x"])
             ys.append(b["y"])
@@ -138,7 +143,7 @@ def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift 
         skipped += b["skipped"]
         done += len(b["ids"]) + len(b["skipped"])
         if progress:
-            progress(done, len(ds))
+            progress(done, total)
     s = preprocess.size
     return Decoded(x=torch.cat(xs) if xs else torch.zeros(0, 3, s, s, dtype=torch.uint8),
                    y=torch.cat(ys) if ys else torch.zeros(0, dtype=torch.long),
@@ -149,12 +154,25 @@ def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift 
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x_uint8: torch.Tensor, device: torch.device,
                    with_features: bool = False):
-    """uint8 (B, 3, S, S) -> raw logits (B,) float32 on the CPU; with_features: (logits, pooled (B, C))."""
-    x = to_model_input(x_uint8.to(device, non_blocking=True))
+    """uint8 (B, 3, S, S) -> raw logits (B,) float32 on the CPU; with_features: (logits, pooled (B, C)).
+
+    uint8 (B, K, 3, S, S), K windows per image (PreprocessConfig.crops): the mean of each image's K
+    logits (and pooled features), (B,). Logits, not probabilities, are averaged: one logit per image
+    keeps temperature scaling and the predictions' `logit` column meaning what they mean for one window.
+    """
+    views = x_uint8.shape[1] if x_uint8.ndim == 5 else 0
+    x = to_model_input((x_uint8.flatten(0, 1) if views else x_uint8).to(device, non_blocking=True))
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.float16):
-            return _forward(model, x, with_features)
-    return _forward(model, x, with_features)
+            out = _forward(model, x, with_features)
+    else:
+        out = _forward(model, x, with_features)
+    if not views:
+        return out
+    if with_features:
+        z, f = out
+        return z.view(-1, views).mean(dim=1), f.view(-1, views, f.shape[1]).mean(dim=1)
+    return out.view(-1, views).mean(dim=1)
 
 
 def _forward(model, x, with_features: bool):
@@ -328,8 +346,10 @@ def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, thre
 
 
 def evaluation_dir(runs_dir, lm: LoadedModel, ds: ImageDataset, shift: Shift | None) -> Path:
-    """runs/eval-KEY, KEY from the result format, weights hash, dataset fingerprint and shift."""
-    key = hashlib.sha256(f"v{RESULT_FORMAT}|{lm.sha256}|{dataset_fingerprint(ds)}|{shift}".encode()).hexdigest()[:20]
+    """runs/eval-KEY, KEY from the result format, weights hash, preprocessing, dataset fingerprint and shift."""
+    # The preprocessing is in the key: the same weights may be run with another number of windows (--crops).
+    key = hashlib.sha256(f"v{RESULT_FORMAT}|{lm.sha256}|{json.dumps(lm.preprocess.to_dict(), sort_keys=True)}|"
+                         f"{dataset_fingerprint(ds)}|{shift}".encode()).hexdigest()[:20]
     return Path(runs_dir) / f"eval-{key}"
 
 
@@ -381,6 +401,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 below 4096 images, else 2)")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="windows averaged per image, 1-9, for checkpoints trained with --fit crop "
+                        "(default: the checkpoint's)")
     return p
 
 
@@ -417,11 +440,11 @@ def main(argv=None) -> int:
 def _main(args, rank: int, world: int, device: torch.device) -> int:
     from tqdm import tqdm
     try:
-        lm = load_checkpoint(args.weights, device)
+        lm = with_crops(load_checkpoint(args.weights, device), args.crops)
         shift = parse_shift(args.shift)
         ds = open_dataset(args.data, split=args.split, fmt=args.format, class_map=parse_class_map(args.class_map),
                           case_sensitive=args.case_sensitive)
-    except (CheckpointError, DatasetError, LabelMappingError, ShiftError) as e:
+    except (CheckpointError, DatasetError, LabelMappingError, ShiftError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

@@ -213,10 +213,12 @@ def _fast_jpeg_decoder():
     return _FAST_JPEG
 
 
-def _load_plain_jpeg(data: bytes, max_pixels: int) -> LoadedImage | None:
-    """The fast path (module docstring); None sends the file to Pillow."""
+def _load_plain_jpeg(data: bytes, max_pixels: int, draft_side: int | None = None) -> LoadedImage | None:
+    """The fast path (module docstring); None sends the file to Pillow (which also does draft decoding)."""
     head = _jpeg_header(data)
     if head is None or head[2] not in (1, 3) or not 0 < head[0] * head[1] <= max_pixels:
+        return None
+    if draft_side and min(head[0], head[1]) >= 2 * draft_side:
         return None
     if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         return None                                      # truncated: Pillow gives the reason
@@ -232,11 +234,13 @@ def _load_plain_jpeg(data: bytes, max_pixels: int) -> LoadedImage | None:
     return LoadedImage(None, (w, h), "RGB" if head[2] == 3 else "L", "JPEG", notes, pixels=x)
 
 
-def load_image(source, max_pixels: int = MAX_PIXELS) -> LoadedImage:
+def load_image(source, max_pixels: int = MAX_PIXELS, draft_side: int | None = None) -> LoadedImage:
     """Decode a path, bytes or binary file object into an RGB image; raise ImageError with a reason.
 
     EXIF orientation is honoured; animated images give their first frame (said in `notes`); the
     decoded size never exceeds `max_pixels` (JPEGs are decoded at reduced scale, others refused).
+    `draft_side`: a JPEG whose short side is at least twice this is decoded at the smallest DCT scale
+    (1/2, 1/4, 1/8) that keeps its short side >= draft_side (PreprocessConfig.draft_side).
     """
     if isinstance(source, (str, os.PathLike)):
         try:
@@ -256,7 +260,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> LoadedImage:
         data = source.read()
     if len(data) == 0:
         raise ImageError("empty file (0 bytes)")
-    fast = _load_plain_jpeg(data, max_pixels) if data[:2] == b"\xff\xd8" else None
+    fast = _load_plain_jpeg(data, max_pixels, draft_side) if data[:2] == b"\xff\xd8" else None
     if fast is not None:
         return fast
     notes: list[str] = []
@@ -278,6 +282,12 @@ def load_image(source, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     n_frames = getattr(img, "n_frames", 1)
     if n_frames > 1:
         notes.append(f"animated {fmt} with {n_frames} frames: first frame used")
+    if draft_side and fmt == "JPEG" and min(w, h) >= 2 * draft_side and w * h <= max_pixels:
+        m = min(w, h)
+        img.draft(img.mode, (-(-w * draft_side // m), -(-h * draft_side // m)))   # smallest scale >= request
+        if img.size != (w, h):
+            notes.append(f"JPEG {w}x{h} decoded at 1/{round(w / img.size[0])} scale ({img.size[0]}x{img.size[1]}): "
+                         "the model's draft setting")
     if w * h > max_pixels:
         if fmt == "JPEG":
             # Draft mode decodes at 1/2, 1/4 or 1/8 scale straight from the DCT: memory never holds

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from .archive import ArchiveError, read_zip_images
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from .checkpoint import CheckpointError, LoadedModel, load_checkpoint, with_crops
 from .gradcam import gradcam_pair
 from .images import ImageError, LoadedImage, load_image
 from .labels import CLASS_NAMES
-from .preprocess import preprocess_image, to_model_input
+from .preprocess import preprocess_views, to_model_input
 from .verdict import VerdictModel, decide, pooled_features
 
 
@@ -81,21 +81,31 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity (B,) or None). Thread-safe.
 
     cams: (explaining FAKE (B, S, S), explaining REAL (B, S, S)); pick per image by the called class.
+    uint8 (B, K, 3, S, S), K windows per image: logits averaged over the windows (as
+    core.evaluate.predict_logits); Grad-CAM explains the first (centre) window.
     """
-    x = to_model_input(x_uint8.to(lm.device))
+    views = x_uint8.shape[1] if x_uint8.ndim == 5 else 0
+    x = to_model_input((x_uint8.flatten(0, 1) if views else x_uint8).to(lm.device))
     fam = None
     if lm.verdict.familiarity is not None:
         with torch.inference_mode():
             _, f = pooled_features(lm.inference_model, x)
-        fam = lm.verdict.familiarity.score(f.float().cpu().numpy())
+        f = f.float().cpu()
+        if views:
+            f = f.view(-1, views, f.shape[1]).mean(dim=1)          # the windows' mean, as for the logits
+        fam = lm.verdict.familiarity.score(f.numpy())
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
+        if views:
+            cam_fake, cam_real = cam_fake[::views], cam_real[::views]
         cams = (cam_fake.cpu(), cam_real.cpu())
     else:
         with torch.inference_mode():
             logits = lm.inference_model(x)
         cams = None
     logits = logits.float().cpu()
+    if views:
+        logits = logits.view(-1, views).mean(dim=1)
     return torch.sigmoid(logits / lm.temperature), logits, cams, fam
 
 
@@ -108,12 +118,12 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
     def flush():
         if not pending:
             return
-        x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) uint8
+        x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) or (B, K, 3, S, S) uint8
         probs, logits, cams, fam = predict_tensors(lm, x, with_cam)
         for i, (pred, t) in enumerate(pending):
             pred.prob_fake, pred.logit, pred.temperature = float(probs[i]), float(logits[i]), lm.temperature
             pred.familiarity = None if fam is None else float(fam[i])
-            pred.model_input = t.permute(1, 2, 0).numpy()
+            pred.model_input = (t[0] if t.ndim == 4 else t).permute(1, 2, 0).numpy()   # the (centre) window
             if cams is not None:
                 pred.cam_fake, pred.cam_real = cams[0][i].numpy(), cams[1][i].numpy()
         pending.clear()
@@ -122,9 +132,9 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
         pred = Prediction(name=name)
         out.append(pred)
         try:
-            loaded: LoadedImage = load_image(src)
+            loaded: LoadedImage = load_image(src, draft_side=lm.preprocess.draft_side)
             pred.original_size, pred.notes = loaded.original_size, loaded.notes
-            pending.append((pred, preprocess_image(loaded.decoded, lm.preprocess)))
+            pending.append((pred, preprocess_views(loaded.decoded, lm.preprocess)))
         except ImageError as e:
             pred.error = str(e)
         if len(pending) >= batch_size:
@@ -172,6 +182,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold for the FAKE label (default: 0.5)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    p.add_argument("--crops", type=int, default=None,
+                   help="windows averaged per image, 1-9, for checkpoints trained with --fit crop "
+                        "(default: the checkpoint's)")
     p.add_argument("--stability", action="store_true",
                    help="add \"flips_under\": the everyday changes (core.stability.CHANGES) that flip the label")
     p.add_argument("inputs", nargs="+", help="image files, folders or zip archives")
@@ -182,8 +195,8 @@ def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     from .models import select_device
     try:
-        lm = load_checkpoint(args.weights, select_device(args.device))
-    except CheckpointError as e:
+        lm = with_crops(load_checkpoint(args.weights, select_device(args.device)), args.crops)
+    except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     items = expand_inputs(args.inputs)

@@ -24,6 +24,7 @@ epoch (benchmarks and the app observe epochs through it) and tears the process g
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -58,6 +59,10 @@ class TrainConfig:
     model_args: dict = field(default_factory=dict)
     preprocess: str = "native"        # "native" (resize to image_size) or "seed-v21" (32 -> 128)
     image_size: int = 32              # model input side for "native", pixels
+    fit: str = "squash"               # "squash" / "center": resize to image_size; "crop": image_size windows
+                                      # at native resolution, a random one per image and epoch
+    crops: int = 1                    # fit "crop": windows averaged at inference (stored in the checkpoint)
+    draft: bool = False               # JPEGs draft-decoded at >= 2x image_size before resizing (not with crop)
     epochs: int = 12                  # main phase, one-cycle schedule
     finetune_epochs: int = 3          # the seed's reduced-learning-rate phase
     finetune_lr_factor: float = 0.05  # fine-tuning lr = lr * this
@@ -82,7 +87,9 @@ class TrainConfig:
     name: str | None = None
 
     def preprocess_config(self) -> PreprocessConfig:
-        return SEED_V21_PREPROCESS if self.preprocess == "seed-v21" else PreprocessConfig(size=self.image_size)
+        if self.preprocess == "seed-v21":
+            return SEED_V21_PREPROCESS
+        return PreprocessConfig(size=self.image_size, fit=self.fit, crops=self.crops, draft=self.draft)
 
 
 def seed_everything(seed: int) -> None:
@@ -116,6 +123,8 @@ class TrainData:
     preprocess: PreprocessConfig
     description: str                  # the training dataset's describe()
     skipped: list                     # [(id, reason)] undecodable training files
+    dataset: ImageDataset | None = None       # the training dataset (re-read each epoch for fit "crop")
+    train_index: torch.Tensor | None = None   # int64 (N,): dataset positions of x_train's rows
 
 
 @dataclass
@@ -174,7 +183,10 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
         raise DatasetError(f"decoded training set needs {need_gb:.1f} GB > --cache-limit-gb {cfg.cache_limit_gb}; "
                            "raise the limit or use --max-train-images")
     t_decode = time.perf_counter()
-    dec = decode_dataset(ds, pcfg, workers=cfg.workers, progress=progress)
+    # One decoded view per image: fit "crop" keeps the centre window here (validation); training windows
+    # are drawn afresh every epoch (training_windows).
+    once = dataclasses.replace(pcfg, crops=1) if pcfg.fit == "crop" else pcfg
+    dec = decode_dataset(ds, once, workers=cfg.workers, progress=progress)
     if len(dec.x) == 0:
         raise DatasetError(f"no decodable images in {ds.root}")
     log(f"decoded {len(dec.x)} images in {time.perf_counter() - t_decode:.1f} s ({len(dec.skipped)} skipped)")
@@ -189,7 +201,7 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     x_cal, y_cal = dec.x[cal_idx], dec.y[cal_idx]
     if cfg.val_data:
         vds = open_dataset(cfg.val_data, split="test", fmt=cfg.format, class_map=class_map)
-        vdec = decode_dataset(vds, pcfg, workers=cfg.workers)
+        vdec = decode_dataset(vds, once, workers=cfg.workers)
         if len(vdec.x) == 0:
             raise DatasetError(f"no decodable images in {vds.root}")
         x_val, y_val, train_idx = vdec.x, vdec.y, perm
@@ -202,7 +214,17 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     x_tr, y_tr = dec.x[train_idx], dec.y[train_idx]
     if len(torch.unique(y_tr)) < 2:
         raise DatasetError("training needs both REAL and FAKE images")
-    return TrainData(x_tr, y_tr, x_val, y_val, x_cal, y_cal, pcfg, ds.describe(), dec.skipped)
+    return TrainData(x_tr, y_tr, x_val, y_val, x_cal, y_cal, pcfg, ds.describe(), dec.skipped, ds, dec.index[train_idx])
+
+
+def training_windows(data: TrainData, epoch: int, seed: int, workers: int | None = None) -> torch.Tensor:
+    """fit "crop": the training images as a fresh random window each (seeded by seed and epoch), uint8
+    (N, 3, S, S) in x_train's row order. Images that decoded once decode again (same files)."""
+    dec = decode_dataset(data.dataset, dataclasses.replace(data.preprocess, crops=1), workers=workers,
+                         indices=data.train_index.tolist(), crop_seed=seed * 100_003 + epoch)
+    if len(dec.x) != len(data.x_train):
+        raise DatasetError(f"{len(data.x_train) - len(dec.x)} training image(s) stopped decoding during training")
+    return dec.x
 
 
 def recipe_of(cfg: TrainConfig) -> AugmentRecipe:
@@ -359,6 +381,8 @@ def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResul
             order = torch.tensor(list(iter(sampler)))
         else:
             order = torch.randperm(len(x_tr), generator=g)
+        if data.preprocess.fit == "crop":
+            x_tr = training_windows(data, epoch, cfg.seed, cfg.workers)
         tr = train_one_epoch(step_model, opt, x_tr, y_tr, order, cfg, device, g, scaler,
                              sched if phase == "main" else None,
                              (lambda b, n: progress({"phase": phase, "epoch": epoch, "epochs": total_epochs,
@@ -426,7 +450,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-args", default="{}", help="JSON dict of extra architecture arguments (default: {})")
     p.add_argument("--preprocess", default=d.preprocess, choices=["native", "seed-v21"],
                    help="native: resize to --image-size; seed-v21: 32 then upscale to 128 (default: native)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help=f"default: {d.image_size}")
+    p.add_argument("--image-size", type=int, default=d.image_size,
+                   help=f"model input side in pixels, e.g. 32, 64, 128, 224 (default: {d.image_size})")
+    p.add_argument("--fit", default=d.fit, choices=["squash", "center", "crop"],
+                   help="squash: resize the whole image; center: its centre square; crop: --image-size windows "
+                        "at native resolution, random per image and epoch in training (default: squash)")
+    p.add_argument("--crops", type=int, default=d.crops,
+                   help="with --fit crop: windows averaged at inference, 1-9, stored in the checkpoint (default: 1)")
+    p.add_argument("--draft", action="store_true",
+                   help="decode large JPEGs at reduced DCT scale (>= 2x --image-size), then resize; "
+                        "stored in the checkpoint (default: off)")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"main-phase epochs (default: {d.epochs})")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs, help=f"default: {d.finetune_epochs}")
     p.add_argument("--finetune-lr-factor", type=float, default=d.finetune_lr_factor, help=f"default: {d.finetune_lr_factor}")
