@@ -160,6 +160,22 @@ class DatasetView(Dataset):
         return self.base.record(i, self.preprocess, self.shift, self.crop_seed)
 
 
+def stratified_subset(labels, max_items: int | None, seed: int = 0) -> list[int] | None:
+    """Sorted positions of a seeded random subsample of at most max_items items, each label keeping its
+    share (rounded); None when everything fits (use all items)."""
+    import numpy as np
+    labels = np.asarray(labels)
+    if max_items is None or len(labels) <= max_items:
+        return None
+    rng = np.random.default_rng(seed)
+    out = []
+    for lab in np.unique(labels):
+        pos = np.flatnonzero(labels == lab)
+        k = int(round(max_items * len(pos) / len(labels)))
+        out.append(rng.permutation(pos)[:k])
+    return sorted(int(i) for i in np.concatenate(out))
+
+
 def collate_records(batch: list[dict]) -> dict:
     """Stack decodable records; report the others in `skipped` as (id, reason)."""
     good = [r for r in batch if r["image"] is not None]

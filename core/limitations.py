@@ -11,7 +11,9 @@ computed from. The cut-offs between statuses are the named constants below, nowh
 Inputs, as on the page: the robustness sweep of the evaluation data (core.robustness, at threshold
 0.5: it stores summary numbers per level), its evaluation at the threshold, the verdict-stability
 battery (core.stability), the sample's `test` and `ood` splits for the unseen-generator test, and a
-Grad-CAM audit of up to AUDIT_IMAGES images. Everything is cached under runs/ as in the app.
+Grad-CAM audit of up to AUDIT_IMAGES images. Everything is stored under runs/ as in the app. On data
+larger than SWEEP_MAX_IMAGES / STABILITY_MAX_IMAGES the sweep and the stability battery run on a seeded,
+label-stratified subsample, and their rates carry 95% Wilson intervals.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ CAM_DIFFUSE = 0.20             # Grad-CAM concentration (heat share of the hotte
 CAM_LOOSE = 0.35               # ... below this: a loose focus; at or above: concentrated
 CAM_DELETION_MARGIN = 0.02     # removing hot pixels must drop P(called class) by this much more than random ones
 AUDIT_IMAGES = 500             # images in the Grad-CAM audit
+STABILITY_MAX_IMAGES = 500     # the stability battery (8 re-encodings per image) runs on a seeded stratified
+                               # subsample of this many images when the data is larger (Wilson intervals shown);
+                               # the sweep does the same (core.robustness.SWEEP_MAX_IMAGES)
 AUDIT_TOP = 0.1                # the "hottest pixels" fraction of the audit
 
 STATUSES = ("holds", "holds weakly", "holds partly", "does not hold", "not observed", "not tested", "by design")
@@ -312,7 +317,7 @@ def audit(lm, ds, threshold: float = 0.5, sample_dir="data/sample", runs_dir="ru
     """
     from .datasets import cifake_splits, open_dataset
     from .evaluate import cached_evaluation
-    from .robustness import cached_sweep, gradcam_audit_dataset
+    from .robustness import cached_gradcam_audit, cached_sweep
     from .stability import cached_dataset_stability, flip_table
     say = log or (lambda *a: None)
     verdicts: list[Verdict] = []
@@ -324,7 +329,7 @@ def audit(lm, ds, threshold: float = 0.5, sample_dir="data/sample", runs_dir="ru
     if not sweep.empty:
         verdicts += shift_verdicts(sweep)
     say("stability battery")
-    stab = cached_dataset_stability(lm, ds, runs_dir)
+    stab = cached_dataset_stability(lm, ds, runs_dir, max_images=STABILITY_MAX_IMAGES)
     if stab is not None and not stab.empty:
         verdicts.append(stability_verdict(flip_table(stab, threshold)))
     splits = cifake_splits(sample_dir)
@@ -339,8 +344,8 @@ def audit(lm, ds, threshold: float = 0.5, sample_dir="data/sample", runs_dir="ru
     if hq:
         verdicts.append(hq)
     say("Grad-CAM audit")
-    cam = gradcam_verdict(gradcam_audit_dataset(lm, ds, n=min(AUDIT_IMAGES, len(ds)), seed=0, top=AUDIT_TOP,
-                                                threshold=threshold)["summary"])
+    cam = gradcam_verdict(cached_gradcam_audit(lm, ds, runs_dir, n=min(AUDIT_IMAGES, len(ds)), seed=0, top=AUDIT_TOP,
+                                               threshold=threshold)["summary"])
     if cam:
         verdicts.append(cam)
     verdicts.append(confidence_verdict(df, threshold))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import sys
@@ -24,22 +25,30 @@ import pandas as pd
 import torch
 
 from .checkpoint import LoadedModel, load_checkpoint
-from .datasets import ImageDataset, open_dataset
-from .evaluate import RESULT_FORMAT, dataset_fingerprint, decode_dataset, predict_dataset, predict_logits
+from .datasets import ImageDataset, open_dataset, stratified_subset
+from .evaluate import RESULT_FORMAT, _predict_rows, dataset_fingerprint, decode_dataset, predict_logits
 from .gradcam import called_fake, deletion_test, gradcam_pair, heat_concentration
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import to_model_input
 from .shifts import SWEEP_LEVELS, Shift
+from .stats import wilson_interval
+
+# The sweep runs 36 passes over its images (35 shift levels + clean): on more than this many images it
+# runs on a seeded, label-stratified subsample of this size, and every accuracy comes with its 95%
+# Wilson interval. 500 keeps a first sweep of the sample under ~5 s on 2 cores (README, bench_browser)
+# at an interval half-width of about 2 points near 95% accuracy.
+SWEEP_MAX_IMAGES = 500
 
 
-def decode_for_sweep(lm: LoadedModel, ds: ImageDataset, progress=None):
-    """(Decoded at the model's preprocessing, identity_preprocess).
+def decode_for_sweep(lm: LoadedModel, ds: ImageDataset, progress=None, indices: list[int] | None = None):
+    """(Decoded at the model's preprocessing, identity_preprocess), of `indices` (default all items).
 
     identity_preprocess is True when every decoded image already had the model's input size and no
     upsampling is configured, i.e. the decoded x holds the original pixels and shifts may be applied to x.
     """
-    dec = decode_dataset(ds, lm.preprocess, progress=progress)
-    identity = lm.preprocess.upsample_from is None and _all_native_size(ds, lm.preprocess.size)
+    dec = decode_dataset(ds, lm.preprocess, progress=progress, indices=indices)
+    identity = lm.preprocess.upsample_from is None and lm.preprocess.crops == 1 and \
+        _all_native_size(ds, lm.preprocess.size)
     return dec, identity
 
 
@@ -55,21 +64,29 @@ def _all_native_size(ds: ImageDataset, size: int, sample: int = 64) -> bool:
     return True
 
 
-def _row(name, level, y, z, lm, seconds):
+def _row(name, level, y, z, lm, seconds, n_total):
     p = apply_temperature(z, lm.temperature)
     m = classification_metrics(y, p)
-    return {"shift": name, "level": level, "n": m["n"], "accuracy": m.get("accuracy"), "ece": m.get("ece"),
+    lo, hi = wilson_interval(m["n"] - m["errors"], m["n"]) if m["n"] else (None, None)
+    return {"shift": name, "level": level, "n": m["n"], "n_total": n_total, "accuracy": m.get("accuracy"),
+            "accuracy_ci_low": lo, "accuracy_ci_high": hi, "ece": m.get("ece"),
             "roc_auc": m.get("roc_auc"), "recall_REAL": m["per_class"]["REAL"]["recall"] if m["n"] else None,
             "recall_FAKE": m["per_class"]["FAKE"]["recall"] if m["n"] else None,
             "mean_prob_fake": float(np.mean(p)) if len(p) else None, "seconds": round(seconds, 3)}
 
 
 def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_size: int = 512,
-          progress=None) -> pd.DataFrame:
-    """One row per (shift, level), plus ("none", 0) for the clean set; see module docstring."""
+          progress=None, max_images: int | None = SWEEP_MAX_IMAGES, on_row=None) -> pd.DataFrame:
+    """One row per (shift, level), plus ("none", 0) for the clean set; see module docstring.
+
+    Runs on `stratified_subset(labels, max_images)` when the dataset is larger (`n` of `n_total` images;
+    accuracy_ci_low/high: 95% Wilson interval). `on_row(row dict)` is called as each row is finished,
+    so a page can show the levels as they come; `progress(done, total)` after each shift level.
+    """
     levels = levels or SWEEP_LEVELS
     jobs = [(n, lv) for n, lvs in levels.items() for lv in lvs]
-    dec, identity = decode_for_sweep(lm, ds)
+    subset = stratified_subset(ds.labels, max_images)
+    dec, identity = decode_for_sweep(lm, ds, indices=subset)
     x, y_np = dec.x, dec.y.numpy()
     rows = []
 
@@ -77,8 +94,13 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
         return np.concatenate([predict_logits(lm.inference_model, xx[i:i + batch_size], lm.device).numpy()
                                for i in range(0, len(xx), batch_size)]) if len(xx) else np.zeros(0)
 
+    def add(row):
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
     t0 = time.perf_counter()
-    rows.append(_row("none", 0.0, y_np, logits_of(x), lm, time.perf_counter() - t0))
+    add(_row("none", 0.0, y_np, logits_of(x), lm, time.perf_counter() - t0, len(ds)))
     for k, (name, level) in enumerate(jobs):
         t0 = time.perf_counter()
         if identity:
@@ -89,9 +111,9 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
                 zs.append(predict_logits(lm.inference_model, xb, lm.device).numpy())
             z, yy = (np.concatenate(zs) if zs else np.zeros(0)), y_np
         else:
-            df, _ = predict_dataset(lm, ds, batch_size, shift=Shift(name, level))
+            df, *_ = _predict_rows(lm, ds, batch_size, shift=Shift(name, level), indices=subset)
             z, yy = df["logit"].to_numpy(), df["label"].to_numpy()
-        rows.append(_row(name, level, yy, z, lm, time.perf_counter() - t0))
+        add(_row(name, level, yy, z, lm, time.perf_counter() - t0, len(ds)))
         if progress:
             progress(k + 1, len(jobs))
     return pd.DataFrame(rows)
@@ -145,14 +167,40 @@ def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed:
     return out
 
 
+AUDIT_ARRAYS = ("concentration", "drop_cam", "drop_random", "flip_cam", "flip_random", "labels")
+
+
+def cached_gradcam_audit(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", n: int = 500, seed: int = 0,
+                         top: float = 0.1, threshold: float = 0.5) -> dict:
+    """`gradcam_audit_dataset`, computed once per (weights, dataset, n, seed, top, threshold) and stored as
+    runs/gradcam-audit-KEY/{audit.npz, audit.json}; later calls (and other processes) read it back."""
+    from .audit_cache import json_bytes, result_dir, write_result_dir
+    out = result_dir(runs_dir, "gradcam-audit", RESULT_FORMAT, lm.sha256, dataset_fingerprint(ds), n, seed, top,
+                     threshold, json.dumps(lm.preprocess.to_dict(), sort_keys=True))
+    try:
+        meta = json.loads((out / "audit.json").read_text())
+        with np.load(out / "audit.npz") as z:
+            return {**{k: z[k] for k in AUDIT_ARRAYS}, "ids": meta["ids"], "summary": meta["summary"],
+                    "top_fraction": meta["top_fraction"]}
+    except (OSError, ValueError, KeyError):
+        pass
+    res = gradcam_audit_dataset(lm, ds, n=n, seed=seed, top=top, threshold=threshold)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(res[k]) for k in AUDIT_ARRAYS})
+    write_result_dir(out, {"audit.npz": buf.getvalue(), "audit.json": json_bytes(
+        {"ids": res["ids"], "summary": res["summary"], "top_fraction": res["top_fraction"]})})
+    return res
+
+
 def sweep_path(runs_dir, lm: LoadedModel, ds: ImageDataset) -> Path:
     """runs/sweep-KEY.csv, KEY from the result format, weights hash, dataset fingerprint and levels."""
     key = hashlib.sha256(f"v{RESULT_FORMAT}|{lm.sha256}|{dataset_fingerprint(ds)}|"
-                         f"{json.dumps(SWEEP_LEVELS, sort_keys=True)}".encode()).hexdigest()[:20]
+                         f"{json.dumps(SWEEP_LEVELS, sort_keys=True)}|max{SWEEP_MAX_IMAGES}|"
+                         f"{json.dumps(lm.preprocess.to_dict(), sort_keys=True)}".encode()).hexdigest()[:20]
     return Path(runs_dir) / f"sweep-{key}.csv"
 
 
-def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None) -> pd.DataFrame:
+def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None, on_row=None) -> pd.DataFrame:
     """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
     key, so a sweep made by older code is never read."""
     path = sweep_path(runs_dir, lm, ds)
@@ -161,7 +209,7 @@ def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=No
             return pd.read_csv(path)
         except (OSError, ValueError):
             pass
-    df = sweep(lm, ds, progress=progress)
+    df = sweep(lm, ds, progress=progress, on_row=on_row)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
     os.close(fd)

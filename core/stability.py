@@ -120,16 +120,18 @@ def stability_of_sources(lm, sources: list[tuple[str, object]], threshold: float
     return [None if row is None else flips(row, threshold) for row in probs_of_sources(lm, sources)]
 
 
-def dataset_stability(lm, ds, chunk: int = 128, progress=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """P(AI) of every decodable item unchanged (`prob_fake`) and under each change (`p:<change>`).
+def dataset_stability(lm, ds, chunk: int = 128, progress=None,
+                      indices: list[int] | None = None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """P(AI) of every decodable item (or of `indices`) unchanged (`prob_fake`) and under each change (`p:<change>`).
 
     Returns (DataFrame path, label, source, prob_fake, p:jpeg:95, ...; skipped [(id, reason)]).
     Thresholds are applied later (flip_table), so one run serves every threshold.
     """
     rows, skipped = [], []
-    for i0 in range(0, len(ds), chunk):
+    order = list(range(len(ds))) if indices is None else list(indices)
+    for i0 in range(0, len(order), chunk):
         imgs, meta = [], []
-        for i in range(i0, min(i0 + chunk, len(ds))):
+        for i in order[i0:i0 + chunk]:
             try:
                 imgs.append(ds.load(i).image)
                 meta.append((ds.item_id(i), int(ds.items[i][1]), ds.items[i][2] or ""))
@@ -141,7 +143,7 @@ def dataset_stability(lm, ds, chunk: int = 128, progress=None) -> tuple[pd.DataF
                 rows.append({"path": pid, "label": lab, "source": src, "prob_fake": float(row[0]),
                              **{f"p:{c}": float(p) for c, p in zip(CHANGES, row[1:])}})
         if progress:
-            progress(min(i0 + chunk, len(ds)), len(ds))
+            progress(min(i0 + chunk, len(order)), len(order))
     cols = ["path", "label", "source", "prob_fake"] + [f"p:{c}" for c in CHANGES]
     return pd.DataFrame(rows, columns=cols), skipped
 
@@ -181,10 +183,11 @@ def flips_column(df: pd.DataFrame, threshold: float = 0.5) -> pd.Series:
     return pd.Series(out, index=df.index, name="stability")
 
 
-def stability_result_dir(lm, ds, runs_dir="runs") -> Path:
+def stability_result_dir(lm, ds, runs_dir="runs", max_images: int | None = None) -> Path:
     from .audit_cache import result_dir
     from .evaluate import dataset_fingerprint
-    return result_dir(runs_dir, "stability", lm.sha256, dataset_fingerprint(ds), ",".join(CHANGES))
+    parts = [lm.sha256, dataset_fingerprint(ds), ",".join(CHANGES)] + ([f"max{max_images}"] if max_images else [])
+    return result_dir(runs_dir, "stability", *parts)
 
 
 def read_stability(out_dir) -> pd.DataFrame | None:
@@ -194,13 +197,16 @@ def read_stability(out_dir) -> pd.DataFrame | None:
         return None
 
 
-def cached_dataset_stability(lm, ds, runs_dir="runs", progress=None) -> pd.DataFrame:
-    """`dataset_stability` once per (weights hash, dataset fingerprint); stored as runs/stability-*/stability.csv."""
+def cached_dataset_stability(lm, ds, runs_dir="runs", progress=None, max_images: int | None = None) -> pd.DataFrame:
+    """`dataset_stability` once per (weights hash, dataset fingerprint[, max_images]); stored as
+    runs/stability-*/stability.csv. max_images: a seeded label-stratified subsample of at most that many
+    items (core.datasets.stratified_subset); flip_table's Wilson intervals then say how sure the rates are."""
     from .audit_cache import write_result_dir
-    out = stability_result_dir(lm, ds, runs_dir)
+    from .datasets import stratified_subset
+    out = stability_result_dir(lm, ds, runs_dir, max_images)
     df = read_stability(out)
     if df is None:
-        df, skipped = dataset_stability(lm, ds, progress=progress)
+        df, skipped = dataset_stability(lm, ds, progress=progress, indices=stratified_subset(ds.labels, max_images))
         write_result_dir(out, {"stability.csv": df.to_csv(index=False).encode()})
     return df
 

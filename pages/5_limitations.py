@@ -1,9 +1,12 @@
 """Limitations page: every limitation the seed project documented, quoted, tested and given a verdict.
 
 Each section: the claim (quoted from the seed's README), the test, the measured result and a plain
-verdict sentence computed from the numbers. Robustness numbers come from one cached sweep
-(core.robustness.sweep via sweep_ui); the unseen-generator test evaluates the sample's `ood` split
-next to `test`; the Grad-CAM audit (concentration and deletion test) runs on up to 500 images.
+verdict sentence computed from the numbers (core.limitations). Robustness numbers come from one stored
+sweep (core.robustness.sweep via sweep_ui; its levels appear as they are measured on a first visit); the
+unseen-generator test evaluates the sample's `ood` split next to `test`; the Grad-CAM audit
+(concentration and deletion test) runs on up to 500 images and is stored under runs/. On data larger
+than 500 images the sweep and the stability battery run on a stated stratified subsample with 95% Wilson
+intervals, so a first visit to the sample completes in seconds (benchmarks/bench_browser.py).
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from core.labels import CLASS_NAMES
 from core.limitations import CLAIMS, SEED, level_text
 from core.metrics import HIGH_CONFIDENCE, annotate_calls
 from core.predict import predict_many
-from core.robustness import gradcam_audit_dataset
+from core.robustness import SWEEP_MAX_IMAGES, cached_gradcam_audit
 from core.shifts import SWEEP_LEVELS, shift_array
 from pages_support import common as _common
 from pages_support.common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
@@ -65,9 +68,10 @@ def _examples(sha: str, weights_path: str, dataset_key: tuple, stamp: float, ids
 
 @st.cache_data(show_spinner="Grad-CAM audit (concentration and deletion test)...", max_entries=8)
 def _gradcam_audit(sha: str, weights_path: str, dataset_key: tuple, stamp: float, n: int, threshold: float) -> dict:
+    # Stored under runs/ by core (a new session or process reads it back); this cache saves the read.
     lm = load_model_cached(weights_path, sha)
-    return gradcam_audit_dataset(lm, open_dataset_cached(*dataset_key, stamp), n=n, seed=0, top=lim.AUDIT_TOP,
-                                 threshold=threshold)
+    return cached_gradcam_audit(lm, open_dataset_cached(*dataset_key, stamp), _common.RUNS_DIR, n=n, seed=0,
+                                top=lim.AUDIT_TOP, threshold=threshold)
 
 
 def _stamp(key) -> float:
@@ -97,7 +101,10 @@ def examples_ui(ctx: Context, df: pd.DataFrame, name: str) -> None:
 def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> None:
     st.header("Sensitivity to preprocessing changes")
     claim("shift")
-    st.markdown("**Test.** Every image of the evaluation set is transformed at increasing severity before "
+    sub = (f" (a seeded subsample of {SWEEP_MAX_IMAGES:,} of its {len(ctx.ds):,} images, stratified by label: "
+           "36 passes over every image would keep this page waiting; each accuracy comes with its 95% Wilson "
+           "interval)") if len(ctx.ds) > SWEEP_MAX_IMAGES else ""
+    st.markdown(f"**Test.** Every image of the evaluation set{sub} is transformed at increasing severity before "
                 "preprocessing, and accuracy, ECE and per-class recall are measured again (core.robustness.sweep). "
                 "Sweep metrics use threshold 0.5: the sweep stores summary numbers per level, not per-image scores.")
     sw = sweep_ui(ctx)
@@ -105,7 +112,8 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
         st.warning("The robustness sweep could not be computed for this dataset.")
         return
     base = sw[sw["shift"] == "none"].iloc[0].to_dict()
-    st.caption(f"Clean baseline on {int(base['n']):,} images: accuracy {pct(base['accuracy'])}, "
+    st.caption(f"Clean baseline on {int(base['n']):,} images: accuracy {pct(base['accuracy'])} "
+               f"(95% interval {pct(base['accuracy_ci_low'])}-{pct(base['accuracy_ci_high'])}), "
                f"ECE {num(base['ece'])}, recall REAL {pct(base['recall_REAL'])}, recall FAKE {pct(base['recall_FAKE'])}.")
     show_examples = st.toggle("Show example images at each level", value=True, key="lim_examples")
     for title, names in lim.SHIFT_FAMILIES.items():
@@ -127,8 +135,9 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
                 st.caption("The x axis runs from quality 100 (the clean set; the sample is itself stored as "
                            "JPEG) to 10: severity increases to the right.")
             with st.expander(f"{name}: numbers"):
-                st.dataframe(curve[["level", "n", "accuracy", "ece", "roc_auc", "recall_REAL", "recall_FAKE",
-                                    "mean_prob_fake"]], hide_index=True, key=f"sev-table-{name}")
+                st.dataframe(curve[["level", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "ece", "roc_auc",
+                                    "recall_REAL", "recall_FAKE", "mean_prob_fake"]], hide_index=True,
+                             key=f"sev-table-{name}")
             if show_examples:
                 examples_ui(ctx, df, name)
 
@@ -294,6 +303,18 @@ def main() -> None:
     if df.empty:
         st.error("No image of this dataset could be decoded.")
         st.stop()
+    with summary:
+        # The first numbers, within a second or two of a first visit: the clean evaluation. The verdict
+        # table below fills in when every section's test has run (each is stored under runs/).
+        st.subheader("Summary")
+        m = res[1]
+        cols = st.columns(4)
+        cols[0].metric("Images evaluated", f"{m['n']:,}")
+        cols[1].metric("Accuracy (threshold 0.5)", pct(m.get("accuracy")))
+        cols[2].metric("ROC AUC", num(m.get("roc_auc")))
+        cols[3].metric("ECE", num(m.get("ece")))
+        table_slot = st.empty()
+        table_slot.info("The verdict of each limitation appears here when its test below has run.")
     verdicts: list[dict] = []
     preprocessing_section(ctx, df, verdicts)
     flip_rate_section(ctx, verdicts)
@@ -302,9 +323,7 @@ def main() -> None:
     gradcam_section(ctx, verdicts)
     confidence_section(ctx, df, verdicts)
     scope_section(verdicts)
-    with summary:
-        st.subheader("Summary")
-        st.table(pd.DataFrame(verdicts).set_index("limitation"))      # st.table wraps the long verdicts
+    table_slot.table(pd.DataFrame(verdicts).set_index("limitation"))      # st.table wraps the long verdicts
 
 
 main()

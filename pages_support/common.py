@@ -21,7 +21,7 @@ from core.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from core.datasets import DatasetError, ImageDataset, cifake_splits, open_dataset
 from core.evaluate import cached_evaluation, evaluation_dir, load_evaluation
 from core.labels import LabelMappingError, describe_mapping, parse_class_map
-from core.robustness import cached_sweep
+from core.robustness import cached_sweep, sweep_path
 from core.shifts import Shift
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -251,13 +251,28 @@ def sweep_ui(ctx: Context) -> pd.DataFrame | None:
     return _sweep_from_disk(ctx.lm.sha256, ctx.weights_path, ctx.dataset_key)
 
 
+SWEEP_LIVE_COLUMNS = ["shift", "level", "n", "accuracy", "accuracy_ci_low", "accuracy_ci_high", "recall_REAL",
+                      "recall_FAKE", "ece"]
+
+
 def _sweep_from_disk(sha, weights_path, dataset_key):
-    # The sweep's own disk cache (runs/sweep-*.csv) makes a warm call a CSV read.
+    # The sweep's own disk cache (runs/sweep-*.csv) makes a warm call a CSV read. A first sweep shows each
+    # shift level in a table as soon as it is measured, then the table gives way to the page's sections.
     lm = load_model_cached(weights_path, sha)
     ds = open_dataset_cached(*dataset_key, Path(dataset_key[0]).stat().st_mtime)
+    if sweep_path(RUNS_DIR, lm, ds).is_file():
+        return cached_sweep(lm, ds, RUNS_DIR)
     bar = st.progress(0.0, text="Robustness sweep...")
-    df = cached_sweep(lm, ds, RUNS_DIR, progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Sweep: {d}/{t} levels"))
+    live, rows = st.empty(), []
+
+    def on_row(row):
+        rows.append(row)
+        live.dataframe(pd.DataFrame(rows)[SWEEP_LIVE_COLUMNS], hide_index=True)
+
+    df = cached_sweep(lm, ds, RUNS_DIR, on_row=on_row,
+                      progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Sweep: {d}/{t} levels measured"))
     bar.empty()
+    live.empty()
     return df
 
 

@@ -16,6 +16,7 @@ from core.figures import heatmap_png
 from core.forensics import image_spectrum
 from core.images import ImageError, load_image
 from core.labels import CLASS_NAMES
+from core.limitations import STABILITY_MAX_IMAGES
 from core.stability import (CHANGES, check_image, flip_table, flips, probs_of_sources, read_stability,
                             stability_result_dir, stability_verdict, cached_dataset_stability)
 from pages_support.common import RUNS_DIR, Context, load_model_cached, open_dataset_cached
@@ -110,11 +111,13 @@ def _read_stability_cached(out_dir: str) -> pd.DataFrame | None:
 
 
 def dataset_stability_ui(ctx: Context) -> pd.DataFrame | None:
-    """Per-image P(AI) under every change for the selected dataset: from runs/, else computed with a bar."""
-    out = stability_result_dir(ctx.lm, ctx.ds, RUNS_DIR)
+    """Per-image P(AI) under every change for the selected dataset (a stratified subsample of at most
+    core.limitations.STABILITY_MAX_IMAGES): from runs/, else computed with a bar."""
+    out = stability_result_dir(ctx.lm, ctx.ds, RUNS_DIR, STABILITY_MAX_IMAGES)
     if not (out / "stability.csv").is_file():
-        bar = st.progress(0.0, text=f"Stability battery on {len(ctx.ds):,} images...")
-        cached_dataset_stability(ctx.lm, ctx.ds, RUNS_DIR,
+        n = min(len(ctx.ds), STABILITY_MAX_IMAGES)
+        bar = st.progress(0.0, text=f"Stability battery on {n:,} images...")
+        cached_dataset_stability(ctx.lm, ctx.ds, RUNS_DIR, max_images=STABILITY_MAX_IMAGES,
                                  progress=lambda d, t: bar.progress(min(1.0, d / max(t, 1)), text=f"Stability: {d:,}/{t:,}"))
         bar.empty()
     return _read_stability_cached(str(out))
@@ -123,7 +126,9 @@ def dataset_stability_ui(ctx: Context) -> pd.DataFrame | None:
 def flip_rate_section(ctx: Context, verdicts: list) -> None:
     """Limitations section: flip rate per everyday change, and a gallery of the images that flip."""
     st.header("Verdict stability under everyday changes")
-    st.markdown("**Test.** Every image of the evaluation set is re-scored after each everyday change "
+    sub = (f" (a seeded subsample of {STABILITY_MAX_IMAGES:,} of its {len(ctx.ds):,} images, stratified by label; "
+           "bars show 95% Wilson intervals)") if ctx.ds is not None and len(ctx.ds) > STABILITY_MAX_IMAGES else ""
+    st.markdown(f"**Test.** Every image of the evaluation set{sub} is re-scored after each everyday change "
                 f"({', '.join(CHANGES.values())}), applied to the decoded image before preprocessing "
                 f"(core.stability). A call *flips* when it differs from the call on the unchanged image at "
                 f"threshold {ctx.threshold:.2f}, whether or not either call is right.")
