@@ -1,0 +1,201 @@
+"""First views of every page in a real browser, on a fresh clone, plus the idle app's CPU use.
+
+    python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20]
+
+For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
+empty, as after the README's install), the running Python's environment linked in as the clone's
+.venv (the README puts the venv inside the repository), `streamlit run dashboard.py` started there
+with the clone's .streamlit/config.toml, and a new headless Chromium (Debian's, through Playwright from
+PyPI; never `playwright install`) opening the page's URL. Times from the request:
+
+- first numbers: the first metric, table, data frame or chart in the page's main area;
+- complete: the script run has finished (Streamlit's "running" status gone for 1 s) with the page's
+  content drawn; any st.exception element fails the page.
+
+Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
+over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
+`--server.fileWatcherType auto`. Targets (issue 11): Limitations first numbers <= 5 s and complete
+<= 20 s; every other page complete <= 5 s; idle ~0% CPU. The machine may be shared: see `load_before`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from common import ROOT, print_table, save
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+# url path -> title; url paths are Streamlit's defaults for pages/N_name.py (the number dropped).
+PAGES = {"": "Predict", "confusion": "Confusion matrix", "calibration": "Calibration",
+         "misclassifications": "Misclassifications", "limitations": "Limitations", "model_data": "Model & data",
+         "forensics": "Forensics", "compare": "Compare models", "slices": "Error slices", "report": "Audit report"}
+TARGETS = {"limitations": (5.0, 20.0)}       # (first numbers, complete) in seconds; other pages: complete <= 5
+NUMBERS = ('[data-testid="stMain"] [data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stTable"], '
+           '[data-testid="stMain"] [data-testid="stDataFrame"], [data-testid="stMain"] .js-plotly-plot')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 120) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+def fresh_clone(dest: Path) -> Path:
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True)
+    os.symlink(sys.prefix, dest / ".venv")
+    return dest
+
+
+def start_server(clone: Path, port: int, extra: list[str] = ()) -> subprocess.Popen:
+    cmd = [str(clone / ".venv" / "bin" / "python"), "-m", "streamlit", "run", "dashboard.py",
+           "--server.headless", "true", "--server.port", str(port), *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    p = subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _wait_http(f"http://localhost:{port}/_stcore/health")
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    p.terminate()
+    try:
+        p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill()
+
+
+def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False) -> dict:
+    """Open url in a new context; time to first numbers and to a finished run (the context stays open,
+    returned as "context", with keep_open)."""
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
+    page = ctx.new_page()
+    t0 = time.perf_counter()
+    page.goto(url, wait_until="commit")
+    first = complete = None
+    quiet_since = None
+    end = t0 + timeout
+    while time.perf_counter() < end:
+        now = time.perf_counter() - t0
+        state = page.evaluate("""(sel) => ({
+            numbers: !!document.querySelector(sel),
+            running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+            content: document.querySelectorAll('[data-testid="stMain"] [data-testid="stElementContainer"]').length,
+            exception: !!document.querySelector('[data-testid="stException"]'),
+            spinner: !!document.querySelector('[data-testid="stMain"] [data-testid="stSpinner"], [data-testid="stMain"] [data-testid="stProgress"]'),
+        })""", NUMBERS)
+        if state["exception"]:
+            ctx.close()
+            return {"first_numbers_s": first, "complete_s": None, "error": "st.exception on the page", "context": None}
+        if state["numbers"] and first is None:
+            first = now
+        if state["content"] >= 2 and not state["running"] and not state["spinner"]:
+            if quiet_since is None:
+                quiet_since = now
+            elif now - quiet_since >= 1.0:
+                complete = quiet_since
+                break
+        else:
+            quiet_since = None
+        time.sleep(0.05)
+    if not keep_open:
+        ctx.close()
+    return {"first_numbers_s": first, "complete_s": complete, "context": ctx if keep_open else None,
+            "error": None if complete else f"not complete in {timeout} s"}
+
+
+def idle_cpu(server: subprocess.Popen, browser, url: str, seconds: float) -> float:
+    """CPU use (% of one core) of the server process and its children while a finished page stays open."""
+    import psutil
+    view = first_view(browser, url, keep_open=True)
+    proc = psutil.Process(server.pid)
+
+    def cpu():
+        return sum(sum(p.cpu_times()[:2]) for p in [proc] + proc.children(recursive=True))
+    c0, t0 = cpu(), time.perf_counter()
+    time.sleep(seconds)
+    used = (cpu() - c0) / (time.perf_counter() - t0) * 100
+    if view["context"] is not None:
+        view["context"].close()
+    return used
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pages", default=",".join(p or "predict" for p in PAGES),
+                    help="comma-separated url paths (predict = the default page; default: all)")
+    ap.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window (default: 20)")
+    args = ap.parse_args()
+    import psutil
+    from playwright.sync_api import sync_playwright
+    wanted = ["" if p == "predict" else p for p in args.pages.split(",")]
+    rows, idle = [], {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-browser-"))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+            for path in wanted:
+                clone = fresh_clone(tmp / f"clone-{path or 'predict'}")
+                port = _free_port()
+                load = os.getloadavg()[0]
+                t_start = time.perf_counter()
+                server = start_server(clone, port)
+                started = time.perf_counter() - t_start
+                try:
+                    res = first_view(browser, f"http://localhost:{port}/{path}")
+                finally:
+                    stop(server)
+                first_t, done_t = TARGETS.get(path, (None, 5.0))
+                ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
+                    (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
+                res.pop("context", None)
+                rows.append({"page": PAGES[path], "first_numbers_s": res["first_numbers_s"],
+                             "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
+                             + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
+                             "load_before": load, "error": res["error"]})
+                print(rows[-1], flush=True)
+                shutil.rmtree(clone, ignore_errors=True)
+            # Idle CPU, shipped config vs the file watcher switched on.
+            clone = fresh_clone(tmp / "clone-idle")
+            for label, extra in (("shipped config (fileWatcherType none)", []),
+                                 ("--server.fileWatcherType auto", ["--server.fileWatcherType", "auto"])):
+                port = _free_port()
+                server = start_server(clone, port, extra)
+                try:
+                    idle[label] = idle_cpu(server, browser, f"http://localhost:{port}/", args.idle_seconds)
+                finally:
+                    stop(server)
+                print(f"idle CPU, {label}: {idle[label]:.1f}% of one core", flush=True)
+            browser.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print()
+    print_table(rows, ["page", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "load_before"])
+    for k, v in idle.items():
+        print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
+    save("browser", {"pages": rows, "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds,
+                     "cores": psutil.cpu_count()})
+
+
+if __name__ == "__main__":
+    main()
