@@ -136,7 +136,7 @@ def test_training_draws_new_windows_every_epoch(crop_run):
     from core.train import training_windows
     _, res = crop_run
     a, b = training_windows(res.data, 1, 0), training_windows(res.data, 2, 0)
-    assert a.shape == res.data.x_train.shape == (18, 3, 32, 32)
+    assert a.shape == res.data.x_train.shape and a.shape[1:] == (3, 32, 32) and len(a) >= 12
     assert torch.equal(a, training_windows(res.data, 1, 0))                 # reproducible
     assert not torch.equal(a, b)                                            # new windows each epoch
 
