@@ -9,8 +9,8 @@ with the clone's .streamlit/config.toml, and a new headless Chromium (Debian's, 
 PyPI; never `playwright install`) opening the page's URL. Times from the request:
 
 - first numbers: the first metric, table, data frame or chart in the page's main area;
-- complete: the script run has finished (Streamlit's "running" status gone for 1 s) with the page's
-  content drawn; any st.exception element fails the page.
+- complete: the script run has finished (the app's data-test-script-state is "notRunning" for 1 s, no
+  spinner or progress bar left) with the page's content drawn; any st.exception element fails the page.
 
 Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
 over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
@@ -99,7 +99,8 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False)
         now = time.perf_counter() - t0
         state = page.evaluate("""(sel) => ({
             numbers: !!document.querySelector(sel),
-            running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+            running: (document.querySelector('[data-testid="stApp"]') || {getAttribute: () => 'initial'})
+                         .getAttribute('data-test-script-state') !== 'notRunning',
             content: document.querySelectorAll('[data-testid="stMain"] [data-testid="stElementContainer"]').length,
             exception: !!document.querySelector('[data-testid="stException"]'),
             spinner: !!document.querySelector('[data-testid="stMain"] [data-testid="stSpinner"], [data-testid="stMain"] [data-testid="stProgress"]'),
@@ -109,7 +110,7 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False)
             return {"first_numbers_s": first, "complete_s": None, "error": "st.exception on the page", "context": None}
         if state["numbers"] and first is None:
             first = now
-        if state["content"] >= 2 and not state["running"] and not state["spinner"]:
+        if state["content"] >= 1 and not state["running"] and not state["spinner"]:
             if quiet_since is None:
                 quiet_since = now
             elif now - quiet_since >= 1.0:
