@@ -236,7 +236,8 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     df = sweep(lm, ds)
     print(df.to_string(index=False))
-    print(f"sweep of {len(df) - 1} shift levels on {len(ds)} images: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"sweep of {len(df) - 1} shift levels on {int(df['n'].iloc[0])} of {len(ds)} images (stratified subsample "
+          f"above {SWEEP_MAX_IMAGES}): {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if args.out:
         df.to_csv(args.out, index=False)
     return 0
