@@ -385,7 +385,23 @@ def main(argv=None) -> int:
         return 0
     with pd.option_context("display.max_colwidth", None, "display.width", 250):
         print(summary_table(verdicts).to_string())
+        print()
+        print("Confidence vs correctness with the UNSURE verdict (shares of all images of each row):")
+        print(unsure_table(unsure_frames(lm, ds, Path(args.sample), args.runs), args.threshold).to_string(index=False))
     return 0
+
+
+def unsure_frames(lm, ds, sample_dir, runs_dir, logo_dir=None) -> list:
+    """The rows of the Limitations page's UNSURE table: this evaluation, the sample's ood split, and the
+    stored leave-one-generator-out folds (weights/logo beside the checkpoint's weights folder)."""
+    from .datasets import cifake_splits, open_dataset
+    from .evaluate import cached_evaluation
+    from .generalize import logo_frames
+    frames = [("this evaluation", cached_evaluation(lm, ds, runs_dir)[0], lm.verdict, lm.temperature)]
+    if "ood" in cifake_splits(sample_dir):
+        ood = cached_evaluation(lm, open_dataset(sample_dir, split="ood"), runs_dir)[0]
+        frames.append(("sample ood (unseen family)", ood, lm.verdict, lm.temperature))
+    return frames + logo_frames(logo_dir or Path(__file__).resolve().parent.parent / "weights" / "logo")
 
 
 if __name__ == "__main__":
