@@ -137,6 +137,8 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
 def recipe_text(cfg) -> str:
     """One line naming a training recipe's choices that matter for generalisation."""
     bits = [cfg.arch, f"{cfg.epochs}+{cfg.finetune_epochs} epochs"]
+    if cfg.max_train_images:
+        bits.append(f"{cfg.max_train_images:,} training images")
     ma = cfg.model_args or {}
     if ma.get("input_filter", "none") != "none":
         bits.append(f"input {ma['input_filter']}")
