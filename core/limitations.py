@@ -366,6 +366,9 @@ def main(argv=None) -> int:
     p.add_argument("--threshold", type=float, default=0.5, help="P(AI) threshold (default: 0.5)")
     p.add_argument("--runs", default="runs", help="cache folder shared with the app (default: runs)")
     p.add_argument("--json", action="store_true", help="print the structured verdicts as JSON lines instead")
+    p.add_argument("--unsure", action="store_true",
+                   help="also print the page's confidence-vs-correctness table with UNSURE (this evaluation, the "
+                        "sample's ood split, the LOGO folds in WEIGHTS_DIR/logo)")
     args = p.parse_args(argv)
     import json
     from .checkpoint import CheckpointError, load_checkpoint
@@ -385,9 +388,11 @@ def main(argv=None) -> int:
         return 0
     with pd.option_context("display.max_colwidth", None, "display.width", 250):
         print(summary_table(verdicts).to_string())
-        print()
-        print("Confidence vs correctness with the UNSURE verdict (shares of all images of each row):")
-        print(unsure_table(unsure_frames(lm, ds, Path(args.sample), args.runs), args.threshold).to_string(index=False))
+        if args.unsure:
+            print()
+            print("Confidence vs correctness with the UNSURE verdict (shares of all images of each row):")
+            frames = unsure_frames(lm, ds, Path(args.sample), args.runs, Path(args.weights).parent / "logo")
+            print(unsure_table(frames, args.threshold).to_string(index=False))
     return 0
 
 
@@ -401,7 +406,7 @@ def unsure_frames(lm, ds, sample_dir, runs_dir, logo_dir=None) -> list:
     if "ood" in cifake_splits(sample_dir):
         ood = cached_evaluation(lm, open_dataset(sample_dir, split="ood"), runs_dir)[0]
         frames.append(("sample ood (unseen family)", ood, lm.verdict, lm.temperature))
-    return frames + logo_frames(logo_dir or Path(__file__).resolve().parent.parent / "weights" / "logo")
+    return frames + (logo_frames(logo_dir) if logo_dir else [])
 
 
 if __name__ == "__main__":

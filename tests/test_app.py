@@ -427,6 +427,12 @@ def test_limitations_cli_prints_the_page_table(app_dirs, capsys):
     for name, verdict in table["verdict"].items():
         assert f"{name}" in out and verdict in out
     assert len(out.strip().splitlines()) == len(table) + 2          # header lines + one line per limitation
+    # --unsure adds the page's confidence-vs-correctness table with UNSURE, this evaluation's row equal to core's.
+    assert limitations.main(["--weights", str(app_dirs["weights"] / "default.pt"), "--data",
+                             str(app_dirs["sample"] / "test"), "--sample", str(app_dirs["sample"]),
+                             "--runs", str(app_dirs["runs"]), "--unsure"]) == 0
+    out = capsys.readouterr().out
+    assert "wrong, not UNSURE" in out and "this evaluation" in out and "sample ood (unseen family)" in out
     assert limitations.main(["--weights", str(app_dirs["weights"] / "nope.pt"), "--data",
                              str(app_dirs["sample"] / "test")]) == 2
 
