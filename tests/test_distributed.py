@@ -54,8 +54,9 @@ def test_torchrun_two_process_gloo(tiny_cifake, tmp_path):
                           cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
     lm = load_checkpoint(ddp)
     assert lm.meta["train_config"]["world_size"] == 2
-    # Each rank saw half of every epoch: 96 training images -> 48 per rank -> 3 steps of 16.
-    assert lm.meta["train_config"]["train_images"] == 96
+    # 128 images: 13 calibration (core.verdict), 32 validation, 83 training; each rank sees half of every
+    # epoch: 41 images -> 2 steps of 16.
+    assert lm.meta["train_config"]["train_images"] == 83
     acc = {}
     for name, ck in (("ddp", ddp), ("single", single)):
         assert evaluate.main(["--weights", str(ck), "--data", str(tiny_cifake), "--out", str(tmp_path / name)]) == 0
