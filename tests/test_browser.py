@@ -170,8 +170,20 @@ def open_page(pg, label: str) -> None:
     settle(pg)
 
 
-def cell_counts(pg) -> dict[str, int]:
-    """{TN, FP, FN, TP: count} from the Confusion page's cell picker ("FP: REAL called FAKE (18)")."""
+def cell_counts(pg, expected: dict | None = None, timeout: float = 60) -> dict[str, int]:
+    """{TN, FP, FN, TP: count} from the Confusion page's cell picker ("FP: REAL called FAKE (18)").
+
+    Polls until the four cells are drawn (and equal `expected`, when given, or the timeout passes): a loaded
+    browser draws a rerun's elements a while after the script has finished."""
+    end = time.time() + timeout
+    while True:
+        out = _cell_counts(pg)
+        if (len(out) == 4 and (expected is None or out == expected)) or time.time() > end:
+            return out
+        time.sleep(0.3)
+
+
+def _cell_counts(pg) -> dict[str, int]:
     out = {}
     for text in pg.locator('[data-testid="stRadio"] label').all_inner_texts():
         m = re.match(r"\s*(TN|FP|FN|TP): .* \((\d[\d,]*)\)", text)
@@ -242,6 +254,7 @@ def test_predict_batch_with_bad_files_and_csv_download(page, server, tmp_path):
         (tmp_path / name).write_bytes(data)
     page.locator('[data-testid="stMain"] input[type="file"]').set_input_files([str(tmp_path / n) for n in files])
     page.get_by_text("2 of 4 files predicted").wait_for()
+    page.locator('[data-testid="stMetricLabel"]', has_text="Unreadable").wait_for()   # drawn, not only sent
     settle(page)
     text = page.locator('[data-testid="stMain"]').inner_text()
     assert "2 file(s) could not be used" in text
@@ -268,12 +281,12 @@ def test_threshold_moves_confusion_counts_and_a_cell_shows_its_images(page, serv
     settle(page)
     open_page(page, "Confusion matrix")
     df = stored_predictions(server)
-    assert cell_counts(page) == expected_cells(df, 0.5)
+    assert cell_counts(page, expected_cells(df, 0.5)) == expected_cells(df, 0.5)
     # Threshold 1 calls everything REAL (unless P(AI) is exactly 1), threshold 0 everything FAKE: one of the
     # two moves images across, whatever the model; one key press each.
     t2 = 1.0 if expected_cells(df, 1.0) != expected_cells(df, 0.5) else 0.0
     assert set_threshold(page, "End" if t2 == 1.0 else "Home") == t2
-    after = cell_counts(page)
+    after = cell_counts(page, expected_cells(df, t2))
     assert after == expected_cells(df, t2) != expected_cells(df, 0.5)
     assert sum(after.values()) == 2 * N_PER_CLASS
     shot(page, "confusion_threshold")
