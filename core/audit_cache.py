@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from .checkpoint import atomic_write_dir
 from .evaluate import RESULT_FORMAT
 
 # Bump when the content or meaning of any audit result changes. The keys also carry the project-wide
@@ -28,24 +26,11 @@ def result_dir(runs_dir, kind: str, *parts) -> Path:
 
 
 def write_result_dir(out_dir, files: dict[str, bytes]) -> Path:
-    """Write {name: bytes} into out_dir atomically (temporary folder, then rename); returns out_dir."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
-    try:
+    """Write {name: bytes} into out_dir atomically (core.checkpoint.atomic_write_dir); returns out_dir."""
+    def write(tmp: Path) -> None:
         for name, data in files.items():
             (tmp / name).write_bytes(data)
-        if out_dir.exists():
-            old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    return atomic_write_dir(out_dir, write)
 
 
 def json_bytes(obj) -> bytes:

@@ -111,6 +111,29 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def atomic_write_dir(out_dir, write) -> Path:
+    """Fill a folder atomically: `write(tmp_dir)` writes the files into a temporary sibling folder, which then
+    replaces out_dir (an older out_dir is moved aside first, so there is never a half result). Returns out_dir."""
+    import shutil
+    from pathlib import Path
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
+    try:
+        write(tmp)
+        if out_dir.exists():
+            old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
 def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessConfig, *, temperature: float = 1.0,
                     train_config: dict | None = None, history: list | None = None, metrics: dict | None = None,
                     name: str | None = None, verdict: dict | None = None) -> dict:

@@ -16,9 +16,7 @@ import hashlib
 import json
 import os
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -29,7 +27,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint, with_crops
+from .checkpoint import CheckpointError, LoadedModel, atomic_write_dir, load_checkpoint, with_crops
 from .datasets import DatasetError, DatasetView, ImageDataset, collate_records, open_dataset
 from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
@@ -290,25 +288,12 @@ def dataset_fingerprint(ds: ImageDataset) -> str:
 
 
 def write_evaluation(out_dir, df: pd.DataFrame, metrics: dict) -> None:
-    """Write predictions.csv and metrics.json into out_dir atomically (temp dir, then rename)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".tmp-{out_dir.name}-"))
-    try:
+    """Write predictions.csv and metrics.json into out_dir atomically (core.checkpoint.atomic_write_dir)."""
+    def write(tmp: Path) -> None:
         df.to_csv(tmp / "predictions.csv", index=False)
         with open(tmp / "metrics.json", "w") as f:
             json.dump(metrics, f, indent=2, default=float)
-        if out_dir.exists():
-            # Replace an older result: move it aside first, so there is never a moment with a half result.
-            old = out_dir.with_name(f".old-{out_dir.name}-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    atomic_write_dir(out_dir, write)
 
 
 def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, threshold: float = 0.5,
