@@ -36,6 +36,7 @@ RECIPES = {
     "blur-jpeg-resample": dict(aug_blur=0.3, aug_jpeg=0.3, aug_resample=0.3),
     "npr+aug": dict(aug_blur=0.3, aug_jpeg=0.3, aug_resample=0.3, model_args={"input_filter": "npr"}),
     "aug+smooth": dict(aug_blur=0.3, aug_jpeg=0.3, aug_resample=0.3, label_smoothing=0.1),
+    "pseudo-fakes": dict(pseudo_fakes=0.3),                     # self-synthesised traces on real copies
 }
 
 

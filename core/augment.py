@@ -10,15 +10,31 @@ translation. Per image, each with its own probability (`AugmentRecipe`):
   bicubic, area): fakes reach users resized by unknown pipelines, as CIFAKE's were downscaled;
 - the legacy `robust` mix (grayscale / JPEG / blur / noise on 30% of the batch).
 The shifts are `core.shifts.apply_shift`, the same code the robustness sweep measures with.
+
+`pseudo_fakes(x, y, gen, share)` is the other kind of augmentation: it adds to the batch, for a
+share of its REAL images, a copy labelled FAKE that carries a trace that no photograph has but some generator
+might leave (self-synthesised fakes, as Self-Blended Images do for face forgeries: Shiohara and
+Yamasaki, CVPR 2022). A detector trained on a few generators learns their particular traces, and
+"REAL" becomes its answer for everything else (a model that has seen only smooth fakes calls the
+per-pixel noise of an autoregressive sampler REAL). The traces, one per image, at random strength:
+- sampling noise: independent per pixel and channel (autoregressive and diffusion samplers);
+- over-smoothing: Gaussian blur (VAEs, autoencoders, under-trained GANs);
+- upsampling: generated at half size, then enlarged by nearest / bilinear / bicubic (GAN and
+  decoder upsampling layers);
+- banding: each channel quantised to 8-24 levels (generators with a few output levels);
+then the same JPEG encoding as the sample's images (quality 90, 4:2:0), so the last step of a
+pseudo-fake's life is the one every image in the data went through, not a cue.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
-from .shifts import apply_shift
+from .shifts import apply_shift, pil_to_tensor, tensor_to_pil
 
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
@@ -43,6 +59,53 @@ def resample(x: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
     y = F.interpolate(x.float(), size=(small, small), mode="area" if mode == "area" else mode, **kw)
     y = F.interpolate(y, size=(s, s), mode="nearest" if mode in ("nearest", "area") else mode, **kw)
     return y.round_().clamp_(0, 255).to(torch.uint8)
+
+
+PSEUDO_FAKE_KINDS = ("noise", "smooth", "upsample", "banding")
+
+
+def _jpeg_q90(im: torch.Tensor) -> torch.Tensor:
+    """uint8 (3, S, S) through the sample's JPEG encoding (quality 90, 4:2:0; data/build_sample.py)."""
+    buf = io.BytesIO()
+    tensor_to_pil(im).save(buf, format="JPEG", quality=90, subsampling=2)
+    buf.seek(0)
+    return pil_to_tensor(Image.open(buf).convert("RGB"))
+
+
+def synthetic_trace(im: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
+    """uint8 (3, S, S) -> the same image carrying one synthetic generator trace of `kind`
+    (PSEUDO_FAKE_KINDS), at a strength drawn from `gen`; before the final JPEG encoding."""
+    x = im.unsqueeze(0)
+    if kind == "noise":                         # sigma 3-12 grey levels, per pixel and channel
+        sigma = _uniform(gen, 3.0, 12.0)
+        x = (x.float() + sigma * torch.randn(x.shape, generator=gen)).round_().clamp_(0, 255).to(torch.uint8)
+    elif kind == "smooth":                      # Gaussian blur, sigma 0.5-1.2 px
+        x = apply_shift(x, "blur", _uniform(gen, 0.5, 1.2))
+    elif kind == "upsample":                    # made at half size, enlarged by a random filter
+        x = resample(x, 0.5, ("nearest", "bilinear", "bicubic")[int(torch.randint(0, 3, (1,), generator=gen))])
+    elif kind == "banding":                     # 8-24 levels per channel
+        step = 255.0 / (int(torch.randint(8, 25, (1,), generator=gen)) - 1)
+        x = ((x.float() / step).round_() * step).round_().clamp_(0, 255).to(torch.uint8)
+    else:
+        raise ValueError(f"unknown trace {kind!r}; known: {', '.join(PSEUDO_FAKE_KINDS)}")
+    return x[0]
+
+
+def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (B, 3, S, S), labels (B,) -> (B + k, ...): the batch, then for each REAL image picked with
+    probability `share` a copy labelled FAKE (1) carrying one synthetic trace (see the module doc).
+    The real original stays in the batch, so the pair differs only by the trace. Inputs not modified."""
+    if not share:
+        return x, y
+    b = x.shape[0]
+    pick = torch.nonzero((y == 0) & (torch.rand(b, generator=gen) < share)).flatten()
+    if not len(pick):
+        return x, y
+    kinds = torch.randint(0, len(PSEUDO_FAKE_KINDS), (len(pick),), generator=gen)
+    out = [_jpeg_q90(synthetic_trace(x[i], PSEUDO_FAKE_KINDS[k], gen))
+           for i, k in zip(pick.tolist(), kinds.tolist())]
+    return torch.cat([x, torch.stack(out)]), torch.cat([y, torch.ones(len(out), dtype=y.dtype)])
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, recipe: AugmentRecipe = AugmentRecipe()) -> torch.Tensor:

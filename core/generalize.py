@@ -142,6 +142,10 @@ def recipe_text(cfg) -> str:
     ma = cfg.model_args or {}
     if ma.get("input_filter", "none") != "none":
         bits.append(f"input {ma['input_filter']}")
+    if ma.get("pool_first") is False:
+        bits.append("no early pooling")
+    if getattr(cfg, "pseudo_fakes", 0):
+        bits.append(f"pseudo-fakes {cfg.pseudo_fakes:g}")
     for k in ("aug_blur", "aug_jpeg", "aug_resample"):
         v = getattr(cfg, k, 0)
         if v:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import AugmentRecipe, augment
+from .augment import AugmentRecipe, augment, pseudo_fakes
 from .checkpoint import make_checkpoint, save_checkpoint
 from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
@@ -74,6 +74,7 @@ class TrainConfig:
     aug_blur: float = 0.0             # per-image probability of Gaussian blur (core.augment)
     aug_jpeg: float = 0.0             # per-image probability of JPEG re-encoding (core.augment)
     aug_resample: float = 0.0         # per-image probability of down-and-up resampling (core.augment)
+    pseudo_fakes: float = 0.0         # share of REAL images also added as self-synthesised FAKEs (core.augment)
     exclude_fake_sources: list = field(default_factory=list)   # FAKE sources left out (leave-one-generator-out)
     calib_fraction: float = 0.1       # share of train held out from fitting AND selection, for verdicts
     verdict_alpha: float = 0.05       # conformal miscoverage of the "near the threshold" band
@@ -246,8 +247,9 @@ def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tenso
     tot_loss, tot_correct, seen = 0.0, 0, 0
     for b in range(steps):
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        xb = augment(x[idx], gen, recipe_of(cfg))
-        yb = y[idx].float().to(device, non_blocking=True)
+        xb, yb = pseudo_fakes(x[idx], y[idx], gen, cfg.pseudo_fakes)
+        xb = augment(xb, gen, recipe_of(cfg))
+        yb = yb.float().to(device, non_blocking=True)
         xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
         with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             logits = model(xb)
@@ -263,9 +265,9 @@ def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tenso
             opt.step()
         if sched is not None:
             sched.step()
-        tot_loss += loss.item() * len(idx)
+        tot_loss += loss.item() * len(yb)
         tot_correct += int(((logits.detach() > 0).float() == yb).sum())
-        seen += len(idx)
+        seen += len(yb)
         if progress:
             progress(b + 1, steps)
     seconds = time.perf_counter() - t0
@@ -472,6 +474,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--aug-jpeg", type=float, default=d.aug_jpeg, help="per-image JPEG probability (default: 0)")
     p.add_argument("--aug-resample", type=float, default=d.aug_resample,
                    help="per-image down-and-up resampling probability (default: 0)")
+    p.add_argument("--pseudo-fakes", type=float, default=d.pseudo_fakes,
+                   help="share of REAL training images also added, with a synthetic generator trace (noise, "
+                        "over-smoothing, upsampling, banding), as FAKEs (default: 0)")
     p.add_argument("--exclude-fake-sources", default="",
                    help="comma list of FAKE sources to leave out of training (default: none)")
     p.add_argument("--calib-fraction", type=float, default=d.calib_fraction,
