@@ -17,7 +17,8 @@ might leave (self-synthesised fakes, as Self-Blended Images do for face forgerie
 Yamasaki, CVPR 2022). A detector trained on a few generators learns their particular traces, and
 "REAL" becomes its answer for everything else (a model that has seen only smooth fakes calls the
 per-pixel noise of an autoregressive sampler REAL). The traces, one per image, at random strength:
-- sampling noise: independent per pixel and channel (autoregressive and diffusion samplers);
+- sampling noise: independent per pixel and channel, from barely visible to heavy (sigma 3-48 grey
+  levels, log-uniform: under-trained autoregressive and diffusion samplers leave such noise);
 - over-smoothing: Gaussian blur (VAEs, autoencoders, under-trained GANs);
 - upsampling: generated at half size, then enlarged by nearest / bilinear / bicubic (GAN and
   decoder upsampling layers);
@@ -28,6 +29,7 @@ pseudo-fake's life is the one every image in the data went through, not a cue.
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 
 import torch
@@ -76,8 +78,8 @@ def synthetic_trace(im: torch.Tensor, kind: str, gen: torch.Generator) -> torch.
     """uint8 (3, S, S) -> the same image carrying one synthetic generator trace of `kind`
     (PSEUDO_FAKE_KINDS), at a strength drawn from `gen`; before the final JPEG encoding."""
     x = im.unsqueeze(0)
-    if kind == "noise":                         # sigma 3-12 grey levels, per pixel and channel
-        sigma = _uniform(gen, 3.0, 12.0)
+    if kind == "noise":                         # sigma 3-48 grey levels (log-uniform), per pixel and channel
+        sigma = math.exp(_uniform(gen, math.log(3.0), math.log(48.0)))
         x = (x.float() + sigma * torch.randn(x.shape, generator=gen)).round_().clamp_(0, 255).to(torch.uint8)
     elif kind == "smooth":                      # Gaussian blur, sigma 0.5-1.2 px
         x = apply_shift(x, "blur", _uniform(gen, 0.5, 1.2))

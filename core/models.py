@@ -2,9 +2,10 @@
 
 Registry: `build_model(arch, **model_args)` with arch in `ARCHITECTURES`:
 - "seed-v1":  the Grad-CAM seed's CNN: 3 x (conv3x3 + ReLU + max-pool), then FC layers.
+- "two-stream": two seed-v21 bodies, on the image and on its NPR residual, one head (`TwoStream`).
 - "seed-v21": the V2.1 seed's CNN: 4 x (conv3x3 + BatchNorm + ReLU [+ max-pool]), global average
   pooling, dropout-regularised FC layers. `input_filter="npr"` feeds it the neighbouring-pixel
-  residual instead of the image (see `npr_residual`).
+  residual instead of the image (see `npr_residual`), `"rgb+npr"` both (6 input channels).
 
 Contract (used by training, evaluation, Grad-CAM and the app):
 - `forward(x)`: x float32 (B, 3, S, S) in [0, 1] -> logits (B,), P(FAKE) = sigmoid(logit).
@@ -73,11 +74,31 @@ def npr_residual(x: torch.Tensor) -> torch.Tensor:
     return x - down.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)[:, :, :x.shape[2], :x.shape[3]]
 
 
-INPUT_FILTERS = {"none": None, "npr": npr_residual}
+def rgb_and_npr(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, S, S) -> (B, 6, S, S): the image and its NPR residual side by side, so the first conv sees
+    both the content and the upsampling trace (the residual alone discards the colours)."""
+    return torch.cat([x, npr_residual(x)], dim=1)
+
+
+INPUT_FILTERS = {"none": None, "npr": npr_residual, "rgb+npr": rgb_and_npr}
+INPUT_CHANNELS = {"none": 3, "npr": 3, "rgb+npr": 6}
 
 
 def _conv_bn(cin, cout):
     return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+def _conv_body(cin: int, channels, pool_last: bool, double_conv: bool, pool_first: bool) -> nn.Sequential:
+    """seed-v21's conv blocks: conv + BatchNorm + ReLU (twice with double_conv), max-pool after every
+    block but the last (unless pool_last) and the first (unless pool_first)."""
+    blocks = []
+    for i, c in enumerate(channels):
+        layers = _conv_bn(cin, c) + (_conv_bn(c, c) if double_conv else [])
+        if (i < len(channels) - 1 or pool_last) and (i > 0 or pool_first):
+            layers.append(nn.MaxPool2d(2))
+        blocks.append(nn.Sequential(*layers))
+        cin = c
+    return nn.Sequential(*blocks)
 
 
 class SeedV21(nn.Module):
@@ -98,15 +119,8 @@ class SeedV21(nn.Module):
             raise ValueError(f"unknown input_filter {input_filter!r}; known: {', '.join(INPUT_FILTERS)}")
         self.input_filter = input_filter
         self.normalize = _Normalize()
-        blocks = []
-        cin = 3
-        for i, c in enumerate(channels):
-            layers = _conv_bn(cin, c) + (_conv_bn(c, c) if double_conv else [])
-            if (i < len(channels) - 1 or pool_last) and (i > 0 or pool_first):
-                layers.append(nn.MaxPool2d(2))
-            blocks.append(nn.Sequential(*layers))
-            cin = c
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = _conv_body(INPUT_CHANNELS[input_filter], channels, pool_last, double_conv, pool_first)
+        cin = channels[-1]
         self.classifier = nn.Sequential(
             nn.Dropout(dropout), nn.Linear(cin, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, 1))
@@ -124,7 +138,39 @@ class SeedV21(nn.Module):
         return self.head(self.features(x))
 
 
-ARCHITECTURES = {"seed-v1": SeedV1, "seed-v21": SeedV21}
+class TwoStream(nn.Module):
+    """Two seed-v21 bodies side by side: one on the image, one on its NPR residual (`npr_residual`);
+    their last-block maps are concatenated (B, 2 x C4, h, w) and share one GAP + dropout FC head.
+
+    Why: trained alone, the image stream is the better judge of real photos and the residual stream
+    of upsampling generators (DCGAN-like fakes), while one input holding both (`input_filter="rgb+npr"`)
+    learns to lean on the image and loses the residual's advantage (README, ablation).
+    Twice seed-v21's FLOPs. `features` is the concatenated map, so Grad-CAM and the familiarity model
+    see both streams.
+    """
+
+    def __init__(self, input_size: int = 32, channels: tuple = (32, 64, 128, 256), hidden: int = 128,
+                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False, pool_first: bool = True):
+        super().__init__()
+        self.normalize = _Normalize()
+        self.rgb = _conv_body(3, channels, pool_last, double_conv, pool_first)
+        self.npr = _conv_body(3, channels, pool_last, double_conv, pool_first)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(2 * channels[-1], hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, 1))
+
+    def features(self, x):                     # (B, 3, S, S) -> (B, 2 C4, S/8, S/8)
+        x = self.normalize(x)
+        return torch.cat([self.rgb(x), self.npr(npr_residual(x))], dim=1)
+
+    def head(self, f):                         # (B, 2 C4, h, w) -> (B,)
+        return self.classifier(f.mean(dim=(2, 3))).squeeze(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+ARCHITECTURES = {"seed-v1": SeedV1, "seed-v21": SeedV21, "two-stream": TwoStream}
 
 
 def build_model(arch: str, **model_args) -> nn.Module:

@@ -42,7 +42,7 @@ from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
 from .labels import LabelMappingError, parse_class_map
 from .metrics import classification_metrics
-from .models import build_model, count_parameters, select_device
+from .models import ARCHITECTURES, build_model, count_parameters, select_device
 from .preprocess import SEED_V21_PREPROCESS, PreprocessConfig, to_model_input
 from .verdict import fit_verdict
 
@@ -448,7 +448,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "cifake", "folder", "manifest", "parquet"],
                    help="force the dataset format (default: auto)")
     p.add_argument("--class-map", default=None, help="e.g. 'AiArtData=FAKE,RealArt=REAL' or '0=REAL,1=FAKE'")
-    p.add_argument("--arch", default=d.arch, help=f"seed-v1 or seed-v21 (default: {d.arch})")
+    p.add_argument("--arch", default=d.arch, help=f"{', '.join(ARCHITECTURES)} (default: {d.arch})")
     p.add_argument("--model-args", default="{}", help="JSON dict of extra architecture arguments (default: {})")
     p.add_argument("--preprocess", default=d.preprocess, choices=["native", "seed-v21"],
                    help="native: resize to --image-size; seed-v21: 32 then upscale to 128 (default: native)")

@@ -30,6 +30,24 @@ def test_forward_shapes_and_feature_contract(arch, size):
         assert torch.allclose(m.head(f), z, atol=1e-6)
 
 
+def test_two_stream_second_half_sees_only_the_npr_residual():
+    # An image constant over 2x2 blocks (made at half size, nearest-upsampled) has an NPR residual of
+    # exactly 0: two such images with different content give identical residual-stream features and
+    # different image-stream features.
+    torch.manual_seed(0)
+    m = build_model("two-stream").eval()
+    a, b = torch.rand(2, 3, 16, 16).repeat_interleave(2, 2).repeat_interleave(2, 3).chunk(2)
+    with torch.no_grad():
+        fa, fb = m.features(a), m.features(b)
+        c = fa.shape[1] // 2
+        assert fa.shape == (1, 512, 4, 4)
+        assert torch.equal(fa[:, c:], fb[:, c:])                   # residual stream: no difference
+        assert (fa[:, :c] - fb[:, :c]).abs().max() > 1e-3          # image stream: sees the content
+        # and the residual stream of a block-constant image is the stream's answer to a zero residual
+        zero = m.npr(torch.zeros(1, 3, 32, 32))
+        assert torch.allclose(fa[:, c:], zero, atol=1e-6)
+
+
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet9000")
