@@ -72,3 +72,21 @@ def test_teardown_runs_when_training_fails(tiny_cifake, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="observer failed"):
         train(cfg, log=lambda *a: None, on_epoch=boom)
     assert calls == ["teardown"] and not (tmp_path / "m.pt").exists()
+
+
+def test_pseudo_fakes_enlarge_each_batch_by_copies_of_its_reals(tiny_cifake):
+    # --pseudo-fakes 1.0: every REAL of a batch also enters as a FAKE copy, so an epoch sees its
+    # batches plus one image per REAL in them (the trailing partial batch is dropped, as always)
+    from dataclasses import replace
+    cfg = TrainConfig(data=str(tiny_cifake), **TINY)
+    d = load_data(cfg, log=lambda *a: None)
+    model = build_model("seed-v1", input_size=32, **TINY["model_args"]).to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(d.x_train), generator=g)
+    used = order[:(len(order) // 16) * 16]
+    plain = train_one_epoch(model, opt, d.x_train, d.y_train, order, cfg, torch.device("cpu"), g)
+    pf = train_one_epoch(model, opt, d.x_train, d.y_train, order, replace(cfg, pseudo_fakes=1.0),
+                         torch.device("cpu"), g)
+    assert plain["seen"] == len(used)
+    assert pf["seen"] == len(used) + int((d.y_train[used] == 0).sum())
