@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 
 import numpy as np
@@ -234,6 +235,23 @@ def _load_plain_jpeg(data: bytes, max_pixels: int, draft_side: int | None = None
     return LoadedImage(None, (w, h), "RGB" if head[2] == 3 else "L", "JPEG", notes, pixels=x)
 
 
+def _read_file(path) -> bytes:
+    """The whole file. os.open/os.read: a third of the cost of open().read() (no buffered file object),
+    which is measurable next to decoding a 1 KB JPEG (~6 vs ~22 us here)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        first = os.read(fd, st.st_size + 1)          # a regular file: one call, a short read is its end
+        if stat.S_ISREG(st.st_mode) and len(first) <= st.st_size:
+            return first
+        chunks = [first]                             # grew meanwhile, or not a regular file
+        while chunks[-1]:
+            chunks.append(os.read(fd, 1 << 20))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def load_image(source, max_pixels: int = MAX_PIXELS, draft_side: int | None = None) -> LoadedImage:
     """Decode a path, bytes or binary file object into an RGB image; raise ImageError with a reason.
 
@@ -244,8 +262,7 @@ def load_image(source, max_pixels: int = MAX_PIXELS, draft_side: int | None = No
     """
     if isinstance(source, (str, os.PathLike)):
         try:
-            with open(source, "rb") as f:
-                data = f.read()
+            data = _read_file(source)
         except FileNotFoundError:
             raise ImageError("file not found") from None
         except IsADirectoryError:

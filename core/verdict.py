@@ -82,13 +82,18 @@ class Familiarity:
     flag_rate: float = DEFAULT_FLAG_RATE
 
     def distance(self, feats) -> np.ndarray:
-        """feats (N, C) -> smallest class-conditional Mahalanobis distance (N,)."""
-        f = np.asarray(feats, np.float64)
+        """feats (N, C) -> smallest class-conditional Mahalanobis distance (N,), float64."""
+        # torch, not numpy: (diff @ P) is one matmul on torch's own threads. numpy's BLAS runs a second
+        # thread pool that keeps spinning after each batch and takes the cores from the forward pass
+        # (end-to-end evaluation 0.57 -> 0.76 of the forward, benchmarks/bench_inference.py); and
+        # einsum("nc,cd,nd->n") without a contraction path loops over N*C*C terms (~240 us per image).
+        f = torch.as_tensor(np.asarray(feats, np.float64))          # (N, C)
+        precision = torch.as_tensor(self.precision)                 # (C, C)
         d = []
         for mu in self.means:
-            diff = f - mu
-            d.append(np.einsum("nc,cd,nd->n", diff, self.precision, diff))
-        return np.sqrt(np.maximum(np.min(np.stack(d), 0), 0))
+            diff = f - torch.as_tensor(mu)
+            d.append(((diff @ precision) * diff).sum(dim=1))
+        return torch.stack(d).amin(dim=0).clamp_min_(0).sqrt_().numpy()
 
     def score(self, feats) -> np.ndarray:
         """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing)."""

@@ -1,0 +1,82 @@
+"""The cheaper per-image paths of end-to-end evaluation compute exactly what the slower ones did.
+
+Each path here was rewritten for speed (benchmarks/bench_inference.py): the familiarity distance (a
+matmul instead of a three-operand einsum), the file read (os.read instead of open().read()) and the
+item id (a prefix cut instead of os.path.relpath). Each test checks the new path against numbers worked
+by hand or against the old definition.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import jpeg_bytes, make_cifake, smooth_image
+from core.datasets import open_dataset
+from core.images import ImageError, load_image
+from core.verdict import Familiarity
+
+
+def test_familiarity_distance_by_hand_and_against_the_definition():
+    # precision [[1, 0.5], [0.5, 2]]; class means (0, 0) and (3, 0); the point (1, 1):
+    #   to REAL: d = (1, 1):  1*1 + 2*0.5*1*1 + 2*1 = 4      -> sqrt 2
+    #   to FAKE: d = (-2, 1): 4 + 2*0.5*(-2)*1 + 2 = 4        -> sqrt 2 (tie)
+    # the point (2, 0): REAL d^2 = 4, FAKE d = (-1, 0): 1 -> sqrt 1 (the nearer class wins)
+    fam = Familiarity(means=np.array([[0.0, 0.0], [3.0, 0.0]]), precision=np.array([[1.0, 0.5], [0.5, 2.0]]),
+                      reference=np.array([0.5, 1.5]))
+    np.testing.assert_allclose(fam.distance(np.array([[1.0, 1.0], [2.0, 0.0]])), [2.0, 1.0], rtol=0, atol=1e-12)
+    # against the textbook definition on random features (float32 in, float64 out, never negative)
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(16, 16))
+    fam = Familiarity(means=rng.normal(size=(2, 16)), precision=a @ a.T + np.eye(16), reference=np.sort(rng.random(9)))
+    f = rng.normal(size=(300, 16)).astype(np.float32)
+    x = f.astype(np.float64)
+    want = np.sqrt(np.min([np.einsum("nc,cd,nd->n", x - mu, fam.precision, x - mu) for mu in fam.means], axis=0))
+    got = fam.distance(f)
+    assert got.dtype == np.float64 and got.shape == (300,)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert fam.distance(np.zeros((0, 16), np.float32)).shape == (0,)
+
+
+def test_load_image_from_a_path_reads_the_whole_file_and_keeps_its_reasons(tmp_path):
+    rng = np.random.default_rng(1)
+    small = tmp_path / "small.jpg"
+    small.write_bytes(jpeg_bytes(smooth_image(rng)))
+    # larger than a 1 MB chunk: an uncompressed 700 px BMP (1.5 MB)
+    big = tmp_path / "big.bmp"
+    from PIL import Image
+    Image.fromarray(rng.integers(0, 256, (700, 700, 3)).astype(np.uint8)).save(big)
+    assert big.stat().st_size > (1 << 20)
+    for p in (small, big):
+        from_path, from_bytes = load_image(p), load_image(p.read_bytes())
+        assert from_path.size == from_bytes.size
+        assert (from_path.pixels == from_bytes.pixels).all()
+    with pytest.raises(ImageError, match="^file not found$"):
+        load_image(tmp_path / "missing.jpg")
+    with pytest.raises(ImageError, match="^is a folder, not a file$"):
+        load_image(tmp_path)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(ImageError, match=r"^empty file \(0 bytes\)$"):
+        load_image(tmp_path / "empty.jpg")
+    # not a regular file (a pipe: size 0 to fstat): read in chunks to its end
+    r, w = os.pipe()
+    data = small.read_bytes()
+    os.write(w, data)
+    os.close(w)
+    try:
+        assert (load_image(f"/proc/self/fd/{r}").pixels == load_image(data).pixels).all()
+    finally:
+        os.close(r)
+
+
+@pytest.mark.parametrize("how", ["relative", "absolute", "dot"])
+def test_item_ids_are_paths_relative_to_the_dataset(tmp_path, monkeypatch, how):
+    make_cifake(tmp_path / "c", n_train=2, n_test=3)
+    test = tmp_path / "c" / "test"
+    monkeypatch.chdir(tmp_path if how == "relative" else test)
+    root = {"relative": "c/test", "absolute": str(test) + "/", "dot": "."}[how]
+    ds = open_dataset(root, fmt="folder")
+    ids = [ds.item_id(i) for i in range(len(ds))]
+    assert ids == [f"{c}/{i:04d}.jpg" for c in ("FAKE", "REAL") for i in range(3)]
+    assert ids == [os.path.relpath(ds.items[i][0], ds.root) for i in range(len(ds))]
