@@ -13,11 +13,11 @@ from core.models import build_model, fuse_for_inference
 from core.preprocess import PreprocessConfig
 
 
-def _seed_v21_with_statistics(seed=0) -> nn.Module:
-    """seed-v21 whose BatchNorms have non-trivial running statistics and affine parameters (fresh ones are
+def _seed_v21_with_statistics(seed=0, arch="seed-v21") -> nn.Module:
+    """seed-v21 (or `arch`) whose BatchNorms have non-trivial running statistics and affine parameters (fresh ones are
     the identity map, which any fusion, even a wrong one, would pass)."""
     torch.manual_seed(seed)
-    m = build_model("seed-v21", input_size=32)
+    m = build_model(arch, input_size=32)
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
             c = mod.num_features
@@ -45,6 +45,17 @@ def test_fused_seed_v21_equals_unfused_and_leaves_model_untouched():
         assert feats.abs().max() > 1.0 and feats.std() > 0.1
         assert torch.allclose(feats_f, feats, atol=1e-4, rtol=1e-5), (feats_f - feats).abs().max()
         assert torch.allclose(zf, z, atol=1e-5), (zf - z).abs().max()
+
+
+def test_fused_two_stream_folds_both_streams():
+    m = _seed_v21_with_statistics(arch="two-stream")
+    f = fuse_for_inference(m)
+    assert sum(isinstance(mod, nn.BatchNorm2d) for mod in m.modules()) == 8
+    assert not any(isinstance(mod, nn.BatchNorm2d) for mod in f.modules())
+    x = torch.rand(8, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        z, zf = m(x), f(x)
+        assert z.std() > 0.01 and torch.allclose(zf, z, atol=1e-5), (zf - z).abs().max()
 
 
 def test_fused_seed_v1_has_nothing_to_fold():
