@@ -88,7 +88,7 @@ def test_default_checkpoint_reproduces_its_card_on_sample_test(tmp_path):
     assert m["n"] == 3000 and m["n_skipped"] == 0
     # Issue 9's target is 97%; on sample v2 the shipped recipe reaches less (README, weights/README.md).
     # This floor guards against a broken or wrong checkpoint, and the card check below pins the number.
-    assert m["accuracy"] >= 0.90, m["accuracy"]
+    assert m["accuracy"] >= 0.95, m["accuracy"]
     assert m["verdict"]["share_unsure"] is not None            # the checkpoint carries its verdict data
     # The model card's numbers are what this run reproduces.
     card = (ROOT / "weights" / "README.md").read_text()
