@@ -44,7 +44,7 @@ from .labels import LabelMappingError, parse_class_map
 from .metrics import classification_metrics
 from .models import ARCHITECTURES, build_model, count_parameters, select_device
 from .preprocess import SEED_V21_PREPROCESS, PreprocessConfig, to_model_input
-from .verdict import fit_verdict
+from .verdict import calibration_temperature, fit_verdict
 
 
 @dataclass
@@ -75,6 +75,7 @@ class TrainConfig:
     aug_jpeg: float = 0.0             # per-image probability of JPEG re-encoding (core.augment)
     aug_resample: float = 0.0         # per-image probability of down-and-up resampling (core.augment)
     pseudo_fakes: float = 0.0         # share of REAL images also added as self-synthesised FAKEs (core.augment)
+    fit_temperature: bool = False     # store T fitted on the calibration split (core.verdict.calibration_temperature)
     exclude_fake_sources: list = field(default_factory=list)   # FAKE sources left out (leave-one-generator-out)
     calib_fraction: float = 0.1       # share of train held out from fitting AND selection, for verdicts
     verdict_alpha: float = 0.05       # conformal miscoverage of the "near the threshold" band
@@ -426,7 +427,11 @@ def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResul
         log("verdict: no calibration split with both classes (--calib-fraction 0 or too little data): "
             "the checkpoint carries no UNSURE band or familiarity model")
     train_cfg["calib_images"] = len(data.x_cal)
-    ckpt = make_checkpoint(model, cfg.arch, model_args, data.preprocess, train_config=train_cfg, history=history,
+    temperature = (calibration_temperature(verdict) or 1.0) if cfg.fit_temperature else 1.0
+    if cfg.fit_temperature:
+        log(f"temperature {temperature:.4f} fitted on the calibration split")
+    ckpt = make_checkpoint(model, cfg.arch, model_args, data.preprocess, temperature=temperature,
+                           train_config=train_cfg, history=history,
                            metrics={"val": final_val}, name=cfg.name or os.path.splitext(os.path.basename(cfg.out))[0],
                            verdict=verdict)
     if rank == 0:
@@ -477,6 +482,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-fakes", type=float, default=d.pseudo_fakes,
                    help="share of REAL training images also added, with a synthetic generator trace (noise, "
                         "over-smoothing, upsampling, banding), as FAKEs (default: 0)")
+    p.add_argument("--fit-temperature", action="store_true",
+                   help="fit the temperature on the calibration split and store it (default: off, T = 1)")
     p.add_argument("--exclude-fake-sources", default="",
                    help="comma list of FAKE sources to leave out of training (default: none)")
     p.add_argument("--calib-fraction", type=float, default=d.calib_fraction,

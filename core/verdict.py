@@ -322,17 +322,47 @@ def conformal_curve(labels, logits, familiarity, vm: VerdictModel, threshold: fl
     return pd.DataFrame(rows)
 
 
+def calibration_temperature(verdict_meta: dict) -> float | None:
+    """Temperature T minimising the NLL of sigmoid(logit / T) on the checkpoint's calibration split
+    (the held-out images of the conformal band; never trained on). None without calibration data.
+
+    The band does not move at threshold 0.5: scores and quantile both scale by 1/T."""
+    cal = (verdict_meta or {}).get("calibration")
+    if not cal or not len(cal["logits"]):
+        return None
+    from .metrics import fit_temperature
+    return fit_temperature(_np(cal["logits"]), _np(cal["labels"]))
+
+
 def main(argv=None) -> int:
-    """Print the verdict summary of a checkpoint on a dataset (per source too)."""
+    """Print the verdict summary of a checkpoint on a dataset (per source too), or, with
+    --fit-temperature, write a copy of the checkpoint with its temperature fitted on its calibration split."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .datasets import DatasetError, open_dataset
     from .evaluate import evaluate
     p = argparse.ArgumentParser(description="Verdict summary (REAL/FAKE/UNSURE) of a checkpoint on a dataset.")
     p.add_argument("--weights", default="weights/default.pt", help="default: weights/default.pt")
-    p.add_argument("--data", required=True, help="dataset path")
+    p.add_argument("--data", help="dataset path (required unless --fit-temperature)")
     p.add_argument("--split", default="test", help="default: test")
     p.add_argument("--threshold", type=float, default=0.5, help="default: 0.5")
+    p.add_argument("--fit-temperature", metavar="OUT",
+                   help="write a copy of --weights to OUT with T fitted on its stored calibration split")
     args = p.parse_args(argv)
+    if args.fit_temperature:
+        from .checkpoint import read_checkpoint, with_temperature
+        try:
+            t = calibration_temperature(read_checkpoint(args.weights)[0].get("verdict"))
+        except CheckpointError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if t is None:
+            print(f"error: {args.weights} has no calibration split to fit a temperature on", file=sys.stderr)
+            return 2
+        with_temperature(args.weights, t, args.fit_temperature)
+        print(f"T = {t:.4f} -> {args.fit_temperature}")
+        return 0
+    if not args.data:
+        p.error("--data is required")
     try:
         lm = load_checkpoint(args.weights)
         ds = open_dataset(args.data, split=args.split)

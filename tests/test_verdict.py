@@ -140,3 +140,30 @@ def test_checkpoint_without_verdict_still_loads_and_predicts(tmp_path):
     line = pred.as_json(0.5, lm.verdict)
     assert line["verdict"] == line["label"] and line["familiarity"] is None and "why" not in line
     assert any("no familiarity model" in s for s in lm.verdict.describe())
+
+
+def test_calibration_temperature_recovers_a_planted_scale_and_cli_writes_a_copy(tmp_path, capsys):
+    """Calibration logits that are 2.5x the true log-odds: the fitted T is 2.5 (within sampling error),
+    the CLI writes a copy with that T, leaves the original alone, and refuses a checkpoint without data."""
+    import torch
+    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
+    from core.models import build_model
+    from core.preprocess import PreprocessConfig
+    from core.verdict import calibration_temperature, main
+    rng = np.random.default_rng(0)
+    u = rng.normal(0, 2, 20000)                                  # true log-odds
+    y = (rng.random(20000) < 1 / (1 + np.exp(-u))).astype(int)
+    meta = {"calibration": {"logits": torch.tensor(2.5 * u, dtype=torch.float32),
+                            "labels": torch.tensor(y), "alpha": 0.05, "n": 20000}}
+    assert abs(calibration_temperature(meta) - 2.5) < 0.1
+    assert calibration_temperature({}) is None and calibration_temperature(None) is None
+    args = {"input_size": 32, "channels": [4, 8, 8], "hidden": 8}
+    model = build_model("seed-v1", **args)
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig(), verdict=meta), tmp_path / "m.pt")
+    before = file_sha256(tmp_path / "m.pt")
+    assert main(["--weights", str(tmp_path / "m.pt"), "--fit-temperature", str(tmp_path / "t.pt")]) == 0
+    assert abs(load_checkpoint(tmp_path / "t.pt").temperature - 2.5) < 0.1
+    assert load_checkpoint(tmp_path / "m.pt").temperature == 1.0 and file_sha256(tmp_path / "m.pt") == before
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
+    assert main(["--weights", str(tmp_path / "old.pt"), "--fit-temperature", str(tmp_path / "x.pt")]) == 2
+    assert "no calibration split" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
