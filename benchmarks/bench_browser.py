@@ -4,13 +4,18 @@
 
 For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
 empty, as after the README's install), the running Python's environment linked in as the clone's
-.venv (the README puts the venv inside the repository), `streamlit run dashboard.py` started there
-with the clone's .streamlit/config.toml, and a new headless Chromium (Debian's, through Playwright from
+.venv (the README puts the venv inside the repository), the README's run command started there
+(`python run_app.py`: the app's modules imported before the server answers, the default results computed
+in the background from then on; the clone's .streamlit/config.toml applies; `--plain`: `streamlit run
+dashboard.py` instead, for comparison), and a new headless Chromium (Debian's, through Playwright from
 PyPI; never `playwright install`) opening the page's URL. Times from the request:
 
 - first numbers: the first metric, table, data frame or chart in the page's main area;
 - complete: the script run has finished (the app's data-test-script-state is "notRunning" for 1 s, no
   spinner or progress bar left) with the page's content drawn; any st.exception element fails the page.
+
+`server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
+what a user who starts the app and opens the page at once waits (`from_command_s`).
 
 Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
 over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
@@ -37,7 +42,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-component-update", "--disable-sync", "--no-first-run"]
 # url path -> title; url paths are Streamlit's defaults for pages/N_name.py (the number dropped).
 PAGES = {"": "Predict", "confusion": "Confusion matrix", "calibration": "Calibration",
-         "misclassifications": "Misclassifications", "limitations": "Limitations", "model_data": "Model & data",
+         "misclassifications": "Misclassifications", "limitations": "Limitations", "generalization": "Generalization",
+         "model_data": "Model & data",
          "forensics": "Forensics", "compare": "Compare models", "slices": "Error slices", "report": "Audit report"}
 TARGETS = {"limitations": (5.0, 20.0)}       # (first numbers, complete) in seconds; other pages: complete <= 5
 NUMBERS = ('[data-testid="stMain"] [data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stTable"], '
@@ -68,13 +74,28 @@ def fresh_clone(dest: Path) -> Path:
     return dest
 
 
-def start_server(clone: Path, port: int, extra: list[str] = ()) -> subprocess.Popen:
-    cmd = [str(clone / ".venv" / "bin" / "python"), "-m", "streamlit", "run", "dashboard.py",
-           "--server.headless", "true", "--server.port", str(port), *extra]
+def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool = True) -> subprocess.Popen:
+    """The README's run command in the clone (run_app.py; with launcher=False plain `streamlit run
+    dashboard.py`, for comparison); returns once the server answers. Its output goes to clone/server.log."""
+    py = str(clone / ".venv" / "bin" / "python")
+    cmd = ([py, "run_app.py"] if launcher else [py, "-m", "streamlit", "run", "dashboard.py"]) + \
+        ["--server.headless", "true", "--server.port", str(port), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    p = subprocess.Popen(cmd, cwd=clone, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(clone / "server.log", "w")
+    p = subprocess.Popen(cmd, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     _wait_http(f"http://localhost:{port}/_stcore/health")
     return p
+
+
+def wait_warm_up(clone: Path, timeout: float = 300) -> float:
+    """Seconds until run_app.py's warm-up has stored the default results (its last log line)."""
+    from run_app import WARM_UP_DONE
+    t0 = time.perf_counter()
+    while WARM_UP_DONE not in (clone / "server.log").read_text():
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"warm-up not done in {timeout} s")
+        time.sleep(0.2)
+    return time.perf_counter() - t0
 
 
 def stop(p: subprocess.Popen) -> None:
@@ -146,6 +167,9 @@ def main():
     ap.add_argument("--pages", default=",".join(p or "predict" for p in PAGES),
                     help="comma-separated url paths (predict = the default page; default: all)")
     ap.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window (default: 20)")
+    ap.add_argument("--plain", action="store_true",
+                    help="start `streamlit run dashboard.py` instead of run_app.py, results in browser_plain.json "
+                         "(default: run_app.py, results in browser.json)")
     args = ap.parse_args()
     import psutil
     from playwright.sync_api import sync_playwright
@@ -160,7 +184,7 @@ def main():
                 port = _free_port()
                 load = os.getloadavg()[0]
                 t_start = time.perf_counter()
-                server = start_server(clone, port)
+                server = start_server(clone, port, launcher=not args.plain)
                 started = time.perf_counter() - t_start
                 try:
                     res = first_view(browser, f"http://localhost:{port}/{path}")
@@ -173,16 +197,19 @@ def main():
                 rows.append({"page": PAGES[path], "first_numbers_s": res["first_numbers_s"],
                              "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
+                             "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
                              "load_before": load, "error": res["error"]})
                 print(rows[-1], flush=True)
                 shutil.rmtree(clone, ignore_errors=True)
-            # Idle CPU, shipped config vs the file watcher switched on.
+            # Idle CPU, shipped config vs the file watcher switched on (after the warm-up has finished).
             clone = fresh_clone(tmp / "clone-idle")
             for label, extra in (("shipped config (fileWatcherType none)", []),
                                  ("--server.fileWatcherType auto", ["--server.fileWatcherType", "auto"])):
                 port = _free_port()
-                server = start_server(clone, port, extra)
+                server = start_server(clone, port, extra, launcher=not args.plain)
                 try:
+                    if not args.plain:
+                        wait_warm_up(clone)
                     idle[label] = idle_cpu(server, browser, f"http://localhost:{port}/", args.idle_seconds)
                 finally:
                     stop(server)
@@ -191,11 +218,13 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print_table(rows, ["page", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "load_before"])
+    print_table(rows, ["page", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "from_command_s",
+                       "load_before"])
     for k, v in idle.items():
         print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
-    save("browser", {"pages": rows, "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds,
-                     "cores": psutil.cpu_count()})
+    save("browser_plain" if args.plain else "browser",
+         {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py", "pages": rows,
+          "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds, "cores": psutil.cpu_count()})
 
 
 if __name__ == "__main__":

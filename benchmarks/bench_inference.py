@@ -1,14 +1,16 @@
 """Evaluation throughput against the fused forward pass (the limit) and the machine's peak, plus latency.
 
     python benchmarks/bench_inference.py [--weights weights/default.pt] [--data data/sample/test]
+    python benchmarks/bench_inference.py --profile      # where end-to-end evaluation spends its time
 
 Throughput rows (images/s, same model, same images, measured in interleaved rounds, best of --repeats):
 - fused forward: LoadedModel.inference_model (BatchNorm folded into the convolutions) on uint8 tensors
   already in memory, best batch size of 64/128/256. This is the limit: everything else adds work to it.
 - unfused forward: the trained module as saved (what inference ran before folding).
-- end-to-end: core.evaluate.predict_dataset, files on disk -> decode -> preprocess -> model -> P(FAKE),
-  in-process (decoding overlapped with the forward pass by a thread), with 2 DataLoader workers, and
-  with Pillow decoding every JPEG (the fast JPEG path of core.images switched off).
+- end-to-end: core.evaluate.predict_dataset, files on disk -> decode -> preprocess -> model -> P(FAKE)
+  (+ familiarity features), in-process as evaluate runs by default (core.evaluate.decode_overlaps), then
+  with decoding forced into a thread beside the forward pass and forced between batches, with 2 DataLoader
+  workers, and with Pillow decoding every JPEG (the fast JPEG path of core.images switched off).
 - seed V2.1 pipeline: each image downsampled to 32 and upscaled to 128 (16x the pixels), same architecture
   at 128x128 (a checkpoint trained that way when --seed-weights exists).
 Roofline: FLOPs per image (convolutions and linear layers, counted by torch.utils.flop_counter on the
@@ -28,7 +30,8 @@ from common import ROOT, print_table, save
 from core import images
 from core.checkpoint import load_checkpoint
 from core.datasets import open_dataset
-from core.evaluate import decode_dataset, predict_dataset, predict_logits
+from core import evaluate as evaluate_module
+from core.evaluate import decode_dataset, decode_overlaps, predict_dataset, predict_logits
 from core.metrics import classification_metrics
 from core.predict import predict_one
 from core.preprocess import SEED_V21_PREPROCESS, to_model_input
@@ -73,6 +76,21 @@ def _timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def profile(args) -> None:
+    import cProfile
+    import pstats
+
+    from core.evaluate import evaluate
+    lm, ds = load_checkpoint(args.weights), open_dataset(args.data)
+    evaluate_module.OVERLAP_DECODING = False
+    evaluate(lm, ds, batch_size=args.batch_size, workers=0)          # warm-up: page cache, oneDNN primitives
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.runcall(evaluate, lm, ds, batch_size=args.batch_size, workers=0)
+    print(f"{len(ds)} images in {time.perf_counter() - t0:.2f} s, {torch.get_num_threads()} torch threads")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "default.pt"), help="default: weights/default.pt")
@@ -82,7 +100,12 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "data" / "sample" / "test"), help="default: data/sample/test")
     ap.add_argument("--batch-size", type=int, default=256, help="batch size of the end-to-end rows (default: 256)")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds, best of N (default: 5)")
+    ap.add_argument("--profile", action="store_true",
+                    help="only print a cProfile of one end-to-end evaluation (core.evaluate.evaluate, decoding "
+                         "between batches so that one thread holds all the work), top 20 by own time")
     args = ap.parse_args()
+    if args.profile:
+        return profile(args)
 
     lm = load_checkpoint(args.weights)
     ds = open_dataset(args.data)
@@ -103,6 +126,16 @@ def main():
             res["df"], _ = predict_dataset(lm, ds, bs, workers=workers)
         return run
 
+    def e2e_overlap(on: bool):
+        def run():
+            saved = evaluate_module.OVERLAP_DECODING
+            evaluate_module.OVERLAP_DECODING = on
+            try:
+                predict_dataset(lm, ds, bs, workers=0)
+            finally:
+                evaluate_module.OVERLAP_DECODING = saved
+        return run
+
     def e2e_pillow():
         saved = images._FAST_JPEG
         images._FAST_JPEG = False
@@ -113,7 +146,8 @@ def main():
 
     jobs = {("fused", b): forward(lm.inference_model, b) for b in (64, 128, 256)}
     jobs.update({("unfused", b): forward(lm.model, b) for b in (64, 128, 256)})
-    jobs.update({("e2e", 0): e2e(), ("e2e", 2): e2e(2), ("e2e-pillow", 0): e2e_pillow})
+    jobs.update({("e2e", 0): e2e(), ("e2e", 2): e2e(2), ("e2e-pillow", 0): e2e_pillow,
+                 ("e2e-thread", 0): e2e_overlap(True), ("e2e-serial", 0): e2e_overlap(False)})
     for fn in jobs.values():                       # warm-up: allocator, oneDNN primitives, page cache
         fn()
     best = {k: float("inf") for k in jobs}
@@ -129,8 +163,14 @@ def main():
          "ratio_to_fused": 1.0},
         {"pipeline": f"unfused forward, batch {unfused_b} (the trained module as saved)",
          "images_per_s": n / best[("unfused", unfused_b)], "ratio_to_fused": t_fused / best[("unfused", unfused_b)]},
-        {"pipeline": f"end-to-end evaluate, files on disk, batch {bs}", "images_per_s": n / best[("e2e", 0)],
+        {"pipeline": f"end-to-end evaluate, files on disk, batch {bs} (decoding "
+                     f"{'in a thread' if decode_overlaps(lm.device) else 'between batches'}: the default here)",
+         "images_per_s": n / best[("e2e", 0)],
          "ratio_to_fused": t_fused / best[("e2e", 0)], "accuracy": acc},
+        {"pipeline": "end-to-end, decoding in a thread beside the forward", "images_per_s": n / best[("e2e-thread", 0)],
+         "ratio_to_fused": t_fused / best[("e2e-thread", 0)]},
+        {"pipeline": "end-to-end, decoding between batches", "images_per_s": n / best[("e2e-serial", 0)],
+         "ratio_to_fused": t_fused / best[("e2e-serial", 0)]},
         {"pipeline": "end-to-end, 2 DataLoader workers", "images_per_s": n / best[("e2e", 2)],
          "ratio_to_fused": t_fused / best[("e2e", 2)]},
         {"pipeline": "end-to-end, Pillow decoding every JPEG (fast path off)", "images_per_s": n / best[("e2e-pillow", 0)],

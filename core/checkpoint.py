@@ -14,6 +14,7 @@ import io
 import os
 import pickle
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -132,6 +133,22 @@ def atomic_write_dir(out_dir, write) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+_RESULT_LOCKS: dict[str, "threading.Lock"] = {}
+_RESULT_LOCKS_GUARD = threading.Lock()
+
+
+def result_lock(out_path) -> threading.Lock:
+    """The one lock of a stored result (a runs/ folder or file) in this process.
+
+    Held around "read it, else compute and write it", so a second caller of the same result (the app's
+    warm-up at server start and a first page view, two sessions) waits for the first and reads what it
+    wrote instead of computing it again on the same cores.
+    """
+    key = os.path.abspath(os.fspath(out_path))
+    with _RESULT_LOCKS_GUARD:
+        return _RESULT_LOCKS.setdefault(key, threading.Lock())
 
 
 def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessConfig, *, temperature: float = 1.0,

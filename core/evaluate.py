@@ -27,7 +27,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from .checkpoint import CheckpointError, LoadedModel, atomic_write_dir, load_checkpoint, with_crops
+from .checkpoint import (CheckpointError, LoadedModel, atomic_write_dir, load_checkpoint, result_lock,
+                         with_crops)
 from .datasets import DatasetError, DatasetView, ImageDataset, collate_records, open_dataset
 from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
@@ -180,6 +181,23 @@ def _forward(model, x, with_features: bool):
     return model(x).float().cpu()
 
 
+# None: decide per device (decode_overlaps); True/False force it (benchmarks/bench_inference.py compares both).
+OVERLAP_DECODING: bool | None = None
+
+
+def decode_overlaps(device: torch.device) -> bool:
+    """Whether in-process decoding runs in a thread beside the forward pass (prefetch) or between batches.
+
+    Beside it when the forward leaves a core free: a GPU forward, or fewer torch threads than cores. When the
+    forward's threads occupy every core (torch's default on a CPU), a decoding thread preempts one of them
+    and the others wait for it at every parallel region; on this project's 2-core machine the thread did
+    not pay for itself (benchmarks/bench_inference.py measures both ways in one run).
+    """
+    if OVERLAP_DECODING is not None:
+        return OVERLAP_DECODING
+    return device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+
+
 def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, workers: int | None = None,
                     shift: Shift | None = None, progress=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Run the model over a dataset. Returns (predictions DataFrame, skipped [(id, reason)]).
@@ -200,8 +218,9 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
     rows_id, rows_y, rows_z, rows_f, rows_src, rows_idx, skipped = [], [], [], [], [], [], []
     done, total = 0, len(ds) if indices is None else len(indices)
     loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers, sampler=indices)
-    # In-process decoding overlaps the forward pass through a thread; worker processes already do.
-    for batch in (prefetch(loader) if loader.num_workers == 0 else loader):
+    # Worker processes already overlap decoding with the forward pass; in-process decoding does it through a
+    # thread only where that thread has a core to itself (decode_overlaps).
+    for batch in (prefetch(loader) if loader.num_workers == 0 and decode_overlaps(lm.device) else loader):
         skipped += batch["skipped"]
         if len(batch["ids"]):
             if fam_model is not None:
@@ -360,12 +379,13 @@ def cached_evaluation(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", shift:
                       progress=None, **kw) -> tuple[pd.DataFrame, dict]:
     """Evaluate once per (weights hash, dataset fingerprint, shift); later calls read the result from disk."""
     out = evaluation_dir(runs_dir, lm, ds, shift)
-    hit = load_evaluation(out)
-    if hit is not None:
-        return hit
-    df, m = evaluate(lm, ds, shift=shift, progress=progress, **kw)
-    write_evaluation(out, df, m)
-    return df, m
+    with result_lock(out):           # a concurrent caller of the same result waits, then reads it
+        hit = load_evaluation(out)
+        if hit is not None:
+            return hit
+        df, m = evaluate(lm, ds, shift=shift, progress=progress, **kw)
+        write_evaluation(out, df, m)
+        return df, m
 
 
 def get_args_parser() -> argparse.ArgumentParser:

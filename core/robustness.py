@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .checkpoint import LoadedModel, load_checkpoint
+from .checkpoint import LoadedModel, load_checkpoint, result_lock
 from .datasets import ImageDataset, open_dataset, stratified_subset
 from .evaluate import RESULT_FORMAT, _predict_rows, dataset_fingerprint, decode_dataset, predict_logits
 from .gradcam import called_fake, deletion_test, gradcam_pair, heat_concentration
@@ -204,18 +204,19 @@ def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=No
     """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
     key, so a sweep made by older code is never read."""
     path = sweep_path(runs_dir, lm, ds)
-    if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except (OSError, ValueError):
-            pass
-    df = sweep(lm, ds, progress=progress, on_row=on_row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
-    os.close(fd)
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return df
+    with result_lock(path):          # a concurrent caller of the same sweep waits, then reads it
+        if path.is_file():
+            try:
+                return pd.read_csv(path)
+            except (OSError, ValueError):
+                pass
+        df = sweep(lm, ds, progress=progress, on_row=on_row)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
+        os.close(fd)
+        df.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+        return df
 
 
 def main(argv=None) -> int:

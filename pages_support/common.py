@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,12 +23,8 @@ from core.labels import LabelMappingError, describe_mapping, parse_class_map
 from core.robustness import cached_sweep, sweep_path
 from core.shifts import Shift
 
-ROOT = Path(__file__).resolve().parent.parent
-# Overridable so tests (and users with their own model zoo) can point the app elsewhere.
-WEIGHTS_DIR = Path(os.environ.get("AUDIT_WEIGHTS_DIR", ROOT / "weights"))
-SAMPLE_DIR = Path(os.environ.get("AUDIT_SAMPLE_DIR", ROOT / "data" / "sample"))
-RUNS_DIR = Path(os.environ.get("AUDIT_RUNS_DIR", ROOT / "runs"))
-DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.pt"
+from pages_support.paths import DEFAULT_WEIGHTS, ROOT, RUNS_DIR, SAMPLE_DIR, WEIGHTS_DIR  # noqa: F401 (re-exported)
+
 MAX_CHECKPOINT_BYTES = 50 * 1024 * 1024
 
 

@@ -75,6 +75,24 @@ def make_hemg_parquet(folder: Path, n_per_class=10, shards=2, seed=0, names=("Ai
     return folder
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (for a test server)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc) -> None:
+    """Terminate a test's server process; kill it if it does not exit within 10 s."""
+    import subprocess
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 @pytest.fixture(scope="session")
 def tiny_cifake(tmp_path_factory) -> Path:
     return make_cifake(tmp_path_factory.mktemp("cifake"))

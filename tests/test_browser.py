@@ -21,7 +21,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import free_port, stop_process
 from test_app import N_PER_CLASS, _encode, _noise, _smooth, app_dirs  # noqa: F401  (app_dirs is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +53,6 @@ new MutationObserver(() => {
   });
 }).observe(document, {subtree: true, childList: true});
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float) -> None:
@@ -92,7 +86,7 @@ def playwright_browser():
 @pytest.fixture(scope="module")
 def server(app_dirs, tmp_path_factory):  # noqa: F811
     """streamlit run dashboard.py on the tiny sample and model; its own runs/ folder."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("server") / "streamlit.log"
     env = {**os.environ, "AUDIT_WEIGHTS_DIR": str(app_dirs["weights"]), "AUDIT_SAMPLE_DIR": str(app_dirs["sample"]),
            "AUDIT_RUNS_DIR": str(app_dirs["runs"]), "OMP_NUM_THREADS": "1"}
@@ -105,11 +99,7 @@ def server(app_dirs, tmp_path_factory):  # noqa: F811
         _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 90)
         yield {"url": f"http://127.0.0.1:{port}", "log": log, **app_dirs}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -2,7 +2,8 @@
 
 Each path here was rewritten for speed (benchmarks/bench_inference.py): the familiarity distance (a
 matmul instead of a three-operand einsum), the file read (os.read instead of open().read()) and the
-item id (a prefix cut instead of os.path.relpath). Each test checks the new path against numbers worked
+item id (a prefix cut instead of os.path.relpath), and decoding between batches instead of in a thread
+where the forward occupies every core. Each test checks the new path against numbers worked
 by hand or against the old definition.
 """
 from __future__ import annotations
@@ -80,3 +81,27 @@ def test_item_ids_are_paths_relative_to_the_dataset(tmp_path, monkeypatch, how):
     ids = [ds.item_id(i) for i in range(len(ds))]
     assert ids == [f"{c}/{i:04d}.jpg" for c in ("FAKE", "REAL") for i in range(3)]
     assert ids == [os.path.relpath(ds.items[i][0], ds.root) for i in range(len(ds))]
+
+
+def test_decoding_beside_or_between_batches_gives_the_same_rows(trained_ckpt, tiny_cifake, monkeypatch):
+    import torch
+
+    from core import evaluate as ev
+    from core.checkpoint import load_checkpoint
+    # the rule: a thread only where the forward leaves a core free
+    monkeypatch.setattr(ev.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert not ev.decode_overlaps(torch.device("cpu"))
+    assert ev.decode_overlaps(torch.device("cuda"))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ev.decode_overlaps(torch.device("cpu"))
+    monkeypatch.undo()
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")
+    frames = []
+    for overlap in (True, False):
+        monkeypatch.setattr(ev, "OVERLAP_DECODING", overlap)
+        frames.append(ev.predict_dataset(lm, ds, batch_size=7, workers=0)[0])
+    assert frames[0]["path"].tolist() == frames[1]["path"].tolist() == [ds.item_id(i) for i in range(len(ds))]
+    np.testing.assert_allclose(frames[0]["prob_fake"], frames[1]["prob_fake"], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(frames[0]["familiarity"], frames[1]["familiarity"], rtol=0, atol=1e-6)
