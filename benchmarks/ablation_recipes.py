@@ -37,6 +37,8 @@ RECIPES = {
     "npr+aug": dict(aug_blur=0.3, aug_jpeg=0.3, aug_resample=0.3, model_args={"input_filter": "npr"}),
     "aug+smooth": dict(aug_blur=0.3, aug_jpeg=0.3, aug_resample=0.3, label_smoothing=0.1),
     "pseudo-fakes": dict(pseudo_fakes=0.3),                     # self-synthesised traces on real copies
+    "two-stream": dict(arch="two-stream"),                       # image + NPR residual streams
+    "two-stream+pseudo-fakes": dict(arch="two-stream", pseudo_fakes=0.3),
 }
 
 
