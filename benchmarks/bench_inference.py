@@ -100,6 +100,7 @@ def main():
     ap.add_argument("--data", default=str(ROOT / "data" / "sample" / "test"), help="default: data/sample/test")
     ap.add_argument("--batch-size", type=int, default=256, help="batch size of the end-to-end rows (default: 256)")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds, best of N (default: 5)")
+    ap.add_argument("--name", default="inference", help="results file benchmarks/results/NAME.json (default: inference)")
     ap.add_argument("--profile", action="store_true",
                     help="only print a cProfile of one end-to-end evaluation (core.evaluate.evaluate, decoding "
                          "between batches so that one thread holds all the work), top 20 by own time")
@@ -225,7 +226,7 @@ def main():
           f"measured matmul peak {peak:.1f} GFLOP/s ({achieved / peak:.0%} of it)"
           + (f"; nominal {nominal:.0f} GFLOP/s = {nominal_how}" if nominal else "") + "\n")
     print_table(lat, ["step", "ms", "ratio_to_forward"])
-    save("inference", {"images": n, "batch_size": bs, "repeats": args.repeats, "throughput": rows,
+    save(args.name, {"weights": args.weights, "images": n, "batch_size": bs, "repeats": args.repeats, "throughput": rows,
                        "speedup_vs_seed": speedup, "roofline": roof, "latency": lat,
                        "best_seconds": {f"{k[0]}:{k[1]}": v for k, v in best.items()}})
 
