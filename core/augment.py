@@ -28,15 +28,13 @@ pseudo-fake's life is the one every image in the data went through, not a cue.
 """
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from .shifts import apply_shift, pil_to_tensor, tensor_to_pil
+from .shifts import apply_shift
 
 RESAMPLE_MODES = ("nearest", "bilinear", "bicubic", "area")
 
@@ -64,14 +62,6 @@ def resample(x: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
 
 
 PSEUDO_FAKE_KINDS = ("noise", "smooth", "upsample", "banding")
-
-
-def _jpeg_q90(im: torch.Tensor) -> torch.Tensor:
-    """uint8 (3, S, S) through the sample's JPEG encoding (quality 90, 4:2:0; data/build_sample.py)."""
-    buf = io.BytesIO()
-    tensor_to_pil(im).save(buf, format="JPEG", quality=90, subsampling=2)
-    buf.seek(0)
-    return pil_to_tensor(Image.open(buf).convert("RGB"))
 
 
 def synthetic_trace(im: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
@@ -105,7 +95,8 @@ def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: 
     if not len(pick):
         return x, y
     kinds = torch.randint(0, len(PSEUDO_FAKE_KINDS), (len(pick),), generator=gen)
-    out = [_jpeg_q90(synthetic_trace(x[i], PSEUDO_FAKE_KINDS[k], gen))
+    # quality 90 with Pillow's default 4:2:0 subsampling: the sample's encoding (data/build_sample.py)
+    out = [apply_shift(synthetic_trace(x[i], PSEUDO_FAKE_KINDS[k], gen), "jpeg", 90)
            for i, k in zip(pick.tolist(), kinds.tolist())]
     return torch.cat([x, torch.stack(out)]), torch.cat([y, torch.ones(len(out), dtype=y.dtype)])
 
