@@ -39,6 +39,12 @@ RECIPES = {
     "pseudo-fakes": dict(pseudo_fakes=0.3),                     # self-synthesised traces on real copies
     "two-stream": dict(arch="two-stream"),                       # image + NPR residual streams
     "two-stream+pseudo-fakes": dict(arch="two-stream", pseudo_fakes=0.3),
+    # pseudo-fakes whose traces include a random reshaping of the spectrum (core.augment "spectral")
+    "two-stream+spectral-pseudo-fakes": dict(arch="two-stream", pseudo_fakes=0.3,
+                                             pseudo_fake_kinds="noise,smooth,upsample,banding,spectral"),
+    # each stream dropped for 25% of the images in training, so neither can silence the other
+    "two-stream+pseudo-fakes+stream-dropout": dict(arch="two-stream", pseudo_fakes=0.3,
+                                                   model_args={"stream_dropout": 0.25}),
 }
 
 

@@ -23,6 +23,11 @@ per-pixel noise of an autoregressive sampler REAL). The traces, one per image, a
 - upsampling: generated at half size, then enlarged by nearest / bilinear / bicubic (GAN and
   decoder upsampling layers);
 - banding: each channel quantised to 8-24 levels (generators with a few output levels);
+- spectral (opt-in, `kinds`): the image's spectrum reshaped by a random smooth radial gain, a tilt
+  plus a bump (log-amplitude up to +-1.2, DC kept), so that too much or too little energy in any
+  frequency band, not only the few shapes above, reads as a trace (generators miss the 1/f power
+  law of photographs in both directions, band by band: Durall et al., CVPR 2020; Dzanic et al.,
+  NeurIPS 2020);
 then the same JPEG encoding as the sample's images (quality 90, 4:2:0), so the last step of a
 pseudo-fake's life is the one every image in the data went through, not a cue.
 """
@@ -61,12 +66,28 @@ def resample(x: torch.Tensor, factor: float, mode: str) -> torch.Tensor:
     return y.round_().clamp_(0, 255).to(torch.uint8)
 
 
-PSEUDO_FAKE_KINDS = ("noise", "smooth", "upsample", "banding")
+PSEUDO_FAKE_KINDS = ("noise", "smooth", "upsample", "banding")     # the default set
+ALL_PSEUDO_FAKE_KINDS = PSEUDO_FAKE_KINDS + ("spectral",)
+
+
+def spectral_gain(s: int, gen: torch.Generator) -> torch.Tensor:
+    """A random radial log-amplitude gain on `torch.fft.rfft2`'s (S, S // 2 + 1) grid: tilt * f plus a
+    Gaussian bump over the radial frequency f in [0, 1] (1 = the corner), 0 at DC; at least 0.2 at its
+    largest, so the trace is never a no-op."""
+    fy = torch.fft.fftfreq(s).abs()
+    fx = torch.fft.rfftfreq(s)
+    f = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2) / math.sqrt(0.5)
+    tilt, amp = _uniform(gen, -0.6, 0.6), _uniform(gen, -0.6, 0.6)
+    c, w = _uniform(gen, 0.15, 0.85), _uniform(gen, 0.08, 0.25)
+    g = tilt * f + amp * (torch.exp(-(f - c) ** 2 / (2 * w * w)) - math.exp(-c * c / (2 * w * w)))
+    g[0, 0] = 0.0                               # exactly, not up to float rounding
+    top = float(g.abs().max())
+    return g * (0.2 / top) if top < 0.2 else g
 
 
 def synthetic_trace(im: torch.Tensor, kind: str, gen: torch.Generator) -> torch.Tensor:
     """uint8 (3, S, S) -> the same image carrying one synthetic generator trace of `kind`
-    (PSEUDO_FAKE_KINDS), at a strength drawn from `gen`; before the final JPEG encoding."""
+    (ALL_PSEUDO_FAKE_KINDS), at a strength drawn from `gen`; before the final JPEG encoding."""
     x = im.unsqueeze(0)
     if kind == "noise":                         # sigma 3-48 grey levels (log-uniform), per pixel and channel
         sigma = math.exp(_uniform(gen, math.log(3.0), math.log(48.0)))
@@ -78,15 +99,20 @@ def synthetic_trace(im: torch.Tensor, kind: str, gen: torch.Generator) -> torch.
     elif kind == "banding":                     # 8-24 levels per channel
         step = 255.0 / (int(torch.randint(8, 25, (1,), generator=gen)) - 1)
         x = ((x.float() / step).round_() * step).round_().clamp_(0, 255).to(torch.uint8)
+    elif kind == "spectral":                    # random smooth radial reshaping of the spectrum
+        s = x.shape[-1]
+        y = torch.fft.irfft2(torch.fft.rfft2(x.float()) * torch.exp(spectral_gain(s, gen)), s=(s, s))
+        x = y.round_().clamp_(0, 255).to(torch.uint8)
     else:
-        raise ValueError(f"unknown trace {kind!r}; known: {', '.join(PSEUDO_FAKE_KINDS)}")
+        raise ValueError(f"unknown trace {kind!r}; known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
     return x[0]
 
 
-def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: float
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: float,
+                 kinds: tuple = PSEUDO_FAKE_KINDS) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 (B, 3, S, S), labels (B,) -> (B + k, ...): the batch, then for each REAL image picked with
-    probability `share` a copy labelled FAKE (1) carrying one synthetic trace (see the module doc).
+    probability `share` a copy labelled FAKE (1) carrying one synthetic trace, of a kind drawn uniformly
+    from `kinds` (see the module doc).
     The real original stays in the batch, so the pair differs only by the trace. Inputs not modified."""
     if not share:
         return x, y
@@ -94,10 +120,13 @@ def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: 
     pick = torch.nonzero((y == 0) & (torch.rand(b, generator=gen) < share)).flatten()
     if not len(pick):
         return x, y
-    kinds = torch.randint(0, len(PSEUDO_FAKE_KINDS), (len(pick),), generator=gen)
+    unknown = set(kinds) - set(ALL_PSEUDO_FAKE_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"unknown trace(s) {sorted(unknown)}; known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
+    drawn = torch.randint(0, len(kinds), (len(pick),), generator=gen)
     # quality 90 with Pillow's default 4:2:0 subsampling: the sample's encoding (data/build_sample.py)
-    out = [apply_shift(synthetic_trace(x[i], PSEUDO_FAKE_KINDS[k], gen), "jpeg", 90)
-           for i, k in zip(pick.tolist(), kinds.tolist())]
+    out = [apply_shift(synthetic_trace(x[i], kinds[k], gen), "jpeg", 90)
+           for i, k in zip(pick.tolist(), drawn.tolist())]
     return torch.cat([x, torch.stack(out)]), torch.cat([y, torch.ones(len(out), dtype=y.dtype)])
 
 

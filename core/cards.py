@@ -52,7 +52,8 @@ def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
              f"{tc.get('weight_decay')}, batch {tc.get('batch_size')}) + {tc.get('finetune_epochs')} fine-tuning epochs at "
              f"lr x {tc.get('finetune_lr_factor')}; augmentation: blur p={tc.get('aug_blur', 0)}, JPEG "
              f"p={tc.get('aug_jpeg', 0)}, resampling p={tc.get('aug_resample', 0)}, robustness mix "
-             f"{'on' if tc.get('robust_aug') else 'off'}; pseudo-fakes {tc.get('pseudo_fakes', 0)}; "
+             f"{'on' if tc.get('robust_aug') else 'off'}; pseudo-fakes {tc.get('pseudo_fakes', 0)}"
+             f"{' (' + tc['pseudo_fake_kinds'].replace(',', ', ') + ')' if tc.get('pseudo_fakes') and tc.get('pseudo_fake_kinds') else ''}; "
              f"label smoothing {tc.get('label_smoothing', 0)}; "
              f"seed {tc.get('seed')}; {tc.get('train_images', '?'):,} train / {tc.get('val_images', '?'):,} validation images",
              f"- Training time: {tc.get('train_seconds', '?')} s on {tc.get('device', '?')} "

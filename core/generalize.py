@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .augment import PSEUDO_FAKE_KINDS
 from .metrics import tpr_at_fpr
 from .verdict import UNSURE, VerdictModel, decide
 
@@ -144,8 +145,12 @@ def recipe_text(cfg) -> str:
         bits.append(f"input {ma['input_filter']}")
     if ma.get("pool_first") is False:
         bits.append("no early pooling")
+    if ma.get("stream_dropout"):
+        bits.append(f"stream dropout {ma['stream_dropout']:g}")
     if getattr(cfg, "pseudo_fakes", 0):
-        bits.append(f"pseudo-fakes {cfg.pseudo_fakes:g}")
+        kinds = getattr(cfg, "pseudo_fake_kinds", ",".join(PSEUDO_FAKE_KINDS))
+        bits.append(f"pseudo-fakes {cfg.pseudo_fakes:g}"
+                    + ("" if kinds == ",".join(PSEUDO_FAKE_KINDS) else f" ({kinds.replace(',', ', ')})"))
     for k in ("aug_blur", "aug_jpeg", "aug_resample"):
         v = getattr(cfg, k, 0)
         if v:

@@ -147,11 +147,20 @@ class TwoStream(nn.Module):
     learns to lean on the image and loses the residual's advantage (README, ablation).
     Twice seed-v21's FLOPs. `features` is the concatenated map, so Grad-CAM and the familiarity model
     see both streams.
+
+    `stream_dropout` p (training only): per image, with probability p the image stream's map is zeroed
+    and with probability p the residual stream's (never both), so each stream must decide alone and
+    neither one's rule (e.g. "no upsampling trace = REAL") can silence the other (modality dropout,
+    Neverova et al., ModDrop, 2015). Inference always sees both.
     """
 
     def __init__(self, input_size: int = 32, channels: tuple = (32, 64, 128, 256), hidden: int = 128,
-                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False, pool_first: bool = True):
+                 dropout: float = 0.3, pool_last: bool = False, double_conv: bool = False, pool_first: bool = True,
+                 stream_dropout: float = 0.0):
         super().__init__()
+        if not 0 <= stream_dropout <= 0.5:
+            raise ValueError(f"stream_dropout must be in [0, 0.5], got {stream_dropout}")
+        self.stream_dropout = float(stream_dropout)
         self.normalize = _Normalize()
         self.rgb = _conv_body(3, channels, pool_last, double_conv, pool_first)
         self.npr = _conv_body(3, channels, pool_last, double_conv, pool_first)
@@ -161,7 +170,13 @@ class TwoStream(nn.Module):
 
     def features(self, x):                     # (B, 3, S, S) -> (B, 2 C4, S/8, S/8)
         x = self.normalize(x)
-        return torch.cat([self.rgb(x), self.npr(npr_residual(x))], dim=1)
+        a, b = self.rgb(x), self.npr(npr_residual(x))
+        if self.training and self.stream_dropout:
+            p = self.stream_dropout
+            r = torch.rand(a.shape[0], 1, 1, 1, device=a.device)
+            a = a * (r >= p).to(a.dtype)                          # r < p: image stream dropped
+            b = b * ((r < p) | (r >= 2 * p)).to(b.dtype)          # p <= r < 2p: residual stream dropped
+        return torch.cat([a, b], dim=1)
 
     def head(self, f):                         # (B, 2 C4, h, w) -> (B,)
         return self.classifier(f.mean(dim=(2, 3))).squeeze(1)

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import AugmentRecipe, augment, pseudo_fakes
+from .augment import ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes
 from .checkpoint import make_checkpoint, save_checkpoint
 from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
@@ -75,6 +75,7 @@ class TrainConfig:
     aug_jpeg: float = 0.0             # per-image probability of JPEG re-encoding (core.augment)
     aug_resample: float = 0.0         # per-image probability of down-and-up resampling (core.augment)
     pseudo_fakes: float = 0.0         # share of REAL images also added as self-synthesised FAKEs (core.augment)
+    pseudo_fake_kinds: str = ",".join(PSEUDO_FAKE_KINDS)   # their traces, comma list (core.augment)
     fit_temperature: bool = False     # store T fitted on the calibration split (core.verdict.calibration_temperature)
     exclude_fake_sources: list = field(default_factory=list)   # FAKE sources left out (leave-one-generator-out)
     calib_fraction: float = 0.1       # share of train held out from fitting AND selection, for verdicts
@@ -246,9 +247,10 @@ def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tenso
     steps = len(order) // cfg.batch_size or 1
     t0 = time.perf_counter()
     tot_loss, tot_correct, seen = 0.0, 0, 0
+    kinds = tuple(k.strip() for k in cfg.pseudo_fake_kinds.split(",") if k.strip())
     for b in range(steps):
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        xb, yb = pseudo_fakes(x[idx], y[idx], gen, cfg.pseudo_fakes)
+        xb, yb = pseudo_fakes(x[idx], y[idx], gen, cfg.pseudo_fakes, kinds)
         xb = augment(xb, gen, recipe_of(cfg))
         yb = yb.float().to(device, non_blocking=True)
         xb = to_model_input(xb.to(device, non_blocking=True))     # channels_last, like the model
@@ -482,6 +484,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pseudo-fakes", type=float, default=d.pseudo_fakes,
                    help="share of REAL training images also added, with a synthetic generator trace (noise, "
                         "over-smoothing, upsampling, banding), as FAKEs (default: 0)")
+    p.add_argument("--pseudo-fake-kinds", default=d.pseudo_fake_kinds,
+                   help=f"their traces, a comma list of {', '.join(ALL_PSEUDO_FAKE_KINDS)} "
+                        f"(default: {d.pseudo_fake_kinds})")
     p.add_argument("--fit-temperature", action="store_true",
                    help="fit the temperature on the calibration split and store it (default: off, T = 1)")
     p.add_argument("--exclude-fake-sources", default="",
@@ -511,6 +516,11 @@ def main_config(args: argparse.Namespace) -> TrainConfig:
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "model_args"}
     if isinstance(kw.get("exclude_fake_sources"), str):
         kw["exclude_fake_sources"] = [s for s in kw["exclude_fake_sources"].split(",") if s]
+    kinds = [k.strip() for k in str(kw.get("pseudo_fake_kinds", "")).split(",") if k.strip()]
+    bad = sorted(set(kinds) - set(ALL_PSEUDO_FAKE_KINDS))
+    if bad or not kinds:
+        raise ValueError(f"--pseudo-fake-kinds: unknown trace(s) {', '.join(bad) or '(none given)'}; "
+                         f"known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
     return TrainConfig(**kw, model_args=model_args)
 
 

@@ -1,8 +1,13 @@
 """Training augmentation (core.augment): resampling, the recipe's per-image shifts, pseudo-fakes."""
 import torch
 
-from core.augment import (PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes, resample,
-                          synthetic_trace)
+import math
+
+import pytest
+
+from core.augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes,
+                          resample, spectral_gain, synthetic_trace)
+from core.train import TrainConfig, get_args_parser, main_config
 
 
 def _checker(s=32):
@@ -74,3 +79,47 @@ def test_each_trace_does_what_it_says():
     band = synthetic_trace(ramp, "banding", g)
     assert 8 <= len(torch.unique(band[0])) <= 24              # 8-24 levels per channel
     assert set(PSEUDO_FAKE_KINDS) == {"noise", "smooth", "upsample", "banding"}
+
+
+def test_spectral_gain_shape_dc_and_floor():
+    g = torch.Generator().manual_seed(4)
+    for _ in range(50):
+        gain = spectral_gain(32, g)
+        assert gain.shape == (32, 17)                       # torch.fft.rfft2's grid for 32 x 32
+        assert gain[0, 0] == 0                              # DC kept: mean brightness unchanged
+        assert 0.2 - 1e-6 <= gain.abs().max() <= 1.2 + 1e-6   # never a no-op, at most tilt 0.6 + bump 0.6
+        # radial: the same gain at (0, k) and (k, 0)
+        assert torch.allclose(gain[0, 1:17], gain[1:17, 0], atol=1e-6)
+
+
+def test_spectral_trace_applies_its_gain():
+    # A mid-grey image with a weak sinusoid stays inside [0, 255], so the trace is the gain exactly up to
+    # rounding: the sinusoid's Fourier coefficient is multiplied by exp(gain) at its frequency.
+    i = torch.arange(32, dtype=torch.float32)
+    im = (128 + 20 * torch.cos(2 * math.pi * 5 * i / 32)).view(1, 32).expand(32, 32)
+    im = im.round().to(torch.uint8).expand(3, 32, 32).contiguous()
+    out = synthetic_trace(im, "spectral", torch.Generator().manual_seed(5))
+    expected = math.exp(float(spectral_gain(32, torch.Generator().manual_seed(5))[0, 5]))
+    got = torch.fft.rfft2(out[0].float())[0, 5].abs() / torch.fft.rfft2(im[0].float())[0, 5].abs()
+    assert abs(float(got) - expected) < 0.02, (float(got), expected)
+    assert abs(out.float().mean() - im.float().mean()) < 0.1       # DC kept
+
+
+def test_pseudo_fakes_kinds_are_chosen_and_checked():
+    # flat grey images: banding (and JPEG) keep them flat, noise does not
+    x = (torch.arange(64) * 4 + 2).to(torch.uint8).view(64, 1, 1, 1).expand(64, 3, 32, 32).contiguous()
+    y = torch.zeros(64, dtype=torch.long)
+    flat = lambda xs: [bool(im.float().std() == 0) for im in xs]       # noqa: E731
+    x2, y2 = pseudo_fakes(x, y, torch.Generator().manual_seed(6), share=1.0, kinds=("banding",))
+    assert len(y2) == 128 and y2[64:].eq(1).all()
+    assert all(flat(x2[64:]))
+    x3, _ = pseudo_fakes(x, y, torch.Generator().manual_seed(6), share=1.0)          # default: four kinds
+    assert 5 <= flat(x3[64:]).count(False) <= 30              # the noise quarter (16 expected)
+    assert "spectral" in ALL_PSEUDO_FAKE_KINDS and "spectral" not in PSEUDO_FAKE_KINDS   # opt-in
+    with pytest.raises(ValueError, match="unknown trace"):
+        pseudo_fakes(x, y, torch.Generator(), share=1.0, kinds=("sharpen",))
+    args = get_args_parser().parse_args(["--data", "d", "--pseudo-fakes", "0.3", "--pseudo-fake-kinds", "noise,spectral"])
+    assert main_config(args).pseudo_fake_kinds == "noise,spectral"
+    assert TrainConfig().pseudo_fake_kinds == ",".join(PSEUDO_FAKE_KINDS)   # old recipes unchanged
+    with pytest.raises(ValueError, match="unknown trace"):
+        main_config(get_args_parser().parse_args(["--data", "d", "--pseudo-fake-kinds", "noise,sharpen"]))

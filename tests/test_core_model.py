@@ -48,6 +48,24 @@ def test_two_stream_second_half_sees_only_the_npr_residual():
         assert torch.allclose(fa[:, c:], zero, atol=1e-6)
 
 
+def test_two_stream_stream_dropout_drops_one_stream_per_image_in_training_only():
+    torch.manual_seed(1)
+    m = build_model("two-stream", stream_dropout=0.5)          # p = 0.5: every image loses one stream
+    x = torch.rand(64, 3, 32, 32)
+    c = 256
+    f = m.train().features(x)
+    rgb_off = f[:, :c].abs().amax(dim=(1, 2, 3)) == 0
+    npr_off = f[:, c:].abs().amax(dim=(1, 2, 3)) == 0
+    assert torch.equal(rgb_off ^ npr_off, torch.ones(64, dtype=torch.bool))   # exactly one, never both
+    assert 16 < int(rgb_off.sum()) < 48
+    with torch.no_grad():                                      # inference: both streams, like p = 0
+        ref = build_model("two-stream")
+        ref.load_state_dict(m.state_dict())
+        assert torch.equal(m.eval().features(x), ref.eval().features(x))
+    with pytest.raises(ValueError, match="stream_dropout"):
+        build_model("two-stream", stream_dropout=0.7)
+
+
 def test_unknown_arch():
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("resnet9000")
