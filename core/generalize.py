@@ -29,10 +29,13 @@ import pandas as pd
 
 from .augment import PSEUDO_FAKE_KINDS
 from .metrics import tpr_at_fpr
-from .verdict import UNSURE, VerdictModel, decide
+from .verdict import UNSURE, WHY_UNFAMILIAR, VerdictModel, decide
 
 LEADERBOARD_COLUMNS = ["held_out", "n", "n_fake", "auc", "ap", "acc", "tpr_at_5pct_fpr", "fake_recall",
-                       "share_unsure", "share_wrong_decided"]
+                       "share_unsure", "share_wrong_decided", "fake_unsure", "fake_unfamiliar"]
+# fake_unsure: share of the FAKE images whose verdict is UNSURE (for a held-out family: how often the
+# app says "don't trust this one" on a generator it never saw); fake_unfamiliar: share of them flagged
+# "unlike the training data" (None when the checkpoint has no familiarity model).
 
 
 def held_out_row(y, logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
@@ -44,8 +47,10 @@ def held_out_row(y, logits, familiarity, vm: VerdictModel | None, threshold: flo
     p = 1 / (1 + np.exp(-z / temperature))
     both = len(np.unique(y)) == 2
     pred = (p >= threshold).astype(int)
-    verdicts, _ = decide(z, familiarity, vm, threshold, temperature)
+    verdicts, reasons = decide(z, familiarity, vm, threshold, temperature)
     unsure = np.asarray(verdicts) == UNSURE
+    unfamiliar = np.array([WHY_UNFAMILIAR in r for r in reasons], bool)
+    has_familiarity = familiarity is not None and vm is not None and vm.familiarity is not None
     wrong = pred != y
     fake = y == 1
     return {"n": int(len(y)), "n_fake": int(fake.sum()),
@@ -55,7 +60,9 @@ def held_out_row(y, logits, familiarity, vm: VerdictModel | None, threshold: flo
             "tpr_at_5pct_fpr": tpr_at_fpr(y, p, 0.05) if both else None,
             "fake_recall": float(pred[fake].mean()) if fake.any() else None,
             "share_unsure": float(unsure.mean()) if len(y) else None,
-            "share_wrong_decided": float((wrong & ~unsure).mean()) if len(y) else None}
+            "share_wrong_decided": float((wrong & ~unsure).mean()) if len(y) else None,
+            "fake_unsure": float(unsure[fake].mean()) if fake.any() else None,
+            "fake_unfamiliar": float(unfamiliar[fake].mean()) if fake.any() and has_familiarity else None}
 
 
 def source_table(df: pd.DataFrame, vm: VerdictModel | None, threshold: float = 0.5, temperature: float = 1.0

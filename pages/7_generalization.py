@@ -25,7 +25,8 @@ from pages_support.views import enlarged, gallery, num, pct
 LOGO_DIR = WEIGHTS_DIR / "logo"
 COLUMNS = {"n": "images", "n_fake": "FAKE images", "auc": "ROC AUC", "ap": "AP", "acc": "accuracy",
            "tpr_at_5pct_fpr": "TPR at 5% FPR", "fake_recall": "FAKE recall", "share_unsure": "UNSURE",
-           "share_wrong_decided": "wrong, not UNSURE"}
+           "share_wrong_decided": "wrong, not UNSURE", "fake_unsure": "FAKEs UNSURE",
+           "fake_unfamiliar": "FAKEs unfamiliar"}
 
 
 def _fmt(df: pd.DataFrame) -> dict:

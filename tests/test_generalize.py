@@ -16,7 +16,7 @@ from core.datasets import open_dataset
 from core.generalize import LEADERBOARD_COLUMNS, families_of, run_logo, source_table
 from core.predict import predict_many
 from core.train import TrainConfig, train
-from core.verdict import UNSURE, WHY_UNFAMILIAR
+from core.verdict import UNSURE, WHY_UNFAMILIAR, VerdictModel
 
 TINY = dict(arch="seed-v1", epochs=3, finetune_epochs=0, batch_size=16, lr=3e-3, val_fraction=0.2,
             calib_fraction=0.2, model_args={"channels": [8, 16, 16], "hidden": 16}, seed=0)
@@ -90,6 +90,12 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
         best = max([(p[y == 1] >= t).mean() for t in np.r_[p, np.inf] if (p[y == 0] >= t).mean() <= 0.05])
         assert row["tpr_at_5pct_fpr"] == pytest.approx(best)
         assert 0 <= row["share_wrong_decided"] <= 1 - row["acc"] + 1e-9
+        # the held-out fakes' UNSURE and unfamiliar shares, recomputed from the stored verdicts
+        fk = df[df.label == 1]
+        assert row["fake_unsure"] == pytest.approx((fk["verdict"] == "UNSURE").mean())
+        vm = VerdictModel.from_checkpoint_meta(ck)
+        assert row["fake_unfamiliar"] == pytest.approx((fk["familiarity"] < vm.familiarity.flag_rate).mean())
+        assert row["fake_unfamiliar"] <= row["fake_unsure"] + 1e-9
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mean_auc"] == pytest.approx(board["auc"].mean())
     assert summary["min_auc"] == pytest.approx(board["auc"].min())

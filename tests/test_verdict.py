@@ -167,3 +167,21 @@ def test_calibration_temperature_recovers_a_planted_scale_and_cli_writes_a_copy(
     save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
     assert main(["--weights", str(tmp_path / "old.pt"), "--fit-temperature", str(tmp_path / "x.pt")]) == 2
     assert "no calibration split" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
+    from core.generalize import held_out_row
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
+                      familiarity=Familiarity(np.zeros((2, 1)), np.eye(1), np.array([1.0, 2.0, 3.0])))
+    # band: UNSURE when |logit| < 2; unfamiliar when familiarity < 0.05
+    y = [0, 0, 1, 1, 1, 1]
+    z = [-5.0, 0.5, 5.0, -5.0, 1.0, -4.0]        # fakes: right+sure, wrong+sure, band, wrong+sure
+    fam = [0.9, 0.9, 0.9, 0.01, 0.01, 0.9]        # fakes 2 and 3 unfamiliar (fake 3 also in the band)
+    row = held_out_row(y, z, fam, vm, 0.5)
+    assert row["fake_unsure"] == pytest.approx(2 / 4)          # fake 2 (unfamiliar) and fake 3 (band, unfamiliar)
+    assert row["fake_unfamiliar"] == pytest.approx(2 / 4)
+    assert row["share_wrong_decided"] == pytest.approx(1 / 6)   # only the last fake (the first REAL is in the band)
+    fam2 = [0.9] * 6
+    row2 = held_out_row(y, z, fam2, vm, 0.5)
+    assert row2["fake_unsure"] == pytest.approx(1 / 4) and row2["fake_unfamiliar"] == 0
+    assert held_out_row(y, z, None, vm, 0.5)["fake_unfamiliar"] is None
