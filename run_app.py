@@ -1,19 +1,31 @@
-"""Start the dashboard warm: heavy modules imported and the default results computing before anyone connects.
+"""Start the dashboard warm: the modules imported and the default results stored, or being computed, before anyone connects.
 
     python run_app.py                                  # = streamlit run dashboard.py, warmed up
     python run_app.py --server.port 8502               # any `streamlit run` option passes through
 
 `streamlit run dashboard.py` imports torch, pandas, plotly and the pages' modules, and loads the model,
 on the first browser session, and a first visit to any evaluation page then evaluates the sample: the
-first view waits for all of it. This launcher imports those modules before the server answers, then
-starts Streamlit in this same process (streamlit.web.cli, the code behind `streamlit run`; the
-.streamlit/config.toml of this folder applies: localhost, upload cap, no file watcher) and, in a
-background thread, computes the default model's results on the default data through core: the
-evaluation of data/sample/test, then of the other sample splits, then the robustness sweep. They are
-stored under runs/ (keyed by weights sha256, data fingerprint and result format, as every page's are),
-so the pages read them from disk; a page that asks for one while it is being computed waits for it
-(core.checkpoint.result_lock) instead of computing it a second time. Any failure in the warm-up is
-printed and left to the pages, which compute and report as usual.
+first view waits for all of it. This launcher instead:
+
+1. imports torch and core, then starts the warm-up thread, which computes the default model's evaluation
+   of data/sample/test (what most pages show first) while this thread imports streamlit and plotly;
+2. starts the server once that evaluation is stored (so a browser can only connect after it; the wait
+   is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
+   (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
+   applies: localhost, upload cap, no file watcher);
+3. goes on, in the background, with every other result a page shows first, cheapest page first
+   (WARM_UP_ORDER): the sample's ood evaluation, Compare's default model B, Error slices' image
+   properties, Forensics' analysis, then Limitations' sweep, stability battery and Grad-CAM audit, then
+   the other splits.
+
+Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data
+fingerprint and result format), so pages read the results from disk; a page that asks for one while it
+is being computed waits for it (core.checkpoint.result_lock) instead of computing it a second time, and
+the Limitations page receives the sweep's levels as they are measured (core.robustness.cached_sweep).
+The warm-up thread runs at a lower CPU priority (nice +10, it and the torch threads it starts), so a
+page that computes something itself, or only draws, is not slowed by it. Only the defaults are warmed:
+any other model or data is computed by the pages as before. Any failure in the warm-up is printed and
+left to the pages, which compute and report as usual.
 """
 from __future__ import annotations
 
@@ -28,61 +40,149 @@ HERE = Path(__file__).resolve().parent
 WARM_UP_DONE = "warm-up: default results stored"      # benchmarks/bench_browser.py waits for this line
 
 
-# Every core module a page imports (core never imports streamlit); pages_support itself is left to the
-# first script run: its st.cache_data functions must be created inside the Streamlit runtime.
-CORE_MODULES = ["archive", "audit_cache", "checkpoint", "compare", "datasets", "evaluate", "figures", "forensics",
-                "generalize", "gradcam", "images", "labels", "limitations", "metrics", "models", "predict", "report",
-                "robustness", "shifts", "slices", "stability", "verdict"]
+# The core modules the first step needs, imported before the warm-up thread starts (two threads importing
+# the same modules would serialise on the import lock anyway).
+COMPUTE_MODULES = ["checkpoint", "datasets", "evaluate"]
+# Every other core module a page imports (core never imports streamlit); pages_support itself is left to
+# the first script run: its st.cache_data functions must be created inside the Streamlit runtime.
+CORE_MODULES = ["archive", "audit_cache", "compare", "figures", "forensics", "generalize", "gradcam", "images",
+                "labels", "limitations", "metrics", "models", "predict", "report", "robustness", "shifts", "slices",
+                "stability", "verdict"]
+WARM_UP_NICE = 10                   # the warm-up's CPU priority below the server's and the pages' threads
+FIRST_STEP_TIMEOUT = 120            # s; the server starts anyway after this (the pages then compute themselves)
+
+
+def import_compute_modules() -> None:
+    """torch and what the warm-up's first step needs."""
+    import importlib
+
+    import torch  # noqa: F401
+    for name in COMPUTE_MODULES:
+        importlib.import_module(f"core.{name}")
 
 
 def import_heavy_modules() -> None:
-    """What a first script run would import: streamlit, torch, pandas, plotly and the core modules."""
+    """The rest of what a first script run would import: streamlit, plotly and the other core modules."""
     import importlib
 
     import plotly.graph_objects  # noqa: F401
     import plotly.subplots  # noqa: F401
     import streamlit  # noqa: F401
-    for name in CORE_MODULES:
+    for name in COMPUTE_MODULES + CORE_MODULES:
         importlib.import_module(f"core.{name}")
 
 
-def warm_up(log=print) -> list[str]:
-    """Compute and store the default results (the pages' own paths and keys); returns what was done."""
+def warm_up_steps() -> list[tuple[str, object]]:
+    """(name, callable) of every default result, in WARM_UP order: the test evaluation first, then each
+    page's own results, the pages that need little first. Each callable is the core call the page makes
+    (same function, same arguments, so the same runs/ key)."""
     from core.checkpoint import load_checkpoint
     from core.datasets import cifake_splits, open_dataset
     from core.evaluate import cached_evaluation
-    from core.robustness import cached_sweep
-    from pages_support.paths import DEFAULT_WEIGHTS, RUNS_DIR, SAMPLE_DIR
+    from pages_support.paths import DEFAULT_WEIGHTS, RUNS_DIR, SAMPLE_DIR, shipped_weights
 
-    done = []
     if not DEFAULT_WEIGHTS.is_file():
-        return done
+        return []
     lm = load_checkpoint(str(DEFAULT_WEIGHTS), "cpu")
     splits = sorted(cifake_splits(SAMPLE_DIR), key=lambda s: (s != "test", s != "ood", s))   # the sidebar's order
     sets = {s: open_dataset(str(SAMPLE_DIR), split=s, fmt="cifake") for s in splits}
-    # Most pages need the test evaluation; Limitations also the ood one and the sweep.
     steps = [(f"evaluation of {s}", lambda ds=ds: cached_evaluation(lm, ds, RUNS_DIR)) for s, ds in sets.items()]
-    if "test" in sets:
-        steps.insert(1, ("robustness sweep of test", lambda: cached_sweep(lm, sets["test"], RUNS_DIR)))
-    for name, step in steps:
-        t0 = time.perf_counter()
-        step()
-        done.append(name)
-        log(f"warm-up: {name} ready ({time.perf_counter() - t0:.1f} s)")
+    if "test" not in sets:
+        return steps
+    test = sets["test"]
+    first, rest = steps[:1], steps[1:]
+    page_steps = []
+    if "ood" in sets:                                      # Limitations' unseen-generator and UNSURE sections
+        page_steps.append(rest.pop(0))
+
+    def compare_b():
+        # Compare's default model B: the first shipped checkpoint other than default.pt (pages/9_compare.py).
+        others = [p for p in shipped_weights() if p != DEFAULT_WEIGHTS]
+        if others:
+            cached_evaluation(load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR)
+
+    def properties():
+        from core.slices import cached_properties
+        cached_properties(test, RUNS_DIR)
+
+    def forensics():
+        from core.forensics import cached_analysis
+        cached_analysis(test, RUNS_DIR)
+
+    def sweep():
+        from core.robustness import cached_sweep
+        cached_sweep(lm, test, RUNS_DIR)
+
+    def stability():
+        from core.limitations import STABILITY_MAX_IMAGES
+        from core.stability import cached_dataset_stability
+        cached_dataset_stability(lm, test, RUNS_DIR, max_images=STABILITY_MAX_IMAGES)
+
+    def gradcam_audit():
+        # The Limitations page's call at the sidebar's default threshold (0.5).
+        from core.limitations import AUDIT_IMAGES, AUDIT_TOP
+        from core.robustness import cached_gradcam_audit
+        cached_gradcam_audit(lm, test, RUNS_DIR, n=min(AUDIT_IMAGES, len(test)), seed=0, top=AUDIT_TOP, threshold=0.5)
+
+    page_steps += [("Compare's model B on test", compare_b), ("image properties of test", properties),
+                   ("forensics analysis of test", forensics), ("robustness sweep of test", sweep),
+                   ("stability battery of test", stability), ("Grad-CAM audit of test", gradcam_audit)]
+    return first + page_steps + rest
+
+
+WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "Compare's model B on test", "image properties of test",
+                 "forensics analysis of test", "robustness sweep of test", "stability battery of test",
+                 "Grad-CAM audit of test", "evaluation of train"]     # on the shipped sample (tests check it)
+
+
+def lower_priority(nice: int = WARM_UP_NICE) -> None:
+    """Lower this thread's CPU priority (Linux: nice is per thread; threads it starts, such as torch's
+    intra-op pool, inherit it). Elsewhere a no-op."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):
+        pass
+
+
+def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
+    """Compute and store the default results (the pages' own paths and keys); returns what was done.
+    `first_done` is set once the first step (the test evaluation) is stored, or has failed."""
+    done = []
+    try:
+        for k, (name, step) in enumerate(warm_up_steps()):
+            t0 = time.perf_counter()
+            try:
+                step()
+            except Exception:               # the page computes (and reports) it itself
+                log(f"warm-up: {name} failed; the pages will compute it themselves:\n" + traceback.format_exc())
+                continue
+            finally:
+                if k == 0 and first_done is not None:
+                    first_done.set()
+            done.append(name)
+            log(f"warm-up: {name} ready ({time.perf_counter() - t0:.1f} s)")
+    finally:
+        if first_done is not None:
+            first_done.set()
     log(WARM_UP_DONE)
     return done
 
 
-def _warm_up_in_background() -> threading.Thread:
+def _warm_up_in_background() -> tuple[threading.Thread, threading.Event]:
+    first_done = threading.Event()
+
     def run():
+        lower_priority()
         try:
-            warm_up(log=lambda msg: print(msg, file=sys.stderr, flush=True))
+            warm_up(log=lambda msg: print(msg, file=sys.stderr, flush=True), first_done=first_done)
         except Exception:                   # the pages compute (and report) it themselves
+            first_done.set()
             print("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc(),
                   file=sys.stderr, flush=True)
     t = threading.Thread(target=run, name="warm-up", daemon=True)
     t.start()
-    return t
+    return t, first_done
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,9 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     t0 = time.perf_counter()
-    import_heavy_modules()
-    print(f"imported the app's modules in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-    _warm_up_in_background()
+    import_compute_modules()
+    _, first_done = _warm_up_in_background()
+    import_heavy_modules()                  # meanwhile, on the other core
+    t1 = time.perf_counter()
+    print(f"imported the app's modules in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
+    if not first_done.wait(FIRST_STEP_TIMEOUT):
+        print(f"warm-up: the first step is not done after {FIRST_STEP_TIMEOUT} s; starting the server anyway",
+              file=sys.stderr, flush=True)
+    print(f"server starting {time.perf_counter() - t0:.1f} s after the command (waited "
+          f"{time.perf_counter() - t1:.1f} s for the first warm-up step)", file=sys.stderr, flush=True)
     from streamlit.web import cli
     sys.argv = ["streamlit", "run", str(HERE / "dashboard.py"), *(sys.argv[1:] if argv is None else argv)]
     sys.exit(cli.main())

@@ -537,9 +537,11 @@ def result_files(res: dict) -> dict[str, bytes]:
 
 def cached_analysis(ds, runs_dir="runs", progress=None) -> Path:
     """`analyse` once per dataset fingerprint; returns the folder holding result_files (runs/forensics-*)."""
+    from .checkpoint import result_lock
     out = analysis_dir(ds, runs_dir)
-    if not (out / "shortcuts.json").is_file():
-        write_result_dir(out, result_files(analyse(ds, progress=progress)))
+    with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
+        if not (out / "shortcuts.json").is_file():
+            write_result_dir(out, result_files(analyse(ds, progress=progress)))
     return out
 
 

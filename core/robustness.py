@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -177,19 +178,20 @@ def cached_gradcam_audit(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", n: 
     from .audit_cache import json_bytes, result_dir, write_result_dir
     out = result_dir(runs_dir, "gradcam-audit", RESULT_FORMAT, lm.sha256, dataset_fingerprint(ds), n, seed, top,
                      threshold, json.dumps(lm.preprocess.to_dict(), sort_keys=True))
-    try:
-        meta = json.loads((out / "audit.json").read_text())
-        with np.load(out / "audit.npz") as z:
-            return {**{k: z[k] for k in AUDIT_ARRAYS}, "ids": meta["ids"], "summary": meta["summary"],
-                    "top_fraction": meta["top_fraction"]}
-    except (OSError, ValueError, KeyError):
-        pass
-    res = gradcam_audit_dataset(lm, ds, n=n, seed=seed, top=top, threshold=threshold)
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(res[k]) for k in AUDIT_ARRAYS})
-    write_result_dir(out, {"audit.npz": buf.getvalue(), "audit.json": json_bytes(
-        {"ids": res["ids"], "summary": res["summary"], "top_fraction": res["top_fraction"]})})
-    return res
+    with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
+        try:
+            meta = json.loads((out / "audit.json").read_text())
+            with np.load(out / "audit.npz") as z:
+                return {**{k: z[k] for k in AUDIT_ARRAYS}, "ids": meta["ids"], "summary": meta["summary"],
+                        "top_fraction": meta["top_fraction"]}
+        except (OSError, ValueError, KeyError):
+            pass
+        res = gradcam_audit_dataset(lm, ds, n=n, seed=seed, top=top, threshold=threshold)
+        buf = io.BytesIO()
+        np.savez(buf, **{k: np.asarray(res[k]) for k in AUDIT_ARRAYS})
+        write_result_dir(out, {"audit.npz": buf.getvalue(), "audit.json": json_bytes(
+            {"ids": res["ids"], "summary": res["summary"], "top_fraction": res["top_fraction"]})})
+        return res
 
 
 def sweep_path(runs_dir, lm: LoadedModel, ds: ImageDataset) -> Path:
@@ -200,23 +202,92 @@ def sweep_path(runs_dir, lm: LoadedModel, ds: ImageDataset) -> Path:
     return Path(runs_dir) / f"sweep-{key}.csv"
 
 
+class _LiveSweep:
+    """The rows of a sweep being computed in this process, for callers that arrive meanwhile."""
+
+    def __init__(self, total: int):
+        self.rows: list[dict] = []
+        self.total = total              # shift levels, without the clean row
+        self.done = False
+        self.cond = threading.Condition()
+
+    def add(self, row: dict) -> None:
+        with self.cond:
+            self.rows.append(row)
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        with self.cond:
+            self.done = True
+            self.cond.notify_all()
+
+
+_LIVE_SWEEPS: dict[str, _LiveSweep] = {}
+
+
+def _follow(key: str, lock: threading.Lock, progress=None, on_row=None) -> None:
+    """Replay, then stream, the rows of the sweep another thread is computing under `lock`; returns when
+    it has finished (or when no one holds the lock any more)."""
+    seen = 0
+    while True:
+        live = _LIVE_SWEEPS.get(key)
+        if live is None:                # not registered yet, or already finished
+            if not lock.locked():
+                return
+            time.sleep(0.05)
+            continue
+        with live.cond:
+            live.cond.wait_for(lambda: len(live.rows) > seen or live.done, timeout=1.0)
+            new, done = live.rows[seen:], live.done
+        for row in new:
+            seen += 1
+            if on_row:
+                on_row(row)
+            if progress and seen > 1:
+                progress(seen - 1, live.total)
+        if done:
+            return
+
+
 def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None, on_row=None) -> pd.DataFrame:
     """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
-    key, so a sweep made by older code is never read."""
+    key, so a sweep made by older code is never read.
+
+    A caller that arrives while another thread of this process computes the same sweep (the app's
+    warm-up, another session) is not kept waiting blind: it receives the rows already measured and
+    then each new one through its own `on_row` / `progress`, in its own thread, and then the stored result.
+    """
     path = sweep_path(runs_dir, lm, ds)
-    with result_lock(path):          # a concurrent caller of the same sweep waits, then reads it
+    key = str(path.resolve())
+    lock = result_lock(path)
+    if not lock.acquire(blocking=False):
+        _follow(key, lock, progress, on_row)
+        lock.acquire()
+    try:
         if path.is_file():
             try:
                 return pd.read_csv(path)
             except (OSError, ValueError):
                 pass
-        df = sweep(lm, ds, progress=progress, on_row=on_row)
+        live = _LIVE_SWEEPS[key] = _LiveSweep(sum(len(v) for v in SWEEP_LEVELS.values()))
+
+        def add(row):
+            live.add(row)
+            if on_row:
+                on_row(row)
+        try:
+            df = sweep(lm, ds, progress=progress, on_row=add)
+        finally:
+            live.finish()
+            _LIVE_SWEEPS.pop(key, None)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
         os.close(fd)
         df.to_csv(tmp, index=False)
         os.replace(tmp, path)
         return df
+    finally:
+        lock.release()
 
 
 def main(argv=None) -> int:

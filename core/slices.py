@@ -139,16 +139,18 @@ def cached_properties(ds, runs_dir="runs", progress=None) -> pd.DataFrame:
     """`image_properties` once per dataset fingerprint (runs/properties-*/properties.csv)."""
     from .audit_cache import result_dir, write_result_dir
     from .evaluate import dataset_fingerprint
+    from .checkpoint import result_lock
     out = result_dir(runs_dir, "properties", dataset_fingerprint(ds))
     path = out / "properties.csv"
-    if path.is_file():
-        try:
-            return read_properties(path)
-        except (OSError, ValueError):
-            pass
-    props = image_properties(ds, progress)
-    write_result_dir(out, {"properties.csv": props.to_csv(index=False).encode()})
-    return props
+    with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
+        if path.is_file():
+            try:
+                return read_properties(path)
+            except (OSError, ValueError):
+                pass
+        props = image_properties(ds, progress)
+        write_result_dir(out, {"properties.csv": props.to_csv(index=False).encode()})
+        return props
 
 
 def read_properties(path) -> pd.DataFrame:

@@ -203,11 +203,13 @@ def cached_dataset_stability(lm, ds, runs_dir="runs", progress=None, max_images:
     items (core.datasets.stratified_subset); flip_table's Wilson intervals then say how sure the rates are."""
     from .audit_cache import write_result_dir
     from .datasets import stratified_subset
+    from .checkpoint import result_lock
     out = stability_result_dir(lm, ds, runs_dir, max_images)
-    df = read_stability(out)
-    if df is None:
-        df, skipped = dataset_stability(lm, ds, progress=progress, indices=stratified_subset(ds.labels, max_images))
-        write_result_dir(out, {"stability.csv": df.to_csv(index=False).encode()})
+    with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
+        df = read_stability(out)
+        if df is None:
+            df, skipped = dataset_stability(lm, ds, progress=progress, indices=stratified_subset(ds.labels, max_images))
+            write_result_dir(out, {"stability.csv": df.to_csv(index=False).encode()})
     return df
 
 

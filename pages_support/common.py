@@ -23,6 +23,7 @@ from core.labels import LabelMappingError, describe_mapping, parse_class_map
 from core.robustness import cached_sweep, sweep_path
 from core.shifts import Shift
 
+from pages_support import paths as _paths
 from pages_support.paths import DEFAULT_WEIGHTS, ROOT, RUNS_DIR, SAMPLE_DIR, WEIGHTS_DIR  # noqa: F401 (re-exported)
 
 MAX_CHECKPOINT_BYTES = 50 * 1024 * 1024
@@ -68,7 +69,7 @@ def _sha_cached(path: str, size: int, mtime: int) -> str:
 
 
 def shipped_weights() -> list[Path]:
-    return sorted(WEIGHTS_DIR.glob("*.pt"), key=lambda p: (p.name != "default.pt", p.name))
+    return _paths.shipped_weights(WEIGHTS_DIR)
 
 
 def sample_splits() -> list[str]:

@@ -1,9 +1,15 @@
-"""run_app.py: the server answers with the default results already being computed, once, under the pages' keys.
+"""run_app.py: the server answers with the test evaluation stored and every other default result being
+computed, once, under the pages' keys, at a lower CPU priority.
 
 - core.checkpoint.result_lock: two concurrent callers of one stored result compute it once (the app's
-  warm-up and a first page view would otherwise evaluate the same data twice on the same cores);
-- the launcher, started like the README says, stores the evaluation of the sample's test split and the
-  robustness sweep under runs/ before any browser session, at exactly the paths the pages look up.
+  warm-up and a first page view would otherwise compute the same result twice on the same cores), for
+  every result the warm-up computes;
+- a caller of a sweep being computed receives its rows as they are measured (the Limitations page on a
+  fresh server), not only at the end;
+- the warm-up computes each page's result through the page's own call (same runs/ key), in WARM_UP_ORDER,
+  in a thread at nice +10;
+- the launcher, started like the README says, stores the evaluation of the sample's test split before
+  the server answers, then the rest, at exactly the paths the pages look up.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import pytest
 from conftest import ROOT, free_port, make_cifake, stop_process
 from core import evaluate as ev
 from core import robustness
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, save_checkpoint, read_checkpoint
 from core.datasets import open_dataset
 
 
@@ -83,6 +89,9 @@ def test_launcher_stores_the_default_results_before_any_session(tiny_cifake, tra
             assert proc.poll() is None, log.read_text()
             try:
                 with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as r:
+                    if r.status == 200 and not health:
+                        # the first moment a browser could connect: the test evaluation is already stored
+                        assert want[0].is_file(), "the server answered before the test evaluation was stored"
                     health = r.status == 200
             except OSError:
                 pass
@@ -96,3 +105,156 @@ def test_launcher_stores_the_default_results_before_any_session(tiny_cifake, tra
         assert "No runtime found" not in text           # no st.cache_data created outside the runtime
     finally:
         stop_process(proc)
+
+
+def _count_calls(monkeypatch, module, name, delay=0.5):
+    calls, real = [], getattr(module, name)
+
+    def counted(*a, **kw):
+        calls.append(threading.current_thread().name)
+        time.sleep(delay)                  # both callers are inside the cached_* function meanwhile
+        return real(*a, **kw)
+    monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def _run_both(fn):
+    threads = [threading.Thread(target=fn, name=k) for k in ("warm-up", "page")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+@pytest.mark.parametrize("kind", ["properties", "forensics", "stability", "gradcam-audit"])
+def test_every_warmed_result_is_computed_once_under_concurrency(kind, tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
+    from core import forensics, slices, stability
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")
+    module, inner, call = {
+        "properties": (slices, "image_properties", lambda: slices.cached_properties(ds, tmp_path)),
+        "forensics": (forensics, "analyse", lambda: forensics.cached_analysis(ds, tmp_path)),
+        "stability": (stability, "dataset_stability",
+                      lambda: stability.cached_dataset_stability(lm, ds, tmp_path, max_images=10)),
+        "gradcam-audit": (robustness, "gradcam_audit_dataset",
+                          lambda: robustness.cached_gradcam_audit(lm, ds, tmp_path, n=8, seed=0)),
+    }[kind]
+    calls = _count_calls(monkeypatch, module, inner)
+    _run_both(call)
+    assert len(calls) == 1, calls
+    call()                                  # and a later caller reads it from disk
+    assert len(calls) == 1
+
+
+def test_a_caller_of_a_sweep_in_progress_receives_its_rows_as_they_come(tiny_cifake, trained_ckpt, tmp_path,
+                                                                         monkeypatch):
+    import pandas as pd
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")
+    total = sum(len(v) for v in robustness.SWEEP_LEVELS.values())
+    rows = [{"shift": "none", "level": 0.0}, {"shift": "blur", "level": 1.0}, {"shift": "blur", "level": 2.0}]
+    started, finished_at = threading.Event(), []
+
+    def slow_sweep(lm, ds, progress=None, on_row=None, **kw):      # 3 rows, 0.4 s apart
+        for k, r in enumerate(rows):
+            on_row(dict(r))
+            started.set()
+            if progress and k:
+                progress(k, total)
+            time.sleep(0.4)
+        finished_at.append(time.perf_counter())
+        return pd.DataFrame(rows)
+    monkeypatch.setattr(robustness, "sweep", slow_sweep)
+    first = threading.Thread(target=robustness.cached_sweep, args=(lm, ds, tmp_path), name="warm-up")
+    first.start()
+    assert started.wait(5)
+    got, progress = [], []
+    df = robustness.cached_sweep(lm, ds, tmp_path, on_row=lambda r: got.append((r, time.perf_counter())),
+                                 progress=lambda d, t: progress.append((d, t)))
+    first.join()
+    assert [r for r, _ in got] == rows                        # the first row replayed, the others streamed
+    assert got[1][1] < finished_at[0] and got[0][1] < finished_at[0]   # before the sweep had finished
+    assert progress == [(1, total), (2, total)]
+    assert df.to_dict("records") == rows                      # then the stored result
+    assert robustness.sweep_path(tmp_path, lm, ds).is_file()
+
+
+def test_warm_up_thread_runs_at_lower_priority():
+    import run_app
+    seen = {}
+
+    def probe():
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        run_app.lower_priority()
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+        seen["before"] = before
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen["delta"] == min(run_app.WARM_UP_NICE, 19 - seen["before"]) > 0
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before     # only that thread
+
+
+def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
+    """In process: paths pointed at tiny fixtures; every WARM_UP_ORDER step runs, in order, and leaves its
+    result where the page's own call finds it (asserted by making the page-side call fail if it computes)."""
+    import run_app
+    from core import forensics, slices, stability
+    from core.limitations import AUDIT_IMAGES, AUDIT_TOP, STABILITY_MAX_IMAGES
+    from pages_support import paths
+    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    ck, _ = read_checkpoint(str(trained_ckpt))                  # model B: the same network, another file (sha)
+    ck["name"] = "model-b"
+    save_checkpoint(ck, weights / "b.pt")
+    make_cifake(sample, n_train=4, n_test=6)
+    shutil.copytree(sample / "test", sample / "ood")
+    for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
+                        ("DEFAULT_WEIGHTS", weights / "default.pt")):
+        monkeypatch.setattr(paths, name, value)
+    log = []
+    first = threading.Event()
+    done = run_app.warm_up(log=log.append, first_done=first)
+    assert first.is_set()
+    assert done == run_app.WARM_UP_ORDER, log
+    # The pages' calls, each of which must now read from disk.
+    for module, name in ((ev, "evaluate"), (robustness, "sweep"), (robustness, "gradcam_audit_dataset"),
+                         (slices, "image_properties"), (forensics, "analyse"), (stability, "dataset_stability")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} recomputed: not warmed"))
+    lm, lm_b = load_checkpoint(weights / "default.pt"), load_checkpoint(weights / "b.pt")
+    test = open_dataset(str(sample), split="test", fmt="cifake")
+    for split in ("test", "ood", "train"):
+        ev.cached_evaluation(lm, open_dataset(str(sample), split=split, fmt="cifake"), runs)
+    ev.cached_evaluation(lm_b, test, runs)
+    slices.cached_properties(test, runs)
+    forensics.cached_analysis(test, runs)
+    robustness.cached_sweep(lm, test, runs)
+    stability.cached_dataset_stability(lm, test, runs, max_images=STABILITY_MAX_IMAGES)
+    robustness.cached_gradcam_audit(lm, test, runs, n=min(AUDIT_IMAGES, len(test)), seed=0, top=AUDIT_TOP,
+                                    threshold=0.5)
+
+
+def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
+    """main(): imports, warm-up started, then the server (streamlit's cli.main) only once the first step is
+    stored (first_done set), however long it takes."""
+    import run_app
+    from streamlit.web import cli
+    first_done = threading.Event()
+    order = []
+    monkeypatch.setattr(run_app, "import_compute_modules", lambda: order.append("compute imports"))
+    monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
+
+    def fake_background():
+        order.append("warm-up started")
+        threading.Timer(0.5, first_done.set).start()          # the test evaluation takes 0.5 s
+        return None, first_done
+    monkeypatch.setattr(run_app, "_warm_up_in_background", fake_background)
+    monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()})") or 0)
+    monkeypatch.setattr(sys, "argv", ["run_app.py"])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit):
+        run_app.main([])
+    assert order == ["compute imports", "warm-up started", "heavy imports", "server (first step done: True)"]
