@@ -169,6 +169,22 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     return done
 
 
+def navigation_from_the_first_run() -> None:
+    """Run dashboard.py's st.navigation on a fresh server's first script run, also for a deep link.
+
+    A folder named pages/ next to the entrypoint makes Streamlit start in its old pages-directory mode
+    (PagesManager.uses_pages_directory, decided when the first session starts, left at the first
+    st.navigation call): a first visitor's deep link (/confusion) then runs the page file alone, and
+    pages_support.common._ensure_entrypoint reruns it through dashboard.py, i.e. two script runs. Setting
+    the flag before the server starts is what that first st.navigation call does, one run earlier.
+    """
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:                     # internal module moved: _ensure_entrypoint still repairs it
+        return
+    PagesManager.uses_pages_directory = False
+
+
 def _warm_up_in_background() -> tuple[threading.Thread, threading.Event]:
     first_done = threading.Event()
 
@@ -200,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr, flush=True)
     print(f"server starting {time.perf_counter() - t0:.1f} s after the command (waited "
           f"{time.perf_counter() - t1:.1f} s for the first warm-up step)", file=sys.stderr, flush=True)
+    navigation_from_the_first_run()
     from streamlit.web import cli
     sys.argv = ["streamlit", "run", str(HERE / "dashboard.py"), *(sys.argv[1:] if argv is None else argv)]
     sys.exit(cli.main())

@@ -1,6 +1,6 @@
 """First views of every page in a real browser, on a fresh clone, plus the idle app's CPU use.
 
-    python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20]
+    python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20] [--out NAME]
 
 For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
 empty, as after the README's install), the running Python's environment linked in as the clone's
@@ -43,8 +43,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 # url path -> title; url paths are Streamlit's defaults for pages/N_name.py (the number dropped).
 PAGES = {"": "Predict", "confusion": "Confusion matrix", "calibration": "Calibration",
          "misclassifications": "Misclassifications", "limitations": "Limitations", "generalization": "Generalization",
-         "model_data": "Model & data",
-         "forensics": "Forensics", "compare": "Compare models", "slices": "Error slices", "report": "Audit report"}
+         "model_data": "Model & data", "forensics": "Forensics", "compare": "Compare models", "slices": "Error slices", "report": "Audit report"}
 TARGETS = {"limitations": (5.0, 20.0)}       # (first numbers, complete) in seconds; other pages: complete <= 5
 NUMBERS = ('[data-testid="stMain"] [data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stTable"], '
            '[data-testid="stMain"] [data-testid="stDataFrame"], [data-testid="stMain"] .js-plotly-plot')
@@ -106,9 +105,10 @@ def stop(p: subprocess.Popen) -> None:
         p.kill()
 
 
-def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False) -> dict:
+def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False, title: str | None = None) -> dict:
     """Open url in a new context; time to first numbers and to a finished run (the context stays open,
-    returned as "context", with keep_open)."""
+    returned as "context", with keep_open). With `title`, a finished page whose heading is another
+    (a deep link that landed elsewhere) is an error, not a first view."""
     ctx = browser.new_context(viewport={"width": 1400, "height": 1800})
     page = ctx.new_page()
     t0 = time.perf_counter()
@@ -140,10 +140,14 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False)
         else:
             quiet_since = None
         time.sleep(0.05)
+    heading = page.evaluate("""() => { const h = document.querySelector('[data-testid="stMain"] h1');
+                                        return h ? h.innerText.trim() : null; }""")
     if not keep_open:
         ctx.close()
-    return {"first_numbers_s": first, "complete_s": complete, "context": ctx if keep_open else None,
-            "error": None if complete else f"not complete in {timeout} s"}
+    error = None if complete else f"not complete in {timeout} s"
+    if complete and title is not None and heading != title:
+        error, complete = f"landed on {heading!r}, not {title!r}", None
+    return {"first_numbers_s": first, "complete_s": complete, "context": ctx if keep_open else None, "error": error}
 
 
 def idle_cpu(server: subprocess.Popen, browser, url: str, seconds: float) -> float:
@@ -170,6 +174,9 @@ def main():
     ap.add_argument("--plain", action="store_true",
                     help="start `streamlit run dashboard.py` instead of run_app.py, results in browser_plain.json "
                          "(default: run_app.py, results in browser.json)")
+    ap.add_argument("--out", default=None,
+                    help="results name under benchmarks/results/ (default: browser, or browser_plain with --plain); "
+                         "use another name for trial runs, e.g. on a loaded machine")
     args = ap.parse_args()
     import psutil
     from playwright.sync_api import sync_playwright
@@ -187,7 +194,7 @@ def main():
                 server = start_server(clone, port, launcher=not args.plain)
                 started = time.perf_counter() - t_start
                 try:
-                    res = first_view(browser, f"http://localhost:{port}/{path}")
+                    res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
                 finally:
                     stop(server)
                 first_t, done_t = TARGETS.get(path, (None, 5.0))
@@ -222,7 +229,7 @@ def main():
                        "load_before"])
     for k, v in idle.items():
         print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
-    save("browser_plain" if args.plain else "browser",
+    save(args.out or ("browser_plain" if args.plain else "browser"),
          {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py", "pages": rows,
           "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds, "cores": psutil.cpu_count()})
 

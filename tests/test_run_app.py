@@ -239,7 +239,7 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
 
 def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     """main(): imports, warm-up started, then the server (streamlit's cli.main) only once the first step is
-    stored (first_done set), however long it takes."""
+    stored (first_done set), however long it takes, with Streamlit's pages-directory mode already off."""
     import run_app
     from streamlit.web import cli
     first_done = threading.Event()
@@ -252,9 +252,14 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
         threading.Timer(0.5, first_done.set).start()          # the test evaluation takes 0.5 s
         return None, first_done
     monkeypatch.setattr(run_app, "_warm_up_in_background", fake_background)
-    monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()})") or 0)
+    from streamlit.runtime.pages_manager import PagesManager
+    monkeypatch.setattr(PagesManager, "uses_pages_directory", None)     # as on a fresh server
+    monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()}, "
+                                                          f"pages directory mode: {PagesManager.uses_pages_directory})") or 0)
     monkeypatch.setattr(sys, "argv", ["run_app.py"])
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit):
         run_app.main([])
-    assert order == ["compute imports", "warm-up started", "heavy imports", "server (first step done: True)"]
+    # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
+    assert order == ["compute imports", "warm-up started", "heavy imports",
+                     "server (first step done: True, pages directory mode: False)"]
