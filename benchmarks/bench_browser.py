@@ -170,7 +170,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pages", default=",".join(p or "predict" for p in PAGES),
                     help="comma-separated url paths (predict = the default page; default: all)")
-    ap.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window (default: 20)")
+    ap.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window (default: 20; 0 skips the idle measurement)")
     ap.add_argument("--plain", action="store_true",
                     help="start `streamlit run dashboard.py` instead of run_app.py, results in browser_plain.json "
                          "(default: run_app.py, results in browser.json)")
@@ -211,7 +211,8 @@ def main():
             # Idle CPU, shipped config vs the file watcher switched on (after the warm-up has finished).
             clone = fresh_clone(tmp / "clone-idle")
             for label, extra in (("shipped config (fileWatcherType none)", []),
-                                 ("--server.fileWatcherType auto", ["--server.fileWatcherType", "auto"])):
+                                 ("--server.fileWatcherType auto", ["--server.fileWatcherType", "auto"])
+                                 ) if args.idle_seconds > 0 else ():
                 port = _free_port()
                 server = start_server(clone, port, extra, launcher=not args.plain)
                 try:
