@@ -82,7 +82,7 @@ def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool =
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     log = open(clone / "server.log", "w")
     p = subprocess.Popen(cmd, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    _wait_http(f"http://localhost:{port}/_stcore/health")
+    _wait_http(f"http://localhost:{port}/_stcore/health", timeout=600)   # a loaded machine: slow, not broken
     return p
 
 
