@@ -13,17 +13,17 @@ first view waits for all of it. This launcher instead:
    is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
-3. goes on, in the background, with every other result a page shows first, cheapest page first
-   (WARM_UP_ORDER): the sample's ood evaluation, Compare's default model B, Error slices' image
-   properties, Forensics' analysis, then Limitations' sweep, stability battery and Grad-CAM audit, then
-   the other splits.
+3. goes on, in the background, with every other result a page shows first, in the menu's order
+   (WARM_UP_ORDER): the sample's ood evaluation and Limitations' sweep, stability battery and Grad-CAM
+   audit (the most work of any page: 36 passes over the sweep's 500 images alone), then Forensics' analysis, Compare's default model B, Error slices' image properties, then the other
+   splits.
 
 Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data
 fingerprint and result format), so pages read the results from disk; a page that asks for one while it
 is being computed waits for it (core.checkpoint.result_lock) instead of computing it a second time, and
 the Limitations page receives the sweep's levels as they are measured (core.robustness.cached_sweep).
-The warm-up thread runs at a lower CPU priority (nice +10, it and the torch threads it starts), so a
-page that computes something itself, or only draws, is not slowed by it. Only the defaults are warmed:
+After the first step the warm-up runs at a lower CPU priority (nice +10, in a thread of its own, it and
+the torch threads it starts), so a page that computes something itself, or only draws, is not slowed by it. Only the defaults are warmed:
 any other model or data is computed by the pages as before. Any failure in the warm-up is printed and
 left to the pages, which compute and report as usual.
 """
@@ -73,9 +73,10 @@ def import_heavy_modules() -> None:
 
 
 def warm_up_steps() -> list[tuple[str, object]]:
-    """(name, callable) of every default result, in WARM_UP order: the test evaluation first, then each
-    page's own results, the pages that need little first. Each callable is the core call the page makes
-    (same function, same arguments, so the same runs/ key)."""
+    """(name, callable) of every default result, in WARM_UP_ORDER: the test evaluation first (most pages
+    show it first), then each page's own results in the menu's order (Limitations, Forensics, Compare,
+    Error slices), then the other splits. Each callable is the core call the page makes (same function,
+    same arguments, so the same runs/ key)."""
     from core.checkpoint import load_checkpoint
     from core.datasets import cifake_splits, open_dataset
     from core.evaluate import cached_evaluation
@@ -124,15 +125,15 @@ def warm_up_steps() -> list[tuple[str, object]]:
         from core.robustness import cached_gradcam_audit
         cached_gradcam_audit(lm, test, RUNS_DIR, n=min(AUDIT_IMAGES, len(test)), seed=0, top=AUDIT_TOP, threshold=0.5)
 
-    page_steps += [("Compare's model B on test", compare_b), ("image properties of test", properties),
-                   ("forensics analysis of test", forensics), ("robustness sweep of test", sweep),
-                   ("stability battery of test", stability), ("Grad-CAM audit of test", gradcam_audit)]
+    page_steps += [("robustness sweep of test", sweep), ("stability battery of test", stability),
+                   ("Grad-CAM audit of test", gradcam_audit), ("forensics analysis of test", forensics),
+                   ("Compare's model B on test", compare_b), ("image properties of test", properties)]
     return first + page_steps + rest
 
 
-WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "Compare's model B on test", "image properties of test",
-                 "forensics analysis of test", "robustness sweep of test", "stability battery of test",
-                 "Grad-CAM audit of test", "evaluation of train"]     # on the shipped sample (tests check it)
+WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "stability battery of test",
+                 "Grad-CAM audit of test", "forensics analysis of test", "Compare's model B on test",
+                 "image properties of test", "evaluation of train"]   # on the shipped sample (tests check it)
 
 
 def lower_priority(nice: int = WARM_UP_NICE) -> None:
@@ -146,25 +147,37 @@ def lower_priority(nice: int = WARM_UP_NICE) -> None:
 
 
 def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
-    """Compute and store the default results (the pages' own paths and keys); returns what was done.
-    `first_done` is set once the first step (the test evaluation) is stored, or has failed."""
+    """Compute and store the default results (the pages' own paths and keys), in order; returns what was done.
+
+    The first step (the test evaluation, which the server waits for) runs in the calling thread at its
+    priority; `first_done` is set once it is stored, or has failed. The other steps run in a new thread at
+    nice +WARM_UP_NICE (lower_priority: it, and the torch threads it starts, yield to the pages'), joined here.
+    """
     done = []
-    try:
-        for k, (name, step) in enumerate(warm_up_steps()):
+
+    def run(steps):
+        for name, step in steps:
             t0 = time.perf_counter()
             try:
                 step()
             except Exception:               # the page computes (and reports) it itself
                 log(f"warm-up: {name} failed; the pages will compute it themselves:\n" + traceback.format_exc())
                 continue
-            finally:
-                if k == 0 and first_done is not None:
-                    first_done.set()
             done.append(name)
             log(f"warm-up: {name} ready ({time.perf_counter() - t0:.1f} s)")
+    try:
+        steps = warm_up_steps()
+        run(steps[:1])
     finally:
         if first_done is not None:
             first_done.set()
+
+    def rest():
+        lower_priority()
+        run(steps[1:])
+    t = threading.Thread(target=rest, name="warm-up (nice)", daemon=True)
+    t.start()
+    t.join()
     log(WARM_UP_DONE)
     return done
 
@@ -189,7 +202,6 @@ def _warm_up_in_background() -> tuple[threading.Thread, threading.Event]:
     first_done = threading.Event()
 
     def run():
-        lower_priority()
         try:
             warm_up(log=lambda msg: print(msg, file=sys.stderr, flush=True), first_done=first_done)
         except Exception:                   # the pages compute (and report) it themselves

@@ -179,7 +179,22 @@ def test_a_caller_of_a_sweep_in_progress_receives_its_rows_as_they_come(tiny_cif
     assert robustness.sweep_path(tmp_path, lm, ds).is_file()
 
 
-def test_warm_up_thread_runs_at_lower_priority():
+def test_warm_up_after_its_first_step_runs_at_lower_priority(monkeypatch):
+    """The first step (which the server waits for) at the caller's priority, every later step at nice +10."""
+    import run_app
+    seen = []
+
+    def probe():
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+    monkeypatch.setattr(run_app, "warm_up_steps", lambda: [("first", probe), ("second", probe), ("third", probe)])
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    first = threading.Event()
+    assert run_app.warm_up(log=lambda m: None, first_done=first) == ["first", "second", "third"]
+    assert first.is_set()
+    assert seen == [base] + [min(19, base + run_app.WARM_UP_NICE)] * 2
+
+
+def test_lower_priority_lowers_only_the_calling_thread():
     import run_app
     seen = {}
 
