@@ -13,8 +13,8 @@ PyPI; never `playwright install`) opening the page's URL. Times from the request
 - first numbers: the first metric, table, data frame or chart in the page's main area;
 - complete: the script run has finished (the app's data-test-script-state is "notRunning" for 1 s, no
   spinner or progress bar left) with the page's content drawn: no stSkeleton left (the placeholder the
-  frontend shows while it loads an element's code, e.g. plotly.js, metrics, data frames; a Confusion page
-  measured 3.5 s to the script's end and 8.4 s to its drawn numbers); any st.exception element fails the page.
+  frontend shows while it loads an element's code, e.g. plotly.js, metrics, data frames: without this rule
+  Confusion counted as complete before any of its numbers was drawn); any st.exception element fails the page.
 
 `server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
 what a user who starts the app and opens the page at once waits (`from_command_s`).
