@@ -70,6 +70,16 @@ PSEUDO_FAKE_KINDS = ("noise", "smooth", "upsample", "banding")     # the default
 ALL_PSEUDO_FAKE_KINDS = PSEUDO_FAKE_KINDS + ("spectral",)
 
 
+def parse_pseudo_fake_kinds(text: str) -> tuple[str, ...]:
+    """"noise, spectral" -> ("noise", "spectral"); ValueError naming the unknown ones, or when none is given."""
+    kinds = tuple(k.strip() for k in str(text).split(",") if k.strip())
+    bad = sorted(set(kinds) - set(ALL_PSEUDO_FAKE_KINDS))
+    if bad or not kinds:
+        raise ValueError(f"unknown trace(s) {', '.join(bad) or '(none given)'}; "
+                         f"known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
+    return kinds
+
+
 def spectral_gain(s: int, gen: torch.Generator) -> torch.Tensor:
     """A random radial log-amplitude gain on `torch.fft.rfft2`'s (S, S // 2 + 1) grid: tilt * f plus a
     Gaussian bump over the radial frequency f in [0, 1] (1 = the corner), 0 at DC; at least 0.2 at its
@@ -120,9 +130,6 @@ def pseudo_fakes(x: torch.Tensor, y: torch.Tensor, gen: torch.Generator, share: 
     pick = torch.nonzero((y == 0) & (torch.rand(b, generator=gen) < share)).flatten()
     if not len(pick):
         return x, y
-    unknown = set(kinds) - set(ALL_PSEUDO_FAKE_KINDS)
-    if unknown or not kinds:
-        raise ValueError(f"unknown trace(s) {sorted(unknown)}; known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
     drawn = torch.randint(0, len(kinds), (len(pick),), generator=gen)
     # quality 90 with Pillow's default 4:2:0 subsampling: the sample's encoding (data/build_sample.py)
     out = [apply_shift(synthetic_trace(x[i], kinds[k], gen), "jpeg", 90)

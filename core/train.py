@@ -36,7 +36,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .augment import ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes
+from .augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, parse_pseudo_fake_kinds,
+                      pseudo_fakes)
 from .checkpoint import make_checkpoint, save_checkpoint
 from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
@@ -247,7 +248,7 @@ def train_one_epoch(model: torch.nn.Module, opt, x: torch.Tensor, y: torch.Tenso
     steps = len(order) // cfg.batch_size or 1
     t0 = time.perf_counter()
     tot_loss, tot_correct, seen = 0.0, 0, 0
-    kinds = tuple(k.strip() for k in cfg.pseudo_fake_kinds.split(",") if k.strip())
+    kinds = parse_pseudo_fake_kinds(cfg.pseudo_fake_kinds)
     for b in range(steps):
         idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         xb, yb = pseudo_fakes(x[idx], y[idx], gen, cfg.pseudo_fakes, kinds)
@@ -516,11 +517,10 @@ def main_config(args: argparse.Namespace) -> TrainConfig:
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "model_args"}
     if isinstance(kw.get("exclude_fake_sources"), str):
         kw["exclude_fake_sources"] = [s for s in kw["exclude_fake_sources"].split(",") if s]
-    kinds = [k.strip() for k in str(kw.get("pseudo_fake_kinds", "")).split(",") if k.strip()]
-    bad = sorted(set(kinds) - set(ALL_PSEUDO_FAKE_KINDS))
-    if bad or not kinds:
-        raise ValueError(f"--pseudo-fake-kinds: unknown trace(s) {', '.join(bad) or '(none given)'}; "
-                         f"known: {', '.join(ALL_PSEUDO_FAKE_KINDS)}")
+    try:
+        parse_pseudo_fake_kinds(kw.get("pseudo_fake_kinds", ""))
+    except ValueError as e:
+        raise ValueError(f"--pseudo-fake-kinds: {e}") from None
     return TrainConfig(**kw, model_args=model_args)
 
 
