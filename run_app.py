@@ -15,7 +15,7 @@ first view waits for all of it. This launcher instead:
    applies: localhost, upload cap, no file watcher);
 3. goes on, in the background, with every other result a page shows first, in the menu's order
    (WARM_UP_ORDER): the sample's ood evaluation and Limitations' sweep, stability battery and Grad-CAM
-   audit (the most work of any page: 36 passes over the sweep's 500 images alone), then Forensics' analysis, Compare's default model B, Error slices' image properties, then the other
+   audit (the most work of any page: about 9,800 forward passes on the sample, core.limitations.first_view_forwards), then Forensics' analysis, Compare's default model B, Error slices' image properties, then the other
    splits.
 
 Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data

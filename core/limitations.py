@@ -13,7 +13,8 @@ Inputs, as on the page: the robustness sweep of the evaluation data (core.robust
 battery (core.stability), the sample's `test` and `ood` splits for the unseen-generator test, and a
 Grad-CAM audit of up to AUDIT_IMAGES images. Everything is stored under runs/ as in the app. On data
 larger than SWEEP_MAX_IMAGES / STABILITY_MAX_IMAGES the sweep and the stability battery run on a seeded,
-label-stratified subsample, and their rates carry 95% Wilson intervals.
+label-stratified subsample, and their rates carry 95% Wilson intervals; the Grad-CAM audit's means carry t
+intervals. The verdicts state the intervals, and the CLI ends with the subsample sizes (subsample_note).
 """
 from __future__ import annotations
 
@@ -38,10 +39,16 @@ HQ_SURE_REAL = 0.1             # P(AI) below this: an AI image the model is sure
 CAM_DIFFUSE = 0.20             # Grad-CAM concentration (heat share of the hottest 10%) below this: diffuse
 CAM_LOOSE = 0.35               # ... below this: a loose focus; at or above: concentrated
 CAM_DELETION_MARGIN = 0.02     # removing hot pixels must drop P(called class) by this much more than random ones
-AUDIT_IMAGES = 500             # images in the Grad-CAM audit
-STABILITY_MAX_IMAGES = 500     # the stability battery (8 re-encodings per image) runs on a seeded stratified
+AUDIT_IMAGES = 200             # images in the Grad-CAM audit (a seeded random subsample; means with t intervals)
+STABILITY_MAX_IMAGES = 200     # the stability battery (8 re-encodings per image) runs on a seeded stratified
                                # subsample of this many images when the data is larger (Wilson intervals shown);
                                # the sweep does the same (core.robustness.SWEEP_MAX_IMAGES)
+# Forward passes per image of each test (the Grad-CAM audit: the maps' forward + backward, counted as 2, and the
+# deletion test's two forwards), and the budget the page's first view is sized for: FIRST_VIEW_FORWARDS at the
+# shipped model's fused ~1,100 img/s on 2 cores is about 10 s (README "First views"). 500 images each were
+# about 24,000 forwards and a 44 s first view.
+FORWARDS_PER_IMAGE = {"sweep": 36, "stability": 9, "gradcam": 4}
+FIRST_VIEW_FORWARDS = 11_000
 AUDIT_TOP = 0.1                # the "hottest pixels" fraction of the audit
 
 STATUSES = ("holds", "holds weakly", "holds partly", "does not hold", "not observed", "not tested", "by design")
@@ -124,6 +131,8 @@ def shift_verdict(base: dict, rows: pd.DataFrame, name: str) -> Verdict:
     else:
         status, s = "not observed", (f"Not observed here: accuracy stays within {SHIFT_WEAK_DROP * 100:g} points of "
                                      f"{pct(a0)} (lowest {pct(aw)}, at {where}).")
+    ci = _interval_sentence(base, worst)
+    s += ci
     rr, rf = float(worst["recall_REAL"]), float(worst["recall_FAKE"])
     one_sided = drop >= SHIFT_WEAK_DROP and abs(rr - rf) >= ONE_SIDED_RECALL_GAP
     if one_sided:
@@ -134,6 +143,21 @@ def shift_verdict(base: dict, rows: pd.DataFrame, name: str) -> Verdict:
     return Verdict(f"Preprocessing: {name}", status, s,
                    {"clean_accuracy": a0, "worst_accuracy": aw, "worst_level": float(worst["level"]), "drop": drop,
                     "recall_REAL": rr, "recall_FAKE": rf, "one_sided": one_sided})
+
+
+def _interval_sentence(base, worst) -> str:
+    """" On 200 of 3,000 images: 95% intervals ..." for sweep rows that carry Wilson intervals, else ""."""
+    def band(r):
+        lo, hi = r.get("accuracy_ci_low"), r.get("accuracy_ci_high")
+        ok = lo is not None and hi is not None and not (np.isnan(lo) or np.isnan(hi))
+        return f"{pct(lo)}-{pct(hi)}" if ok else None
+    b0, bw = band(dict(base)), band(dict(worst))
+    if b0 is None or bw is None:
+        return ""
+    n, n_total = worst.get("n"), worst.get("n_total")
+    on = (f"On a stratified subsample of {int(n):,} of {int(n_total):,} images, the" if n is not None and
+          n_total is not None and int(n) < int(n_total) else "The")
+    return f" {on} 95% intervals are {b0} (clean) and {bw} (worst level)."
 
 
 def split_row(split: str, df: pd.DataFrame, threshold: float) -> dict:
@@ -225,9 +249,14 @@ def gradcam_verdict(summary: dict) -> Verdict | None:
     else:
         v += (f" Removing the hottest pixels changes the prediction no more than removing random ones ({dc:.3f} vs "
               f"{dr:.3f}): the map does not single out what the decision rests on.")
+    cc, gc = summary.get("concentration_ci"), summary.get("drop_gap_ci")
+    if cc and gc:
+        v += (f" On {summary['n']:,} images, 95% intervals: concentration {pct(cc[0])}-{pct(cc[1])}; difference of "
+              f"the two drops {gc[0]:.3f} to {gc[1]:.3f}.")
     v += " Either way a heat map shows where, not why."
     return Verdict("Grad-CAM interpretability", status, v,
-                   {"concentration": conc, "drop_cam": dc, "drop_random": dr, "hot_pixels_matter": matters})
+                   {"concentration": conc, "drop_cam": dc, "drop_random": dr, "hot_pixels_matter": matters,
+                    "images": summary["n"], "concentration_ci": cc, "drop_gap_ci": gc})
 
 
 def confidence_verdict(df: pd.DataFrame, threshold: float) -> Verdict:
@@ -310,6 +339,32 @@ def shift_verdicts(sweep: pd.DataFrame) -> list[Verdict]:
 
 # ----------------------------------------------------------------------------- the whole audit
 
+def subsample_sizes(n_images: int) -> dict:
+    """Images each forward-bound test of the page runs on, for a dataset of n_images (the stated subsamples)."""
+    from .robustness import SWEEP_MAX_IMAGES
+    return {"sweep": min(n_images, SWEEP_MAX_IMAGES), "stability": min(n_images, STABILITY_MAX_IMAGES),
+            "gradcam": min(n_images, AUDIT_IMAGES)}
+
+
+def first_view_forwards(n_images: int) -> int:
+    """Forward passes of the page's sweep, stability battery and Grad-CAM audit on n_images (FORWARDS_PER_IMAGE)."""
+    return sum(FORWARDS_PER_IMAGE[k] * v for k, v in subsample_sizes(n_images).items())
+
+
+def subsample_note(n_images: int) -> str:
+    """The sentence the page and the CLI print about the subsamples the tests run on."""
+    z = subsample_sizes(n_images)
+    if min(z.values()) >= n_images:
+        head = (f"The robustness sweep, the stability battery and the Grad-CAM audit run on all {n_images:,} images; "
+                "their")
+    else:
+        head = (f"Of this dataset's {n_images:,} images, the robustness sweep runs on {z['sweep']:,} (seeded, "
+                f"stratified by label), the stability battery on {z['stability']:,} (the same way) and the Grad-CAM "
+                f"audit on {z['gradcam']:,} (seeded random); their")
+    return (f"{head} accuracies, rates and means come with 95% intervals. About {first_view_forwards(n_images):,} "
+            "forward passes in all.")
+
+
 def audit(lm, ds, threshold: float = 0.5, sample_dir="data/sample", runs_dir="runs", log=None) -> list[Verdict]:
     """Every verdict of the Limitations page, in its order, for model `lm` on dataset `ds` at `threshold`.
 
@@ -388,6 +443,8 @@ def main(argv=None) -> int:
         return 0
     with pd.option_context("display.max_colwidth", None, "display.width", 250):
         print(summary_table(verdicts).to_string())
+        print()
+        print(subsample_note(len(ds)))
         if args.unsure:
             print()
             print("Confidence vs correctness with the UNSURE verdict (shares of all images of each row):")

@@ -32,13 +32,16 @@ from .gradcam import called_fake, deletion_test, gradcam_pair, heat_concentratio
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import to_model_input
 from .shifts import SWEEP_LEVELS, Shift
-from .stats import wilson_interval
+from .stats import mean_interval, wilson_interval
 
 # The sweep runs 36 passes over its images (35 shift levels + clean): on more than this many images it
 # runs on a seeded, label-stratified subsample of this size, and every accuracy comes with its 95%
-# Wilson interval. 500 keeps a first sweep of the sample under ~5 s on 2 cores (README, bench_browser)
-# at an interval half-width of about 2 points near 95% accuracy.
-SWEEP_MAX_IMAGES = 500
+# Wilson interval. The passes are forward-bound (1 s of one core per 500 images and level, measured
+# with the shipped two-stream model): 200 images are 7,200 forwards, about 6.5 s at its fused limit of
+# ~1,100 img/s on 2 cores, which with the stability battery and the Grad-CAM audit (core.limitations)
+# keeps the Limitations page's first view within its 20 s; the interval half-width is then about 3
+# points near 95% accuracy (about 2 at 500 images, for 2.5x the work).
+SWEEP_MAX_IMAGES = 200
 
 
 def decode_for_sweep(lm: LoadedModel, ds: ImageDataset, progress=None, indices: list[int] | None = None):
@@ -140,16 +143,36 @@ def gradcam_audit(lm: LoadedModel, x_uint8: torch.Tensor, top: float = 0.1, batc
     cat = lambda v: torch.cat(v).float().cpu().numpy() if v else np.zeros(0)   # noqa: E731
     out = {"concentration": cat(conc), "drop_cam": cat(dc), "drop_random": cat(dr),
            "flip_cam": cat(fc), "flip_random": cat(fr), "top_fraction": top}
-    out["summary"] = {
-        "n": int(len(out["concentration"])),
-        "concentration_mean": float(np.nanmean(out["concentration"])) if len(out["concentration"]) else None,
-        "uniform_concentration": top,
-        "drop_cam_mean": float(out["drop_cam"].mean()) if len(out["drop_cam"]) else None,
-        "drop_random_mean": float(out["drop_random"].mean()) if len(out["drop_random"]) else None,
-        "flip_rate_cam": float(out["flip_cam"].mean()) if len(out["flip_cam"]) else None,
-        "flip_rate_random": float(out["flip_random"].mean()) if len(out["flip_random"]) else None,
-    }
+    out["summary"] = audit_summary(out, top)
     return out
+
+
+def audit_summary(arrays: dict, top: float) -> dict:
+    """Means of the audit's per-image arrays, each with its 95% interval (t interval of a mean; Wilson for
+    the flip rates), and the paired difference drop_cam - drop_random with its interval. Intervals are
+    [lo, hi] lists (JSON), None when undefined (fewer than 2 images)."""
+    def mean(k):
+        v = np.asarray(arrays[k], dtype=np.float64)
+        return float(np.nanmean(v)) if len(v) and not np.isnan(v).all() else None
+
+    def ci(v):
+        lo, hi = mean_interval(v)
+        return None if np.isnan(lo) else [lo, hi]
+
+    def rate_ci(k):
+        v = np.asarray(arrays[k], dtype=np.float64)
+        return list(wilson_interval(int(v.sum()), len(v))) if len(v) else None
+    n = int(len(arrays["concentration"]))
+    gap = np.asarray(arrays["drop_cam"], np.float64) - np.asarray(arrays["drop_random"], np.float64)
+    return {
+        "n": n, "uniform_concentration": top,
+        "concentration_mean": mean("concentration"), "concentration_ci": ci(arrays["concentration"]),
+        "drop_cam_mean": mean("drop_cam"), "drop_cam_ci": ci(arrays["drop_cam"]),
+        "drop_random_mean": mean("drop_random"), "drop_random_ci": ci(arrays["drop_random"]),
+        "drop_gap_ci": ci(gap),
+        "flip_rate_cam": mean("flip_cam"), "flip_rate_cam_ci": rate_ci("flip_cam"),
+        "flip_rate_random": mean("flip_random"), "flip_rate_random_ci": rate_ci("flip_random"),
+    }
 
 
 def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed: int = 0, top: float = 0.1,
@@ -169,6 +192,7 @@ def gradcam_audit_dataset(lm: LoadedModel, ds: ImageDataset, n: int = 500, seed:
 
 
 AUDIT_ARRAYS = ("concentration", "drop_cam", "drop_random", "flip_cam", "flip_random", "labels")
+AUDIT_FORMAT = 2        # 2: the summary carries 95% intervals (audit_summary); part of the stored result's key
 
 
 def cached_gradcam_audit(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", n: int = 500, seed: int = 0,
@@ -176,7 +200,7 @@ def cached_gradcam_audit(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", n: 
     """`gradcam_audit_dataset`, computed once per (weights, dataset, n, seed, top, threshold) and stored as
     runs/gradcam-audit-KEY/{audit.npz, audit.json}; later calls (and other processes) read it back."""
     from .audit_cache import json_bytes, result_dir, write_result_dir
-    out = result_dir(runs_dir, "gradcam-audit", RESULT_FORMAT, lm.sha256, dataset_fingerprint(ds), n, seed, top,
+    out = result_dir(runs_dir, "gradcam-audit", RESULT_FORMAT, AUDIT_FORMAT, lm.sha256, dataset_fingerprint(ds), n, seed, top,
                      threshold, json.dumps(lm.preprocess.to_dict(), sort_keys=True))
     with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
         try:

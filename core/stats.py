@@ -1,7 +1,8 @@
-"""Small statistics used by the audit tools: Wilson intervals, McNemar's exact test, seeded bootstrap CIs.
+"""Small statistics used by the audit tools: Wilson intervals, t intervals of a mean, McNemar's exact test,
+seeded bootstrap CIs.
 
-All three are textbook formulas checked against values worked by hand in tests/test_forensics_stats.py.
-scipy is used only for the binomial CDF (it is installed as a dependency of scikit-learn).
+All are textbook formulas checked against values worked by hand in tests/test_stats_stability.py.
+scipy gives the binomial CDF and the normal and t quantiles (it is installed as a dependency of scikit-learn).
 """
 from __future__ import annotations
 
@@ -25,6 +26,21 @@ def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float,
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mean_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval (lo, hi) for the mean of `values` (NaNs dropped) at confidence `level`.
+
+    mean +- t(level, n - 1) * sd / sqrt(n), sd with n - 1 degrees of freedom; (nan, nan) below 2 values.
+    Used for the Grad-CAM audit's per-image means (concentration, probability drops) on a subsample.
+    """
+    from scipy.stats import t
+    v = np.asarray(values, dtype=np.float64)
+    v = v[~np.isnan(v)]
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    half = float(t.ppf(0.5 + level / 2, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
+    return float(v.mean()) - half, float(v.mean()) + half
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

@@ -4,9 +4,10 @@ Each section: the claim (quoted from the seed's README), the test, the measured 
 verdict sentence computed from the numbers (core.limitations). Robustness numbers come from one stored
 sweep (core.robustness.sweep via sweep_ui; its levels appear as they are measured on a first visit); the
 unseen-generator test evaluates the sample's `ood` split next to `test`; the Grad-CAM audit
-(concentration and deletion test) runs on up to 500 images and is stored under runs/. On data larger
-than 500 images the sweep and the stability battery run on a stated stratified subsample with 95% Wilson
-intervals, so a first visit to the sample completes in seconds (benchmarks/bench_browser.py).
+(concentration and deletion test) runs on up to core.limitations.AUDIT_IMAGES images and is stored under
+runs/. On larger data the sweep and the stability battery run on a stated stratified subsample
+(core.limitations.subsample_note, the same sentence as the CLI's), every rate and mean with its 95%
+interval, so a first visit to the sample completes in seconds (benchmarks/bench_browser.py).
 """
 from __future__ import annotations
 
@@ -230,6 +231,15 @@ def gradcam_section(ctx: Context, verdicts: list) -> None:
     cols[1].metric("P drop, hottest 10% removed", num(s["drop_cam_mean"]))
     cols[2].metric("P drop, random 10% removed", num(s["drop_random_mean"]))
     cols[3].metric("Flips: hottest vs random", f"{pct(s['flip_rate_cam'])} vs {pct(s['flip_rate_random'])}")
+    ci = {k: s.get(k) for k in ("concentration_ci", "drop_cam_ci", "drop_random_ci", "flip_rate_cam_ci",
+                                "flip_rate_random_ci")}
+    if all(ci.values()):
+        st.caption(f"95% intervals on these {s['n']:,} images: concentration {num(ci['concentration_ci'][0])} to "
+                   f"{num(ci['concentration_ci'][1])}; P drop with the hottest 10% removed {num(ci['drop_cam_ci'][0])} "
+                   f"to {num(ci['drop_cam_ci'][1])}, with a random 10% removed {num(ci['drop_random_ci'][0])} to "
+                   f"{num(ci['drop_random_ci'][1])}; flips {pct(ci['flip_rate_cam_ci'][0])}-"
+                   f"{pct(ci['flip_rate_cam_ci'][1])} vs {pct(ci['flip_rate_random_ci'][0])}-"
+                   f"{pct(ci['flip_rate_random_ci'][1])}.")
     v = lim.gradcam_verdict(s)
     record(verdicts, v)
     st.markdown(f"**Verdict.** {v.text}")
@@ -315,6 +325,7 @@ def main() -> None:
         cols[3].metric("ECE", num(m.get("ece")))
         table_slot = st.empty()
         table_slot.info("The verdict of each limitation appears here when its test below has run.")
+        st.caption(lim.subsample_note(len(ctx.ds)))
     verdicts: list[dict] = []
     preprocessing_section(ctx, df, verdicts)
     flip_rate_section(ctx, verdicts)

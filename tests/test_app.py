@@ -392,6 +392,8 @@ def test_limitations_sections_and_verdicts(app, app_dirs):
     # hand-built numbers in test_limitations.py), and the CLI prints this very table.
     expected = _core_limitations_table(app_dirs, 0.5)
     pd.testing.assert_frame_equal(summary, expected)
+    from core.limitations import subsample_note
+    assert subsample_note(2 * N_PER_CLASS) in [c.value for c in at.caption]
     bias = _table(at, "FAKE generator(s)")
     assert list(bias["split"]) == ["test", "ood"] and list(bias["images"]) == [2 * N_PER_CLASS] * 2
     assert "gen-ood" in bias.loc[1, "FAKE generator(s)"]
@@ -426,7 +428,9 @@ def test_limitations_cli_prints_the_page_table(app_dirs, capsys):
     table = _core_limitations_table(app_dirs, 0.5)
     for name, verdict in table["verdict"].items():
         assert f"{name}" in out and verdict in out
-    assert len(out.strip().splitlines()) == len(table) + 2          # header lines + one line per limitation
+    # header lines + one line per limitation, then a blank line and the subsample sentence the page shows too
+    assert len(out.strip().splitlines()) == len(table) + 4
+    assert out.strip().splitlines()[-1] == limitations.subsample_note(2 * N_PER_CLASS)
     # --unsure adds the page's confidence-vs-correctness table with UNSURE, this evaluation's row equal to core's.
     assert limitations.main(["--weights", str(app_dirs["weights"] / "default.pt"), "--data",
                              str(app_dirs["sample"] / "test"), "--sample", str(app_dirs["sample"]),

@@ -61,3 +61,48 @@ def test_stability_battery_on_a_subsample(tiny_cifake, trained_ckpt, tmp_path):
     assert len(df) == 10 and sorted(df["label"]) == [0] * 5 + [1] * 5
     table = flip_table(df)
     assert (table["images"] == 10).all() and (table["ci_low"] <= table["flip_rate"]).all()
+
+
+def test_first_view_work_is_within_its_budget_and_stated():
+    # The sample's test split (3,000 images): 36 x 200 + 9 x 200 + 4 x 200 = 9,800 forwards, under the
+    # ~10 s budget; 500 images each (the old sizes) were 24,500 and a 44 s first view.
+    from core import limitations as lim
+    assert lim.first_view_forwards(3000) == 9800 <= lim.FIRST_VIEW_FORWARDS
+    assert lim.subsample_sizes(3000) == {"sweep": 200, "stability": 200, "gradcam": 200}
+    assert lim.subsample_sizes(150) == {"sweep": 150, "stability": 150, "gradcam": 150}
+    note = lim.subsample_note(3000)
+    assert note.startswith("Of this dataset's 3,000 images, the robustness sweep runs on 200 (seeded, stratified")
+    assert "Grad-CAM audit on 200" in note and "95% intervals" in note and "9,800 forward passes" in note
+    assert lim.subsample_note(150).startswith("The robustness sweep, the stability battery and the Grad-CAM audit "
+                                              "run on all 150 images")
+
+
+def test_gradcam_audit_summary_carries_intervals():
+    # Hand-worked: concentration 0.2, 0.3, 0.4: mean 0.3, sd 0.1, t(0.975, 2) = 4.302653, half = 0.248414.
+    # drop_cam - drop_random = 0.1, 0.1, 0.4: mean 0.2, sd 0.173205, half = 0.430265.
+    arrays = {"concentration": np.array([0.2, 0.3, 0.4]), "drop_cam": np.array([0.2, 0.2, 0.5]),
+              "drop_random": np.array([0.1, 0.1, 0.1]), "flip_cam": np.array([1.0, 0.0, 0.0]),
+              "flip_random": np.array([0.0, 0.0, 0.0])}
+    s = robustness.audit_summary(arrays, 0.1)
+    assert s["n"] == 3 and s["concentration_mean"] == pytest.approx(0.3)
+    assert s["concentration_ci"] == pytest.approx([0.3 - 0.248414, 0.3 + 0.248414], abs=1e-5)
+    assert s["drop_gap_ci"] == pytest.approx([0.2 - 0.430265, 0.2 + 0.430265], abs=1e-5)
+    assert s["flip_rate_cam_ci"] == pytest.approx(list(wilson_interval(1, 3)))
+    from core.limitations import gradcam_verdict
+    v = gradcam_verdict(s)
+    assert "On 3 images, 95% intervals: concentration 5.2%-54.8%; difference of the two drops -0.230 to 0.630." in v.text
+    one = robustness.audit_summary({k: a[:1] for k, a in arrays.items()}, 0.1)
+    assert one["concentration_ci"] is None and "95% intervals" not in gradcam_verdict(one).text
+
+
+def test_shift_verdict_states_the_subsample_and_intervals():
+    import pandas as pd
+    from core.limitations import shift_verdict
+    base = {"accuracy": 0.9, "accuracy_ci_low": 0.85, "accuracy_ci_high": 0.94, "n": 200, "n_total": 3000}
+    rows = pd.DataFrame([{"shift": "blur", "level": 2.0, "accuracy": 0.8, "accuracy_ci_low": 0.74,
+                          "accuracy_ci_high": 0.85, "recall_REAL": 0.8, "recall_FAKE": 0.8, "n": 200, "n_total": 3000}])
+    v = shift_verdict(base, rows, "blur")
+    assert v.text == ("Holds: accuracy falls from 90.0% to 80.0% at blur sigma 2. On a stratified subsample of 200 of "
+                      "3,000 images, the 95% intervals are 85.0%-94.0% (clean) and 74.0%-85.0% (worst level).")
+    v = shift_verdict({**base, "n_total": 200}, rows.assign(n_total=200), "blur")
+    assert v.text.endswith("at blur sigma 2. The 95% intervals are 85.0%-94.0% (clean) and 74.0%-85.0% (worst level).")

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import jpeg_bytes, noise_image, smooth_image
 from core import stability
-from core.stats import bootstrap_ci, mcnemar_exact, wilson_interval
+from core.stats import bootstrap_ci, mcnemar_exact, mean_interval, wilson_interval
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -28,6 +28,17 @@ def test_wilson_interval_hand_worked():
     lo, hi = wilson_interval(0, 4)
     assert lo == pytest.approx(0.0, abs=1e-12) and hi == pytest.approx(0.489884, abs=1e-5)
     assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_mean_interval_hand_worked():
+    # 1, 2, 3, 4, 5: mean 3, sd (n - 1) = sqrt(10 / 4) = 1.581139, t(0.975, 4) = 2.776445,
+    # half = 2.776445 * 1.581139 / sqrt(5) = 1.963243
+    lo, hi = mean_interval([1, 2, 3, 4, 5])
+    assert lo == pytest.approx(1.036757, abs=1e-5) and hi == pytest.approx(4.963243, abs=1e-5)
+    # NaNs are dropped: 0, 1 (and nan): mean 0.5, sd 0.707107, t(0.975, 1) = 12.706205, half = 6.353102
+    lo, hi = mean_interval([0.0, float("nan"), 1.0])
+    assert lo == pytest.approx(-5.853102, abs=1e-5) and hi == pytest.approx(6.853102, abs=1e-5)
+    assert all(math.isnan(v) for v in mean_interval([2.0]))
 
 
 def test_mcnemar_exact_hand_worked():
