@@ -94,9 +94,7 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
              progress=None) -> pd.DataFrame:
     """Train one model per held-out family (core.train with `exclude_fake_sources`), evaluate it on that
     family, write DIR/leaderboard.csv + DIR/summary.json; returns the leaderboard."""
-    from .checkpoint import load_checkpoint
     from .datasets import open_dataset
-    from .evaluate import evaluate, write_evaluation
     from .labels import parse_class_map
     from .train import train
     out_dir = Path(out_dir)
@@ -123,21 +121,33 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
             log(f"[logo] {fam}: training without it ({k + 1}/{len(fams)})")
             fcfg = replace(cfg, exclude_fake_sources=[fam], out=str(fdir / "model.pt"), name=f"logo-{fam}")
             train(fcfg, progress=progress, log=log)
-            lm = load_checkpoint(fdir / "model.pt")
-            keep = [i for i, (_, label, src) in enumerate(test_ds.items) if label == 0 or src == fam]
-            df, m = evaluate(lm, test_ds.subset(keep))
-            m["held_out"] = fam
-            write_evaluation(fdir / "eval", df, m)
+            evaluate_fold(fdir, fam, test_ds)
         rows.append(leaderboard_row(fdir, fam))
         log(f"[logo] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f}")
         if progress:
             progress({"phase": "logo", "done": k + 1, "total": len(fams), "held_out": fam})
+    return write_leaderboard(out_dir, rows, test_ds, {
+        "recipe": recipe_text(cfg), "arch": cfg.arch, "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs})
+
+
+def evaluate_fold(fdir: Path, fam: str, test_ds) -> None:
+    """Evaluate the fold's model.pt on the test REALs plus family `fam`'s test FAKEs into fdir/eval."""
+    from .checkpoint import load_checkpoint
+    from .evaluate import evaluate, write_evaluation
+    lm = load_checkpoint(fdir / "model.pt")
+    keep = [i for i, (_, label, src) in enumerate(test_ds.items) if label == 0 or src == fam]
+    df, m = evaluate(lm, test_ds.subset(keep))
+    m["held_out"] = fam
+    write_evaluation(fdir / "eval", df, m)
+
+
+def write_leaderboard(out_dir: Path, rows: list[dict], test_ds, config: dict) -> pd.DataFrame:
+    """DIR/leaderboard.csv (one row per held-out family) and DIR/summary.json; returns the leaderboard."""
     board = pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS)
     tmp = out_dir / ".leaderboard.csv.tmp"
     board.to_csv(tmp, index=False)
     os.replace(tmp, out_dir / "leaderboard.csv")
-    summary = {**summarize(board), "test_root": str(test_ds.root), "config": {
-        "recipe": recipe_text(cfg), "arch": cfg.arch, "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs}}
+    summary = {**summarize(board), "test_root": str(test_ds.root), "config": config}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return board
 

@@ -185,7 +185,56 @@ class TwoStream(nn.Module):
         return self.head(self.features(x))
 
 
-ARCHITECTURES = {"seed-v1": SeedV1, "seed-v21": SeedV21, "two-stream": TwoStream}
+class Ensemble(nn.Module):
+    """Independently trained detectors side by side, one logit: the mean of the members' calibrated logits
+    (member i's logit divided by its own temperature T_i, weight w_i, weights summing to 1).
+
+    `members`: [{"arch": ..., "model_args": {...}}, ...] of registered architectures whose `features` maps
+    share one spatial size (all at 32 px here: 4 x 4). `features` is their maps concatenated along the
+    channels, so Grad-CAM and the familiarity model see every member; `head` splits it back and
+    averages the members' heads. `member_logits` gives each member's calibrated logit, whose spread
+    core.verdict uses as a second "unlike the training data" signal: members that were trained on
+    different views of the image agree on what they learned and disagree off it (deep ensembles,
+    Lakshminarayanan et al., NeurIPS 2017). Built from trained checkpoints by core.ensemble.
+    """
+
+    def __init__(self, members: list, temperatures: list | None = None, weights: list | None = None,
+                 input_size: int = 32):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if any(m.get("arch") == "ensemble" for m in members):
+            raise ValueError("ensemble members cannot be ensembles")
+        self.members = nn.ModuleList(build_model(m["arch"], **dict(m.get("model_args") or {})) for m in members)
+        k = len(self.members)
+        t = [1.0] * k if temperatures is None else [float(v) for v in temperatures]
+        w = [1.0 / k] * k if weights is None else [float(v) for v in weights]
+        if len(t) != k or len(w) != k or min(t) <= 0 or min(w) < 0 or abs(sum(w) - 1) > 1e-6:
+            raise ValueError(f"need {k} positive temperatures and {k} non-negative weights summing to 1")
+        self.register_buffer("temperatures", torch.tensor(t), persistent=False)
+        self.register_buffer("weights", torch.tensor(w), persistent=False)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, input_size, input_size)
+            shapes = [tuple(m.eval().features(probe).shape[1:]) for m in self.members]
+        if len({s[1:] for s in shapes}) != 1:
+            raise ValueError(f"ensemble members' feature maps differ in size: {shapes}")
+        self.widths = [s[0] for s in shapes]
+
+    def features(self, x):                     # (B, 3, S, S) -> (B, sum C_i, h, w)
+        return torch.cat([m.features(x) for m in self.members], dim=1)
+
+    def member_logits(self, f):                # (B, sum C_i, h, w) -> (B, k) calibrated logits
+        parts = torch.split(f, self.widths, dim=1)
+        return torch.stack([m.head(p) for m, p in zip(self.members, parts)], dim=1) / self.temperatures
+
+    def head(self, f):                         # (B, sum C_i, h, w) -> (B,)
+        return self.member_logits(f) @ self.weights
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+ARCHITECTURES = {"seed-v1": SeedV1, "seed-v21": SeedV21, "two-stream": TwoStream, "ensemble": Ensemble}
 
 
 def build_model(arch: str, **model_args) -> nn.Module:

@@ -18,6 +18,12 @@ Two independent reasons make a verdict UNSURE:
   in-distribution calibration images that are at least as far away: an empirical p-value in
   [0, 1]. An image is flagged when familiarity < `flag_rate` (default 0.05), so by construction
   at most ~5% of in-distribution images are flagged.
+  For an ensemble (core.models.Ensemble) familiarity has a second part: the spread of the members'
+  calibrated P(FAKE) (largest minus smallest), scored the same way against the held-out images'
+  spreads. Members trained on different views of the image agree where they learned and disagree
+  off it (deep ensembles, Lakshminarayanan et al. 2017), which catches images whose features still
+  look ordinary to each member. The two p-values combine by Bonferroni, min(1, 2 min(p1, p2)), so
+  the flag rate on in-distribution images stays at most `flag_rate`.
 
 Both are fitted once at training time (`fit_verdict`) on data the weights were not fitted to, and
 stored in the checkpoint under "verdict" as plain tensors and numbers, so the checkpoint still
@@ -80,14 +86,20 @@ class Familiarity:
     precision: np.ndarray      # (C, C) inverse of the shrunk shared covariance
     reference: np.ndarray      # (n,) sorted distances of held-out in-distribution images
     flag_rate: float = DEFAULT_FLAG_RATE
+    spread_reference: np.ndarray | None = None   # (n,) sorted member spreads of held-out images (ensembles)
+
+    @property
+    def width(self) -> int:
+        return self.means.shape[1]
 
     def distance(self, feats) -> np.ndarray:
-        """feats (N, C) -> smallest class-conditional Mahalanobis distance (N,), float64."""
+        """feats (N, C [+ k]) -> smallest class-conditional Mahalanobis distance (N,), float64; columns past
+        C (an ensemble's member logits, `pooled_features`) are not features and are left out."""
         # torch, not numpy: (diff @ P) is one matmul on torch's own threads. numpy's BLAS runs a second
         # thread pool that keeps spinning after each batch and takes the cores from the forward pass during
         # evaluation; and einsum("nc,cd,nd->n") without a contraction path loops over N*C*C terms (~240 us
         # per image, a quarter of the forward pass here).
-        f = torch.as_tensor(np.asarray(feats, np.float64))          # (N, C)
+        f = torch.as_tensor(np.asarray(feats, np.float64)[:, :self.width])    # (N, C)
         precision = torch.as_tensor(self.precision)                 # (C, C)
         d = []
         for mu in self.means:
@@ -95,12 +107,25 @@ class Familiarity:
             d.append(((diff @ precision) * diff).sum(dim=1))
         return torch.stack(d).amin(dim=0).clamp_min_(0).sqrt_().numpy()
 
+    def spread(self, feats) -> np.ndarray:
+        """feats (N, C + k) -> largest minus smallest of the k members' calibrated P(FAKE) (N,)."""
+        p = 1 / (1 + np.exp(-np.asarray(feats, np.float64)[:, self.width:]))
+        return p.max(axis=1) - p.min(axis=1)
+
     def score(self, feats) -> np.ndarray:
-        """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing)."""
-        d = self.distance(feats)
-        n = len(self.reference)
-        at_least = n - np.searchsorted(self.reference, d, side="left")
-        return (at_least + 1) / (n + 1)
+        """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing);
+        for an ensemble, Bonferroni-combined with the share whose members disagree at least as much."""
+        p = tail_share(self.reference, self.distance(feats))
+        if self.spread_reference is None:
+            return p
+        return np.minimum(1.0, 2 * np.minimum(p, tail_share(self.spread_reference, self.spread(feats))))
+
+
+def tail_share(reference: np.ndarray, values) -> np.ndarray:
+    """(1 + #reference >= v) / (1 + n) per value: an empirical p-value against sorted `reference`."""
+    n = len(reference)
+    at_least = n - np.searchsorted(reference, np.asarray(values, np.float64), side="left")
+    return (at_least + 1) / (n + 1)
 
 
 @dataclass(frozen=True)
@@ -120,9 +145,11 @@ class VerdictModel:
             kw.update(cal_logits=_np(cal["logits"]), cal_labels=_np(cal["labels"]).astype(np.int64),
                       alpha=float(cal.get("alpha", DEFAULT_ALPHA)))
         if fam:
+            spread = fam.get("spread_reference")
             kw["familiarity"] = Familiarity(means=_np(fam["means"]), precision=_np(fam["precision"]),
                                             reference=np.sort(_np(fam["reference"])),
-                                            flag_rate=float(fam.get("flag_rate", DEFAULT_FLAG_RATE)))
+                                            flag_rate=float(fam.get("flag_rate", DEFAULT_FLAG_RATE)),
+                                            spread_reference=None if spread is None else np.sort(_np(spread)))
         return cls(**kw)
 
     @property
@@ -164,6 +191,10 @@ class VerdictModel:
             out.append(f"UNSURE unlike the training data: Mahalanobis distance on the model's own features, "
                        f"flagged when fewer than {self.familiarity.flag_rate:.0%} of held-out in-distribution "
                        f"images are as far ({len(self.familiarity.reference):,} reference images).")
+            if self.familiarity.spread_reference is not None:
+                out.append("This checkpoint is an ensemble: an image is also 'unlike the training data' when its "
+                           "members' P(AI) disagree more than on all but a few held-out in-distribution images "
+                           "(the two signals share the flag rate, Bonferroni).")
         else:
             out.append("This checkpoint has no familiarity model: images unlike the training data are NOT "
                        "flagged; the verdict uses the threshold band alone.")
@@ -221,23 +252,34 @@ def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float |
         parts.append(f"near the threshold: P(AI) {prob_fake:.4f} is inside the band from {band[0]:.4f} to {band[1]:.4f} "
                      f"where the {1 - vm.alpha:.0%} conformal guarantee cannot tell REAL from FAKE")
     if WHY_UNFAMILIAR in why:
+        what = ("are this far from what the model was trained on"
+                if vm.familiarity.spread_reference is None else
+                "are this far from what the model was trained on, or make its members disagree this much")
         parts.append(f"unlike the training data: {fam} (below {vm.familiarity.flag_rate:.2f}: fewer than "
-                     f"{vm.familiarity.flag_rate:.0%} of held-out in-distribution images are this far from what the "
-                     "model was trained on), so its P(AI) is not evidence")
+                     f"{vm.familiarity.flag_rate:.0%} of held-out in-distribution images {what}), "
+                     "so its P(AI) is not evidence")
     return (f"UNSURE: do not trust this call. Why: " + "; ".join(parts)
             + f". The model leans {lean} (P(AI) {prob_fake:.4f}).")
 
 
 def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x float (B, 3, S, S) model input -> (logits (B,), pooled features (B, C)) in one pass."""
+    """x float (B, 3, S, S) model input -> (logits (B,), pooled features (B, C)) in one pass. For an
+    ensemble (a model with `member_logits`) the members' calibrated logits follow as k more columns,
+    (B, C + k): the familiarity model reads their spread (`Familiarity.spread`)."""
     f = model.features(x)                        # (B, C, h, w)
-    return model.head(f), f.float().mean(dim=(2, 3))
+    pooled = f.float().mean(dim=(2, 3))
+    if hasattr(model, "member_logits"):
+        return model.head(f), torch.cat([pooled, model.member_logits(f).float()], dim=1)
+    return model.head(f), pooled
 
 
 def fit_familiarity(train_feats, train_labels, ref_feats, flag_rate: float = DEFAULT_FLAG_RATE,
-                    shrinkage: float = SHRINKAGE) -> Familiarity:
-    """Class means + shrunk tied covariance from training features; reference distances from held-out ones."""
-    f = np.asarray(train_feats, np.float64)
+                    shrinkage: float = SHRINKAGE, members: int = 0) -> Familiarity:
+    """Class means + shrunk tied covariance from training features; reference distances from held-out ones.
+    members > 0: the last `members` columns are an ensemble's member logits (`pooled_features`), whose
+    spreads on the held-out images become the second reference."""
+    width = np.asarray(train_feats).shape[1] - members
+    f = np.asarray(train_feats, np.float64)[:, :width]
     y = np.asarray(train_labels)
     means = np.stack([f[y == c].mean(0) for c in (0, 1)])
     centred = f - means[y]
@@ -245,7 +287,9 @@ def fit_familiarity(train_feats, train_labels, ref_feats, flag_rate: float = DEF
     cov = (1 - shrinkage) * cov + shrinkage * np.diag(np.diag(cov)) + 1e-6 * np.eye(cov.shape[0])
     fam = Familiarity(means=means, precision=np.linalg.inv(cov), reference=np.zeros(0), flag_rate=flag_rate)
     ref = np.sort(fam.distance(ref_feats))
-    return Familiarity(means=means, precision=fam.precision, reference=ref, flag_rate=flag_rate)
+    spread = np.sort(fam.spread(ref_feats)) if members else None
+    return Familiarity(means=means, precision=fam.precision, reference=ref, flag_rate=flag_rate,
+                       spread_reference=spread)
 
 
 @torch.inference_mode()
@@ -273,13 +317,15 @@ def fit_verdict(model, x_train, y_train, x_cal, y_cal, device, alpha: float = DE
         x_train, y_train = x_train[idx], y_train[idx]
     _, f_tr = features_of(model, x_train, device)
     z_cal, f_cal = features_of(model, x_cal, device)
-    fam = fit_familiarity(f_tr, np.asarray(y_train), f_cal, flag_rate)
+    members = len(model.members) if hasattr(model, "member_logits") else 0
+    fam = fit_familiarity(f_tr, np.asarray(y_train), f_cal, flag_rate, members=members)
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)   # noqa: E731
     return {"calibration": {"logits": t(z_cal), "labels": torch.tensor(np.asarray(y_cal), dtype=torch.int64),
                             "alpha": float(alpha), "n": int(len(z_cal))},
             "familiarity": {"method": "mahalanobis-tied", "means": t(fam.means), "precision": t(fam.precision),
                             "reference": t(fam.reference), "flag_rate": float(flag_rate),
-                            "shrinkage": float(SHRINKAGE), "train_images": int(len(f_tr))}}
+                            "shrinkage": float(SHRINKAGE), "train_images": int(len(f_tr)),
+                            **({"spread_reference": t(fam.spread_reference)} if members else {})}}
 
 
 def verdict_summary(labels, logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
@@ -370,7 +416,7 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     df, _ = evaluate(lm, ds, threshold=args.threshold)
-    vm = VerdictModel.from_checkpoint_meta(lm.meta)
+    vm = lm.verdict
     fam = df["familiarity"].to_numpy() if "familiarity" in df else None
     out = {"all": verdict_summary(df["label"], df["logit"], fam, vm, args.threshold, lm.temperature)}
     for src, g in df.groupby("source"):

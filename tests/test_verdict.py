@@ -185,3 +185,23 @@ def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
     row2 = held_out_row(y, z, fam2, vm, 0.5)
     assert row2["fake_unsure"] == pytest.approx(1 / 4) and row2["fake_unfamiliar"] == 0
     assert held_out_row(y, z, None, vm, 0.5)["fake_unfamiliar"] is None
+
+
+def test_verdict_cli_summary_uses_the_checkpoints_verdict_data(trained_ckpt, tiny_cifake, capsys):
+    """`python -m core.verdict --weights W --data D` reports the same UNSURE shares as the evaluation, and
+    describes the band and familiarity the checkpoint carries (it once read them from the wrong place and
+    reported every checkpoint as having neither, with 0% UNSURE)."""
+    import json
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.evaluate import evaluate
+    from core.verdict import main
+    lm = load_checkpoint(trained_ckpt)
+    assert lm.verdict.has_band and lm.verdict.familiarity is not None
+    df, m = evaluate(lm, open_dataset(tiny_cifake, split="test"))
+    assert main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["summary"]["all"]["share_unsure"] == pytest.approx(m["verdict"]["share_unsure"])
+    assert out["summary"]["all"]["share_unsure"] == pytest.approx((df["verdict"] == UNSURE).mean())
+    assert out["describe"][0].startswith("UNSURE near the threshold")
+    assert out["describe"][1].startswith("UNSURE unlike the training data")
