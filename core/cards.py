@@ -39,6 +39,18 @@ def metrics_table(evals: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
+def _members_line(lm: LoadedModel, tc: dict) -> str:
+    """An ensemble's members (core.ensemble): which checkpoints, their recipes, temperatures and weights."""
+    members = tc.get("members") or []
+    w = (lm.meta.get("model_args") or {}).get("weights") or [1 / max(1, len(members))] * len(members)
+    parts = [f"`{m.get('name') or m.get('path')}` ({m.get('arch')}, {m.get('epochs')} + {m.get('finetune_epochs')} "
+             f"epochs, pseudo-fakes {m.get('pseudo_fakes') or 0}, sha256 `{str(m.get('sha256'))[:16]}`; T "
+             f"{m.get('temperature', 1.0):.3f}, weight {wi:g})" for m, wi in zip(members, w)]
+    return (f"- Ensemble of {len(members)} (core.ensemble): " + "; ".join(parts) + f"; all trained on one split "
+            f"(seed {tc.get('seed')}, {tc.get('train_images', '?'):,} train / {tc.get('val_images', '?'):,} "
+            "validation images)")
+
+
 def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
     tc = lm.meta.get("train_config", {})
     hist = lm.meta.get("history", [])
@@ -48,6 +60,7 @@ def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
              f"file {Path(path).stat().st_size / 1e6:.2f} MB, sha256 `{lm.sha256[:16]}`",
              f"- Preprocessing: {lm.preprocess.describe()}; temperature {lm.temperature:g}",
              f"- Trained on: {tc.get('dataset', '?')}",
+             _members_line(lm, tc) if lm.arch == "ensemble" else
              f"- Training: {tc.get('epochs')} epochs one-cycle (peak lr {tc.get('lr')}, AdamW, weight decay "
              f"{tc.get('weight_decay')}, batch {tc.get('batch_size')}) + {tc.get('finetune_epochs')} fine-tuning epochs at "
              f"lr x {tc.get('finetune_lr_factor')}; augmentation: blur p={tc.get('aug_blur', 0)}, JPEG "

@@ -185,6 +185,9 @@ class TwoStream(nn.Module):
         return self.head(self.features(x))
 
 
+DEFAULT_MEMBERS = ({"arch": "two-stream"}, {"arch": "seed-v21"})   # the pair benchmarks/ensemble_recipes.py measures
+
+
 class Ensemble(nn.Module):
     """Independently trained detectors side by side, one logit: the mean of the members' calibrated logits
     (member i's logit divided by its own temperature T_i, weight w_i, weights summing to 1).
@@ -198,14 +201,16 @@ class Ensemble(nn.Module):
     Lakshminarayanan et al., NeurIPS 2017). Built from trained checkpoints by core.ensemble.
     """
 
-    def __init__(self, members: list, temperatures: list | None = None, weights: list | None = None,
+    def __init__(self, members: list | None = None, temperatures: list | None = None, weights: list | None = None,
                  input_size: int = 32):
         super().__init__()
+        members = DEFAULT_MEMBERS if members is None else members
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if any(m.get("arch") == "ensemble" for m in members):
             raise ValueError("ensemble members cannot be ensembles")
-        self.members = nn.ModuleList(build_model(m["arch"], **dict(m.get("model_args") or {})) for m in members)
+        self.members = nn.ModuleList(build_model(m["arch"], **{"input_size": input_size, **(m.get("model_args") or {})})
+                                     for m in members)
         k = len(self.members)
         t = [1.0] * k if temperatures is None else [float(v) for v in temperatures]
         w = [1.0 / k] * k if weights is None else [float(v) for v in weights]

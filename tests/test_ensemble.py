@@ -106,6 +106,10 @@ def test_build_ensemble_from_members_trained_on_one_split(families_root, two_mem
     # and the verdict's calibration split is that same split (the conformal band is fitted on it)
     assert np.array_equal(lm.verdict.cal_labels, td.y_cal.numpy())
     assert any("ensemble" in s for s in lm.verdict.describe())
+    # the model card names the members, their temperatures and weights, not member 0's recipe as the ensemble's
+    from core.cards import model_card
+    card = model_card(str(out), lm, {})
+    assert "Ensemble of 2" in card and f"T {temps[1]:.3f}, weight 0.5" in card and "- Training:" not in card
 
 
 def test_members_from_different_splits_are_refused(families_root, two_members, tmp_path):  # noqa: F811
