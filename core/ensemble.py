@@ -119,7 +119,7 @@ def ensemble_logo(logo_dirs, out_dir, weights=None, log=print):
     """Ensembles of the fold models of LOGO runs, family by family, evaluated and tabulated as
     core.generalize does; returns the leaderboard."""
     from .datasets import open_dataset
-    from .generalize import _complete, evaluate_fold, leaderboard_row, load_leaderboard, write_leaderboard
+    from .generalize import load_leaderboard, run_folds, write_leaderboard
     if len(logo_dirs) < 2:
         raise ValueError("--logo needs two or more LOGO folders")
     boards = [load_leaderboard(d) for d in logo_dirs]
@@ -138,18 +138,9 @@ def ensemble_logo(logo_dirs, out_dir, weights=None, log=print):
         "ensemble_of": [str(d) for d in logo_dirs], "weights": weights, "families": fams,
         "test_data": cfg0["test_data"], "test_split": cfg0.get("test_split", "test"),
         "train": cfg0.get("train")}, indent=2, default=str))
-    rows = []
-    for k, fam in enumerate(fams):
-        fdir = out_dir / fam
-        if _complete(fdir):
-            log(f"[logo-ensemble] {fam}: complete, reused ({k + 1}/{len(fams)})")
-        else:
-            fdir.mkdir(parents=True, exist_ok=True)
-            build_ensemble([Path(d) / fam / "model.pt" for d in logo_dirs], fdir / "model.pt", weights,
-                           name=f"logo-ensemble-{fam}", log=log)
-            evaluate_fold(fdir, fam, test_ds)
-        rows.append(leaderboard_row(fdir, fam))
-        log(f"[logo-ensemble] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f}")
+    rows = run_folds(out_dir, fams, test_ds, lambda fam, fdir: build_ensemble(
+        [Path(d) / fam / "model.pt" for d in logo_dirs], fdir / "model.pt", weights, name=f"logo-ensemble-{fam}",
+        log=log), log, "logo-ensemble")
     recipes = [((b[1] or {}).get("config") or {}).get("recipe", str(d)) for d, b in zip(logo_dirs, boards)]
     return write_leaderboard(out_dir, rows, test_ds, {"recipe": "ensemble of: " + " | ".join(recipes),
                                                       "arch": "ensemble", "members": recipes})

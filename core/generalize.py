@@ -112,22 +112,35 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
     (out_dir / "config.json").write_text(json.dumps({"train": asdict(cfg), "families": fams,
                                                      "test_data": test_data or cfg.data, "test_split": test_split},
                                                     indent=2, default=str))
-    rows = []
-    for k, fam in enumerate(fams):
-        fdir = out_dir / fam
-        if _complete(fdir):
-            log(f"[logo] {fam}: complete, reused ({k + 1}/{len(fams)})")
-        else:
-            log(f"[logo] {fam}: training without it ({k + 1}/{len(fams)})")
-            fcfg = replace(cfg, exclude_fake_sources=[fam], out=str(fdir / "model.pt"), name=f"logo-{fam}")
-            train(fcfg, progress=progress, log=log)
-            evaluate_fold(fdir, fam, test_ds)
-        rows.append(leaderboard_row(fdir, fam))
-        log(f"[logo] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f}")
-        if progress:
-            progress({"phase": "logo", "done": k + 1, "total": len(fams), "held_out": fam})
+
+    def make_fold(fam: str, fdir: Path) -> None:
+        log(f"[logo] {fam}: training without it")
+        train(replace(cfg, exclude_fake_sources=[fam], out=str(fdir / "model.pt"), name=f"logo-{fam}"),
+              progress=progress, log=log)
+    rows = run_folds(out_dir, fams, test_ds, make_fold, log, "logo", progress)
     return write_leaderboard(out_dir, rows, test_ds, {
         "recipe": recipe_text(cfg), "arch": cfg.arch, "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs})
+
+
+def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag: str = "logo",
+              progress=None) -> list[dict]:
+    """For each held-out family: `make_fold(fam, fdir)` writes fdir/model.pt unless the fold is complete,
+    then it is evaluated on that family (`evaluate_fold`); returns the leaderboard rows. Resumable."""
+    rows = []
+    for k, fam in enumerate(fams):
+        fdir = Path(out_dir) / fam
+        if _complete(fdir):
+            log(f"[{tag}] {fam}: complete, reused ({k + 1}/{len(fams)})")
+        else:
+            fdir.mkdir(parents=True, exist_ok=True)
+            make_fold(fam, fdir)
+            evaluate_fold(fdir, fam, test_ds)
+        rows.append(leaderboard_row(fdir, fam))
+        log(f"[{tag}] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f} "
+            f"({k + 1}/{len(fams)})")
+        if progress:
+            progress({"phase": tag, "done": k + 1, "total": len(fams), "held_out": fam})
+    return rows
 
 
 def evaluate_fold(fdir: Path, fam: str, test_ds) -> None:
