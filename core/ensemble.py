@@ -29,8 +29,14 @@ import numpy as np
 import torch
 
 # Training-config fields that decide which images each split holds; members must agree on all of them.
-SPLIT_FIELDS = ("data", "split", "val_data", "val_fraction", "calib_fraction", "seed", "format", "class_map",
+SPLIT_FIELDS = ("data", "split", "val_data", "val_fraction", "calib_fraction", "split_seed", "format", "class_map",
                 "exclude_fake_sources", "max_train_images")
+
+
+def _split_field(tc: dict, f: str):
+    if f == "split_seed":                   # the seed that drew the split: --split-seed, else --seed
+        return tc.get("seed") if tc.get("split_seed") is None else tc.get("split_seed")
+    return tc.get(f)
 
 
 def _train_config(ck: dict, path) -> dict:
@@ -61,7 +67,7 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
         if ck["preprocess"] != cks[0]["preprocess"]:
             raise ValueError(f"{p} preprocesses images differently from {member_paths[0]}: "
                              f"{ck['preprocess']} vs {cks[0]['preprocess']}")
-        differ = [f for f in SPLIT_FIELDS if tc.get(f) != configs[0].get(f)]
+        differ = [f for f in SPLIT_FIELDS if _split_field(tc, f) != _split_field(configs[0], f)]
         if differ:
             raise ValueError(f"{p} was not trained on the same split as {member_paths[0]} "
                              f"(differs in {', '.join(differ)}), so no calibration split is held out from both")

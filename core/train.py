@@ -84,6 +84,8 @@ class TrainConfig:
     familiarity_flag_rate: float = 0.05   # share of in-distribution images the familiarity cut-off may flag
     max_train_images: int | None = None   # subsample train (seeded), for quick runs
     seed: int = 0
+    split_seed: int | None = None     # seeds the calibration / validation / train split (None: `seed`); models
+                                      # of different seeds on one split can form an ensemble (core.ensemble)
     device: str = "auto"
     workers: int | None = None        # DataLoader workers for decoding (None: auto)
     cache_limit_gb: float = 4.0       # hold decoded uint8 images in memory below this size
@@ -196,7 +198,7 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     log(f"decoded {len(dec.x)} images in {time.perf_counter() - t_decode:.1f} s ({len(dec.skipped)} skipped)")
     for p, r in dec.skipped[:10]:
         log(f"skipped: {p}: {r}")
-    g = torch.Generator().manual_seed(cfg.seed)
+    g = torch.Generator().manual_seed(cfg.seed if cfg.split_seed is None else cfg.split_seed)
     perm = torch.randperm(len(dec.x), generator=g)
     # The calibration split comes first and is never trained on nor used to pick the checkpoint, so the
     # conformal guarantee and the familiarity cut-off hold for new in-distribution images.
@@ -500,6 +502,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"share of in-distribution images flagged as unfamiliar (default: {d.familiarity_flag_rate})")
     p.add_argument("--max-train-images", type=int, default=None, help="subsample the training set (default: all)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
+    p.add_argument("--split-seed", type=int, default=None,
+                   help="seed of the calibration/validation/train split (default: --seed)")
     p.add_argument("--device", default=d.device, help="cuda, mps, cpu or auto (default: auto)")
     p.add_argument("--workers", type=int, default=None, help="decoding workers (default: auto)")
     p.add_argument("--cache-limit-gb", type=float, default=d.cache_limit_gb, help=f"default: {d.cache_limit_gb}")

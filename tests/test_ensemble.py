@@ -119,6 +119,13 @@ def test_members_from_different_splits_are_refused(families_root, two_members, t
         build_ensemble([two_members[0], other], tmp_path / "x.pt", log=lambda *a: None)
     assert ensemble_main(["--members", str(two_members[0]), str(other), "--out", str(tmp_path / "x.pt")]) == 2
     assert not (tmp_path / "x.pt").exists()
+    # another seed on the same split (--split-seed 0) is a valid member: a seed ensemble
+    same = tmp_path / "seed1-split0.pt"
+    train(TrainConfig(data=str(families_root), out=str(same), **{**TINY, **TS, "seed": 1, "split_seed": 0}),
+          log=lambda *a: None)
+    ck = build_ensemble([two_members[0], same], tmp_path / "seeds.pt", log=lambda *a: None)
+    assert [m["arch"] for m in ck["model_args"]["members"]] == ["two-stream", "two-stream"]
+    assert not torch.equal(ck["state_dict"]["members.0.rgb.0.0.weight"], ck["state_dict"]["members.1.rgb.0.0.weight"])
     # a member whose stored calibration logits do not match the re-derived split (other data) is refused too
     moved = make_families(tmp_path / "moved", seed=5)
     with pytest.raises(ValueError, match="calibration split"):
