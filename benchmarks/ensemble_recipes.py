@@ -2,6 +2,7 @@
 
     python benchmarks/ensemble_recipes.py                     # all steps; finished ones are reused
     python benchmarks/ensemble_recipes.py --weights 0.8,0.2   # one weighting
+    python benchmarks/ensemble_recipes.py --second ts-seed1 --weights 0.5,0.5   # two seeds of the shipped recipe
 
 Steps (each skipped when its output exists, so an interrupted run resumes):
 1. the second member, seed-v21 with pseudo-fakes 0.3 on all of sample v2's train split, 30 + 3 epochs, seed 0
@@ -15,8 +16,13 @@ Steps (each skipped when its output exists, so an interrupted run resumes):
    (`python -m core.ensemble --members weights/default.pt runs/v21pf.pt --weights w --out ...`), its verdict
    summary on test and ood, and the ensemble of the two recipes' LOGO folds
    (`python -m core.ensemble --logo weights/logo runs/logo-v21pf --weights w --out ...`).
-Writes benchmarks/results/ensemble.json and prints one row per detector: test accuracy, test UNSURE,
-test wrong-and-not-UNSURE, ood wrong-and-not-UNSURE, LOGO mean / min AUC, held-out wrong-and-not-UNSURE.
+With `--second ts-seed1` the second member is instead the shipped recipe itself (two-stream, pseudo-fakes 0.3,
+30 + 3 epochs) with model seed 1 on the same split (`--seed 1 --split-seed 0`): a seed ensemble. Its LOGO
+folds are not trained by this script (5 x 20 + 2 epochs, over an hour here); without them the LOGO columns are
+left out.
+Writes benchmarks/results/ensemble.json (keys "WEIGHTS" or "SECOND:WEIGHTS") and prints one row per detector:
+test accuracy, test UNSURE, test wrong-and-not-UNSURE, ood wrong-and-not-UNSURE, LOGO mean / min AUC,
+held-out wrong-and-not-UNSURE.
 """
 from __future__ import annotations
 
@@ -35,7 +41,9 @@ from core.evaluate import evaluate  # noqa: E402
 from core.generalize import load_leaderboard, run_logo, summarize  # noqa: E402
 from core.train import TrainConfig, train  # noqa: E402
 
-MEMBER = dict(data="data/sample", arch="seed-v21", pseudo_fakes=0.3, seed=0)
+SECONDS = {"v21pf": dict(data="data/sample", arch="seed-v21", pseudo_fakes=0.3, seed=0),
+           "ts-seed1": dict(data="data/sample", arch="two-stream", pseudo_fakes=0.3, seed=1, split_seed=0)}
+LOGO_TRAINED = ("v21pf",)    # second members whose LOGO folds this script trains
 WEIGHTINGS = ("1,0", "0.8,0.2", "0.5,0.5", "0,1")
 
 
@@ -53,22 +61,26 @@ def main(argv=None) -> int:
     ap.add_argument("--shipped", default="weights/default.pt")
     ap.add_argument("--shipped-logo", default="weights/logo")
     ap.add_argument("--runs", default="runs", help="where the member and the ensembles go (default: runs)")
+    ap.add_argument("--second", default="v21pf", choices=sorted(SECONDS), help="the second member (default: v21pf)")
     ap.add_argument("--weights", default=None, help=f"one weighting (default: each of {', '.join(WEIGHTINGS)})")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ensemble.json"))
     args = ap.parse_args(argv)
     runs = Path(args.runs)
     log = lambda s: print(s, file=sys.stderr, flush=True)    # noqa: E731
-    member = runs / "v21pf.pt"
+    second = SECONDS[args.second]
+    member = runs / f"{args.second}.pt"
     if not member.is_file():
-        train(TrainConfig(**MEMBER, epochs=30, finetune_epochs=3, out=str(member), name="v21pf"), log=log)
-    member_logo = runs / "logo-v21pf"
-    if load_leaderboard(member_logo) is None:
-        run_logo(TrainConfig(**MEMBER, epochs=20, finetune_epochs=2, out=str(member_logo / "unused.pt")),
+        train(TrainConfig(**second, epochs=30, finetune_epochs=3, out=str(member), name=args.second), log=log)
+    member_logo = runs / f"logo-{args.second}"
+    if args.second in LOGO_TRAINED and load_leaderboard(member_logo) is None:
+        run_logo(TrainConfig(**second, epochs=20, finetune_epochs=2, out=str(member_logo / "unused.pt")),
                  member_logo, log=log)
+    has_logo = load_leaderboard(member_logo) is not None
+    prefix = "" if args.second == "v21pf" else f"{args.second}:"
     rows = {}
     for w in ([args.weights] if args.weights else WEIGHTINGS):
         weights = [float(v) for v in w.split(",")]
-        tag = w.replace(",", "-")
+        tag = prefix.replace(":", "-") + w.replace(",", "-")
         if weights == [1.0, 0.0]:            # the shipped detector alone
             path, logo = Path(args.shipped), Path(args.shipped_logo)
         elif weights == [0.0, 1.0]:          # the second member alone
@@ -77,18 +89,21 @@ def main(argv=None) -> int:
             path, logo = runs / f"ensemble-{tag}.pt", runs / f"logo-ensemble-{tag}"
             if not path.is_file():
                 build_ensemble([args.shipped, member], path, weights, log=log)
-            ensemble_logo([args.shipped_logo, member_logo], logo, weights, log=log)
-        board, _ = load_leaderboard(logo)
-        rows[w] = {"weights": weights, "test": split_summary(path, "data/sample", "test"),
-                   "ood": split_summary(path, "data/sample", "ood"), "logo": summarize(board),
-                   "logo_auc": dict(zip(board["held_out"], board["auc"].astype(float))),
-                   "logo_fake_unfamiliar": dict(zip(board["held_out"], board["fake_unfamiliar"].astype(float)))}
-        r = rows[w]
-        print(f"w={w:8s} test acc {r['test']['accuracy']:.4f} UNSURE {r['test']['share_unsure']:.4f} "
-              f"wrong-decided {r['test']['share_wrong_decided']:.4f} | ood wrong-decided "
-              f"{r['ood']['share_wrong_decided']:.4f} | LOGO mean {r['logo']['mean_auc']:.3f} min "
-              f"{r['logo']['min_auc']:.3f} ({r['logo']['worst_family']}) held-out wrong-decided "
-              f"{r['logo']['mean_share_wrong_decided']:.4f}", flush=True)
+            if has_logo:
+                ensemble_logo([args.shipped_logo, member_logo], logo, weights, log=log)
+        key = prefix + w
+        rows[key] = r = {"weights": weights, "test": split_summary(path, "data/sample", "test"),
+                         "ood": split_summary(path, "data/sample", "ood")}
+        line = (f"{key:18s} test acc {r['test']['accuracy']:.4f} UNSURE {r['test']['share_unsure']:.4f} "
+                f"wrong-decided {r['test']['share_wrong_decided']:.4f} | ood wrong-decided "
+                f"{r['ood']['share_wrong_decided']:.4f}")
+        if has_logo or weights == [1.0, 0.0]:
+            board, _ = load_leaderboard(logo)
+            r.update({"logo": summarize(board), "logo_auc": dict(zip(board["held_out"], board["auc"].astype(float))),
+                      "logo_fake_unfamiliar": dict(zip(board["held_out"], board["fake_unfamiliar"].astype(float)))})
+            line += (f" | LOGO mean {r['logo']['mean_auc']:.3f} min {r['logo']['min_auc']:.3f} "
+                     f"({r['logo']['worst_family']}) held-out wrong-decided {r['logo']['mean_share_wrong_decided']:.4f}")
+        print(line, flush=True)
     out = Path(args.out)
     old = json.loads(out.read_text()) if out.is_file() else {}
     out.write_text(json.dumps({**old, **rows}, indent=2))
