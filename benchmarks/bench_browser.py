@@ -48,7 +48,8 @@ PAGES = {"": "Predict", "confusion": "Confusion matrix", "calibration": "Calibra
          "model_data": "Model & data", "forensics": "Forensics", "compare": "Compare models", "slices": "Error slices", "report": "Audit report"}
 TARGETS = {"limitations": (5.0, 20.0)}       # (first numbers, complete) in seconds; other pages: complete <= 5
 NUMBERS = ('[data-testid="stMain"] [data-testid="stMetricValue"], [data-testid="stMain"] [data-testid="stTable"], '
-           '[data-testid="stMain"] [data-testid="stDataFrame"], [data-testid="stMain"] .js-plotly-plot')
+           '[data-testid="stMain"] [data-testid="stDataFrame"], [data-testid="stMain"] .js-plotly-plot, '
+           '[data-testid="stMain"] [data-testid="stVegaLiteChart"]')
 
 
 def _free_port() -> int:

@@ -5,13 +5,13 @@ see its images. core.slices computes everything (`python -m core.slices --data P
 from __future__ import annotations
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.audit_cache import result_dir
 from core.evaluate import dataset_fingerprint
 from core.slices import cached_properties, join, members, read_properties, slice_table
 from core.labels import CLASS_NAMES
+from pages_support import charts
 from pages_support.common import RUNS_DIR, context_and_evaluation_or_stop
 from pages_support.views import gallery, pct
 
@@ -45,14 +45,10 @@ def main() -> None:
                "Worst first: lowest accuracy, larger slice first on ties; intervals are 95% Wilson.")
     worst = table.head(N_CHART)
     labels = [f"{d}: {s}" for d, s in zip(worst["dimension"], worst["slice"])]
-    fig = go.Figure(go.Bar(x=worst["accuracy"], y=labels, orientation="h",
-                           error_x=dict(type="data", symmetric=False, array=worst["ci_high"] - worst["accuracy"],
-                                        arrayminus=worst["accuracy"] - worst["ci_low"]),
-                           text=[f"{pct(a)} of {n:,}" for a, n in zip(worst["accuracy"], worst["images"])],
-                           textposition="inside", insidetextanchor="start"))
-    fig.update_layout(height=30 * len(worst) + 80, margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis=dict(title="accuracy", range=[0, 1.02]), yaxis=dict(autorange="reversed"))
-    st.plotly_chart(fig, key="slices-chart")
+    shown = worst.assign(slice_name=labels, label=[f"{pct(a)} of {n:,}" for a, n in zip(worst["accuracy"], worst["images"])])
+    st.altair_chart(charts.bars(shown, "slice_name", "accuracy", lo="ci_low", hi="ci_high", y_title="accuracy",
+                                y_domain=[0, 1.02], horizontal=True, text="label", height=22 * len(worst) + 20),
+                    key="slices-chart")
     st.dataframe(table, hide_index=True, key="slices-table")
     st.download_button("Slices (CSV)", table.assign(threshold=ctx.threshold).to_csv(index=False).encode(),
                        "slices.csv", "text/csv", key="slices-csv")

@@ -8,39 +8,41 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
+import altair as alt
 import streamlit as st
 
 from core.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
                           roc_curve)
+from pages_support import charts
 from pages_support.common import context_and_evaluation_or_stop
-from pages_support.views import gallery, heatmap, num, pct
+from pages_support.views import gallery, num, pct
+
 
 def cells_table(cm: list[list[int]]) -> pd.DataFrame:
     return pd.DataFrame(confusion_cells(cm))
 
 
-def curves_figures(y, p, cm) -> tuple[go.Figure, go.Figure]:
+def curves_charts(y, p, cm):
+    """ROC and precision-recall curves with the threshold's operating point (Vega-Lite, pages_support.charts)."""
     roc, pr = roc_curve(y, p), pr_curve(y, p)
     op = operating_point(cm)
     fpr_t, tpr_t, prec_t = op["fpr"], op["tpr"], op["precision"]
-    f1 = go.Figure(go.Scatter(x=roc["fpr"], y=roc["tpr"], mode="lines", name="ROC",
-                              customdata=np.r_[roc["thresholds"]],
-                              hovertemplate="FPR %{x:.3f}, TPR %{y:.3f}, threshold %{customdata:.3f}<extra></extra>"))
-    f1.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
+    r = charts.thin(pd.DataFrame({"FPR": roc["fpr"], "TPR": roc["tpr"],
+                                  "threshold": np.clip(roc["thresholds"], 0, 1)}))
+    f1 = charts.diagonal("FPR", "TPR") + charts.lines(
+        r.assign(curve="ROC"), "FPR", "TPR", x_title="false positive rate (REAL called FAKE)",
+        y_title="true positive rate (FAKE caught)", height=340, y_domain=[0, 1],
+        tooltip=[alt.Tooltip("FPR:Q", format=".3f"), alt.Tooltip("TPR:Q", format=".3f"),
+                 alt.Tooltip("threshold:Q", format=".3f")])
     if fpr_t is not None and tpr_t is not None:
-        f1.add_trace(go.Scatter(x=[fpr_t], y=[tpr_t], mode="markers", marker=dict(size=12, color="red"),
-                                name="threshold"))
-    f1.update_layout(height=380, xaxis_title="false positive rate (REAL called FAKE)",
-                     yaxis_title="true positive rate (FAKE caught)", margin=dict(l=10, r=10, t=30, b=10))
-    f2 = go.Figure(go.Scatter(x=pr["recall"], y=pr["precision"], mode="lines", name="PR"))
+        f1 += charts.points(pd.DataFrame({"FPR": [fpr_t], "TPR": [tpr_t], "point": ["threshold"]}), "FPR", "TPR", "point")
+    q = charts.thin(pd.DataFrame({"recall": pr["recall"], "precision": pr["precision"]}))
     base = float(np.mean(y)) if len(y) else 0
-    f2.add_hline(y=base, line=dict(dash="dot", color="gray"), annotation_text="share of FAKE (chance)")
+    f2 = charts.lines(q, "recall", "precision", x_title="recall of FAKE", y_title="precision of FAKE", height=340,
+                      y_domain=[0, 1.02]) + charts.rule_y(base, "share of FAKE (chance)")
     if prec_t is not None and tpr_t is not None:
-        f2.add_trace(go.Scatter(x=[tpr_t], y=[prec_t], mode="markers", marker=dict(size=12, color="red"),
-                                name="threshold"))
-    f2.update_layout(height=380, xaxis_title="recall of FAKE", yaxis_title="precision of FAKE",
-                     yaxis=dict(range=[0, 1.02]), margin=dict(l=10, r=10, t=30, b=10))
+        f2 += charts.points(pd.DataFrame({"recall": [tpr_t], "precision": [prec_t], "point": ["threshold"]}),
+                            "recall", "precision", "point")
     return f1, f2
 
 
@@ -64,9 +66,10 @@ def main() -> None:
 
     counts, norm = np.array(cm), np.array(m["confusion_matrix_by_true_class"])
     a, b = st.columns(2)
-    a.plotly_chart(heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts"), key="cm_counts")
-    b.plotly_chart(heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
-                           zmax=1), key="cm_norm")
+    a.altair_chart(charts.confusion_heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts"),
+                   key="cm_counts")
+    b.altair_chart(charts.confusion_heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
+                                            zmax=1), key="cm_norm")
     st.dataframe(cells_table(cm), key="cm_cells", hide_index=True,
                  column_config={"share_of_true_class": st.column_config.NumberColumn(format="percent")})
 
@@ -79,14 +82,14 @@ def main() -> None:
     if m["roc_auc"] is None:
         st.warning("ROC and PR curves need both classes in the dataset.")
     else:
-        f1, f2 = curves_figures(y, p, cm)
+        f1, f2 = curves_charts(y, p, cm)
         a, b = st.columns(2)
         with a:
             st.markdown(f"**ROC curve** · AUC = {m['roc_auc']:.4f}")
-            st.plotly_chart(f1, key="roc")
+            st.altair_chart(f1, key="roc")
         with b:
             st.markdown(f"**Precision-recall curve (FAKE as positive)** · AP = {m['average_precision']:.4f}")
-            st.plotly_chart(f2, key="pr")
+            st.altair_chart(f2, key="pr")
         st.caption("The red dot is the operating point of the sidebar threshold.")
 
     st.subheader("Images in a cell")

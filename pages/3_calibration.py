@@ -10,15 +10,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import altair as alt
 import numpy as np
-import plotly.graph_objects as go
+import pandas as pd
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core.checkpoint import CheckpointError, with_temperature
 from core.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
                           reliability_bins, risk_coverage, temperature_scaling_split)
 from core.verdict import conformal_curve, verdict_summary
+from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import context_and_evaluation_or_stop
 from pages_support.views import num, pct
@@ -29,27 +30,25 @@ def _bootstrap(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return bootstrap_ece(y, p, n_boot=200, seed=0)
 
 
-def reliability_figure(curves: dict[str, list[dict]]) -> go.Figure:
-    """curves: {name: reliability bins}; accuracy vs confidence on top, counts per bin below."""
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.06)
-    fig.add_trace(go.Scatter(x=[0.5, 1], y=[0.5, 1], mode="lines", line=dict(dash="dot", color="gray"),
-                             name="perfect calibration"), row=1, col=1)
-    for (name, bins), color in zip(curves.items(), ("#1f77b4", "#ff7f0e", "#2ca02c")):
-        xs = [b["confidence"] for b in bins if b["count"]]
-        ys = [b["accuracy"] for b in bins if b["count"]]
-        ns = [b["count"] for b in bins if b["count"]]
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, customdata=ns, line=dict(color=color),
-                                 hovertemplate="confidence %{x:.3f}, accuracy %{y:.3f}, %{customdata} images"
-                                               "<extra></extra>"), row=1, col=1)
-        fig.add_trace(go.Bar(x=[(b["lo"] + b["hi"]) / 2 for b in bins], y=[b["count"] for b in bins],
-                             width=0.045, name=f"{name}: images per bin", opacity=0.6, marker_color=color),
-                      row=2, col=1)
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], row=1, col=1)
-    fig.update_yaxes(title_text="images", type="log", row=2, col=1)
-    fig.update_xaxes(title_text="confidence of the predicted class", range=[0.48, 1.01], row=2, col=1)
-    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), barmode="group",
-                      legend=dict(orientation="h", y=-0.2))
-    return fig
+def reliability_chart(curves: dict[str, list[dict]]) -> alt.VConcatChart:
+    """curves: {name: reliability bins}; accuracy vs confidence on top, images per bin below (log scale)."""
+    pts = pd.DataFrame([{"curve": name, "confidence": b["confidence"], "accuracy": b["accuracy"], "images": b["count"]}
+                        for name, bins in curves.items() for b in bins if b["count"]])
+    counts = pd.DataFrame([{"curve": name, "from": b["lo"], "to": b["hi"], "images": b["count"]}
+                           for name, bins in curves.items() for b in bins if b["count"]])
+    x = alt.Scale(domain=[0.5, 1.0], nice=False)
+    top = alt.Chart(pts).mark_line(point=True).encode(
+        x=alt.X("confidence:Q", scale=x, title=None), y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1], nice=False),
+                                                             title="accuracy"),
+        color=alt.Color("curve:N", title=None, legend=alt.Legend(orient="bottom")),
+        tooltip=["curve", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "images"])
+    bottom = alt.Chart(counts).mark_bar(opacity=0.6).encode(
+        x=alt.X("from:Q", bin="binned", scale=x, title="confidence of the predicted class"), x2="to:Q",
+        y=alt.Y("images:Q", scale=alt.Scale(type="log"), title="images", stack=None),
+        color=alt.Color("curve:N", title=None), tooltip=["curve", "from", "to", "images"])
+    top = top + charts.diagonal("confidence", "accuracy", 0.5, 1.0, "perfect calibration")
+    return alt.vconcat(top.properties(height=300, width=620), bottom.properties(height=100, width=620)
+                       ).resolve_scale(color="shared")
 
 
 def safe_checkpoint_name(text: str) -> str | None:
@@ -106,7 +105,7 @@ def main() -> None:
 
     st.subheader("Reliability diagram")
     bins = reliability_bins(y, p)
-    st.plotly_chart(reliability_figure({"model": bins}), key="reliability")
+    st.altair_chart(reliability_chart({"model": bins}), key="reliability")
     st.dataframe([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
                    "accuracy": b["accuracy"], "gap": b["gap"]}
                   for b in bins], key="reliability_table", hide_index=True)
@@ -114,14 +113,11 @@ def main() -> None:
     st.subheader("Confidence of correct and wrong calls")
     calls = annotate_calls(df, ctx.threshold)
     conf, correct = calls["confidence"], calls["correct"]
-    fig = go.Figure()
-    for ok, name, color in ((True, "correct", "#2ca02c"), (False, "wrong", "#d62728")):
-        fig.add_trace(go.Histogram(x=conf[correct == ok], name=f"{name} ({int((correct == ok).sum()):,})",
-                                   xbins=dict(start=0, end=1.0001, size=0.025), marker_color=color, opacity=0.7,
-                                   histnorm="percent"))
-    fig.update_layout(barmode="overlay", height=300, margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis_title="confidence in the predicted class", yaxis_title="% of the group")
-    st.plotly_chart(fig, key="conf_hist")
+    st.altair_chart(charts.histogram(
+        {f"correct ({int(correct.sum()):,})": conf[correct].to_numpy(), f"wrong ({int((~correct).sum()):,})":
+         conf[~correct].to_numpy()}, np.linspace(0, 1, 41), "confidence in the predicted class", "% of the group",
+        normalize=True, colors={f"correct ({int(correct.sum()):,})": "#2ca02c",
+                                f"wrong ({int((~correct).sum()):,})": "#d62728"}), key="conf_hist")
     n_wrong, hi_wrong = m["errors"], m["errors_confidence_over_0.9"]
     st.markdown(f"{n_wrong:,} wrong call(s); {hi_wrong:,} of them ({pct(m['share_of_errors_confidence_over_0.9'])}) "
                 f"with confidence above {HIGH_CONFIDENCE}. Confidence = P(AI) for images called FAKE, 1 - P(AI) "
@@ -154,23 +150,23 @@ def main() -> None:
                       {"temperature": f"fitted T = {t_fit:.4g}", "ECE": after["ece"], "MCE": after["mce"],
                        "Brier": after["brier"], "log loss": after["log_loss"]}],
                      key="temperature_table", hide_index=True)
-        st.plotly_chart(reliability_figure({f"before (T = {before['temperature']:.3g})": before["bins"],
-                                            f"after (T = {t_fit:.3g})": after["bins"]}), key="reliability_ts")
+        st.altair_chart(reliability_chart({f"before (T = {before['temperature']:.3g})": before["bins"],
+                                           f"after (T = {t_fit:.3g})": after["bins"]}), key="reliability_ts")
         st.caption(f"Evaluated on the {len(ts['eval_idx']):,} images not used for fitting. Temperature scaling never "
                    "changes which side of 0.5 an image falls on, so accuracy at threshold 0.5 is unchanged.")
         save_ui(ctx, t_fit)
 
     st.subheader("Risk-coverage: abstaining on unsure images")
     rc = risk_coverage(y, p, ctx.threshold)
-    fig = go.Figure(go.Scatter(x=rc["coverage"], y=rc["accuracy"], mode="lines", name="accuracy on kept images"))
     abstain = st.slider("Abstain on the least confident (%)", 0, 90, 10, 5, key="cal_abstain")
     ab = abstention(y, p, ctx.threshold, abstain / 100)
     keep, acc_kept = ab["kept"], ab["accuracy_kept"]
-    fig.add_trace(go.Scatter(x=[keep / len(y)], y=[acc_kept], mode="markers", marker=dict(size=12, color="red"),
-                             name="chosen"))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="coverage (share of images answered)",
-                      yaxis_title="accuracy on answered images", xaxis=dict(autorange="reversed"))
-    st.plotly_chart(fig, key="risk_coverage")
+    curve = charts.thin(pd.DataFrame({"coverage": rc["coverage"], "accuracy": rc["accuracy"]}))
+    st.altair_chart(charts.lines(curve, "coverage", "accuracy", x_title="coverage (share of images answered)",
+                                 y_title="accuracy on answered images", x_reverse=True, height=300)
+                    + charts.points(pd.DataFrame({"coverage": [keep / len(y)], "accuracy": [acc_kept],
+                                                  "point": ["chosen"]}), "coverage", "accuracy", "point"),
+                    key="risk_coverage")
     st.markdown(f"Abstaining on the **{abstain}%** least confident calls (lowest probability of the called class) "
                 f"gives accuracy "
                 f"**{pct(acc_kept)}** on the remaining {keep:,}, against {pct(m['accuracy'])} answering all "
@@ -191,15 +187,16 @@ def main() -> None:
                                                                                              ctx.lm.temperature)))
     if ctx.lm.verdict.has_band:
         curve = conformal_curve(y, z, fam, ctx.lm.verdict, ctx.threshold, ctx.lm.temperature)
-        fig = go.Figure(go.Scatter(x=curve["coverage"], y=curve["accuracy_decided"], mode="lines+markers",
-                                   customdata=curve["alpha"], name="UNSURE at conformal level alpha",
-                                   hovertemplate="alpha %{customdata}: coverage %{x:.3f}, accuracy %{y:.4f}"
-                                                 "<extra></extra>"))
-        fig.add_trace(go.Scatter(x=rc["coverage"], y=rc["accuracy"], mode="lines", line=dict(dash="dot"),
-                                 name="abstaining by confidence"))
-        fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis=dict(autorange="reversed"),
-                          xaxis_title="coverage (share decided)", yaxis_title="accuracy on decided images")
-        st.plotly_chart(fig, key="unsure_coverage")
+        both = pd.concat([
+            pd.DataFrame({"coverage": curve["coverage"], "accuracy": curve["accuracy_decided"], "alpha": curve["alpha"],
+                          "curve": "UNSURE at conformal level alpha"}),
+            charts.thin(pd.DataFrame({"coverage": rc["coverage"], "accuracy": rc["accuracy"]})).assign(
+                alpha=np.nan, curve="abstaining by confidence")])
+        st.altair_chart(charts.lines(both, "coverage", "accuracy", series="curve", x_title="coverage (share decided)",
+                                     y_title="accuracy on decided images", x_reverse=True, height=300,
+                                     dashed={"abstaining by confidence": True},
+                                     tooltip=["curve", "alpha", alt.Tooltip("coverage:Q", format=".3f"),
+                                              alt.Tooltip("accuracy:Q", format=".4f")]), key="unsure_coverage")
         st.dataframe(curve, hide_index=True, key="unsure_curve")
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import limitations as lim
@@ -27,11 +26,12 @@ from core.metrics import HIGH_CONFIDENCE, annotate_calls
 from core.predict import predict_many
 from core.robustness import SWEEP_MAX_IMAGES, cached_gradcam_audit
 from core.shifts import SWEEP_LEVELS, shift_array
+from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
                            sweep_ui)
 from pages_support.forensics_views import flip_rate_section
-from pages_support.views import enlarged, gallery, num, pct, severity_figure
+from pages_support.views import enlarged, gallery, num, pct
 
 # Axis titles of the preprocessing section's curves (the grouping and order come from core.limitations).
 AXIS = {"grayscale": "grayscale amount (1 = fully gray)", "saturation": "saturation factor (0 = gray, 1 = unchanged)",
@@ -128,10 +128,8 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
             verdict = lim.shift_verdict(base, rows, name)
             record(verdicts, verdict)
             st.markdown(f"**{name}** — {verdict.text}")
-            fig = severity_figure(curve, AXIS[name], base)
-            if name == "jpeg":
-                fig.update_xaxes(autorange="reversed")
-            st.plotly_chart(fig, key=f"sev-{name}")
+            st.altair_chart(charts.severity(curve, AXIS[name], float(base["accuracy"]), reverse=name == "jpeg"),
+                            key=f"sev-{name}")
             if name == "jpeg":
                 st.caption("The x axis runs from quality 100 (the clean set; the sample is itself stored as "
                            "JPEG) to 10: severity increases to the right.")
@@ -244,16 +242,14 @@ def gradcam_section(ctx: Context, verdicts: list) -> None:
     record(verdicts, v)
     st.markdown(f"**Verdict.** {v.text}")
     a, b = st.columns(2)
-    fig = go.Figure(go.Histogram(x=audit["concentration"], xbins=dict(start=0, end=1.0001, size=0.025)))
-    fig.add_vline(x=0.1, line=dict(dash="dash", color="gray"), annotation_text="uniform")
-    fig.update_layout(height=280, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="concentration per image",
-                      yaxis_title="images")
-    a.plotly_chart(fig, key="cam_conc")
-    fig = go.Figure([go.Histogram(x=audit["drop_cam"], name="hottest 10% removed", opacity=0.7),
-                     go.Histogram(x=audit["drop_random"], name="random 10% removed", opacity=0.7)])
-    fig.update_layout(barmode="overlay", height=280, margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis_title="fall in P(called class)", yaxis_title="images", legend=dict(orientation="h"))
-    b.plotly_chart(fig, key="cam_drop")
+    a.altair_chart(charts.histogram({"images": audit["concentration"]}, np.linspace(0, 1, 41), "concentration per image",
+                                    height=240) + charts.rule_x(0.1, "uniform"), key="cam_conc")
+    drops = np.r_[audit["drop_cam"], audit["drop_random"]]
+    edges = np.linspace(min(0.0, float(np.nanmin(drops))) if len(drops) else 0.0,
+                        max(0.0, float(np.nanmax(drops))) if len(drops) else 1.0, 41)
+    b.altair_chart(charts.histogram({"hottest 10% removed": audit["drop_cam"], "random 10% removed": audit["drop_random"]},
+                                    edges if edges[-1] > edges[0] else np.linspace(0, 1, 41),
+                                    "fall in P(called class)", height=240), key="cam_drop")
 
 
 def confidence_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> None:

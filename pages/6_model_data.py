@@ -11,15 +11,15 @@ import json
 import re
 from pathlib import Path
 
+import altair as alt
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from plotly.subplots import make_subplots
 
 from core.images import ImageError
 from core.labels import CLASS_NAMES
 from core.models import count_parameters
+from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import get_context
 from pages_support.views import enlarged
@@ -38,27 +38,38 @@ def _flatten(d: dict, prefix: str = "") -> list[dict]:
     return rows
 
 
-def history_figure(hist: pd.DataFrame) -> go.Figure:
-    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "accuracy", "validation ECE / learning rate"),
-                        specs=[[{}, {}, {"secondary_y": True}]])
-    x = hist["epoch_index"]
-    for col, name, c in (("train_loss", "train loss", 1), ("val_loss", "val loss", 1),
-                         ("train_acc", "train acc", 2), ("val_acc", "val acc", 2)):
-        if col in hist:
-            fig.add_trace(go.Scatter(x=x, y=hist[col], mode="lines+markers", name=name,
-                                     text=hist.get("phase"), hovertemplate="%{y:.4f} (%{text})"), row=1, col=c)
-    if "val_ece" in hist:
-        fig.add_trace(go.Scatter(x=x, y=hist["val_ece"], mode="lines+markers", name="val ECE"), row=1, col=3)
-    if "lr" in hist:
-        fig.add_trace(go.Scatter(x=x, y=hist["lr"], mode="lines", name="learning rate", line=dict(dash="dot")),
-                      row=1, col=3, secondary_y=True)
+def history_chart(hist: pd.DataFrame) -> alt.HConcatChart:
+    """Loss, accuracy and validation ECE / learning rate per epoch, side by side; a dashed rule marks the first
+    fine-tuning epoch."""
+    panels = []
+    ft = None
     if "phase" in hist and hist["phase"].nunique() > 1:
-        first_ft = hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()
-        for c in (1, 2, 3):
-            fig.add_vline(x=first_ft - 0.5, line=dict(dash="dash", color="gray"), row=1, col=c)
-    fig.update_xaxes(title_text="epoch", dtick=1)
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-    return fig
+        ft = float(hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()) - 0.5
+    for title, cols in (("loss", (("train_loss", "train loss"), ("val_loss", "val loss"))),
+                        ("accuracy", (("train_acc", "train acc"), ("val_acc", "val acc"))),
+                        ("validation ECE / learning rate", (("val_ece", "val ECE"), ("lr", "learning rate")))):
+        have = [(c, n) for c, n in cols if c in hist]
+        if not have:
+            continue
+        long = pd.concat([pd.DataFrame({"epoch": hist["epoch_index"], "value": hist[c], "series": n,
+                                        "phase": hist["phase"] if "phase" in hist else ""}) for c, n in have])
+        enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+                   color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
+                   tooltip=["series", "epoch", alt.Tooltip("value:Q", format=".4g"), "phase"])
+        if title.startswith("validation"):
+            # ECE and learning rate differ by orders of magnitude: each on its own axis (left ECE, right lr).
+            ece = alt.Chart(long[long["series"] == "val ECE"]).mark_line(point=True).encode(
+                y=alt.Y("value:Q", title="val ECE"), **enc)
+            lr = alt.Chart(long[long["series"] == "learning rate"]).mark_line(strokeDash=[4, 3]).encode(
+                y=alt.Y("value:Q", title="learning rate", axis=alt.Axis(orient="right", format=".1e")), **enc)
+            chart = alt.layer(ece, lr).resolve_scale(y="independent")
+        else:
+            chart = alt.Chart(long).mark_line(point=True).encode(y=alt.Y("value:Q", title=None,
+                                                                         scale=alt.Scale(zero=False)), **enc)
+        if ft is not None:
+            chart = alt.layer(chart, charts.rule_x(ft))
+        panels.append(chart.properties(title=title, height=260, width=230))
+    return alt.hconcat(*panels).resolve_scale(color="independent")
 
 
 def model_card(ctx) -> None:
@@ -82,7 +93,7 @@ def model_card(ctx) -> None:
         st.info("This checkpoint stores no training history.")
     else:
         hist["epoch_index"] = np.arange(1, len(hist) + 1)
-        st.plotly_chart(history_figure(hist), key="history")
+        st.altair_chart(history_chart(hist), key="history")
         total = hist["seconds"].sum() if "seconds" in hist else None
         if total is not None:
             st.caption(f"{len(hist)} epochs, {total:,.1f} s of training"

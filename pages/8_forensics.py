@@ -9,14 +9,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import altair as alt
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached_analysis, cached_reencoding,
                             load_spectra_npz, radial_table, reencoding_dir)
+from core.figures import heatmap_png
 from core.labels import CLASS_NAMES
+from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, get_context
 from pages_support.views import num, pct
 
@@ -46,15 +48,11 @@ def analysis_ui(ctx: Context) -> dict:
     return _read_analysis(str(out))
 
 
-def _heat(z, title, zmin=None, zmax=None, diverging=False) -> go.Figure:
-    c = z.shape[0] // 2
-    ticks = np.arange(z.shape[0]) - c
-    fig = go.Figure(go.Heatmap(z=z, x=ticks, y=ticks, zmin=zmin, zmax=zmax, zmid=0 if diverging else None,
-                               colorscale="RdBu_r" if diverging else "Viridis",
-                               hovertemplate="fx %{x}, fy %{y}: %{z:.3f}<extra></extra>"))
-    fig.update_layout(title=title, height=330, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis=dict(title="cycles across (fx)", scaleanchor="y"), yaxis=dict(title="fy"))
-    return fig
+@st.cache_data(show_spinner=False, max_entries=64)
+def _heat(z: np.ndarray, title: str, zmin=None, zmax=None, diverging=False) -> bytes:
+    # A static PNG (core.figures.heatmap_png, the same figure `python -m core.forensics --out DIR` writes): a
+    # spectrum's hover values add little to the picture, and its numbers are in spectra.npz below.
+    return heatmap_png(z, title, diverging=diverging, side=320, vmin=zmin, vmax=zmax)
 
 
 def spectra_section(res: dict) -> None:
@@ -75,28 +73,24 @@ def spectra_section(res: dict) -> None:
     cols = st.columns(3)
     for c, name in zip(cols, CLASS_NAMES):
         if name in means:
-            c.plotly_chart(_heat(means[name], f"{name} (n = {sp['count'][name]:,})", lo, hi), key=f"spec-{name}")
+            c.image(_heat(means[name], f"{name} (n = {sp['count'][name]:,})", lo, hi), width="stretch")
     if sp["diff"] is not None:
-        cols[2].plotly_chart(_heat(sp["diff"], "FAKE - REAL", diverging=True), key="spec-diff")
+        cols[2].image(_heat(sp["diff"], "FAKE - REAL", diverging=True), width="stretch")
     if sp["source_mean"]:
         st.subheader("Per source")
         names = list(sp["source_mean"])
         for row in range(0, len(names), 4):
             cols = st.columns(4)
             for c, s in zip(cols, names[row:row + 4]):
-                c.plotly_chart(_heat(sp["source_mean"][s], f"{s} (n = {sp['source_count'][s]:,})", lo, hi),
-                               key=f"spec-src-{s}")
+                c.image(_heat(sp["source_mean"][s], f"{s} (n = {sp['source_count'][s]:,})", lo, hi), width="stretch")
     st.subheader("1-D spectra (azimuthal mean)")
     tab = radial_table(sp)
-    fig = go.Figure()
-    for col in tab.columns[2:]:
-        if col == "FAKE-REAL":
-            continue
-        fig.add_trace(go.Scatter(x=tab["cycles_per_pixel"], y=tab[col], mode="lines", name=col,
-                                 line=dict(dash="dot" if col.startswith("source:") else "solid")))
-    fig.update_layout(height=360, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="frequency (cycles/pixel)",
-                      yaxis_title="mean log(1+|F|)")
-    st.plotly_chart(fig, key="spec-1d")
+    shown = [c for c in tab.columns[2:] if c != "FAKE-REAL"]
+    long = pd.concat([pd.DataFrame({"cycles_per_pixel": tab["cycles_per_pixel"], "value": tab[c], "series": c})
+                      for c in shown])
+    st.altair_chart(charts.lines(long, "cycles_per_pixel", "value", series="series", x_title="frequency (cycles/pixel)",
+                                 y_title="mean log(1+|F|)", height=340, sort_series=shown,
+                                 dashed={c: c.startswith("source:") for c in shown}), key="spec-1d")
     with st.expander("1-D spectra: numbers"):
         st.dataframe(tab, hide_index=True, key="spec-table")
     a, b = st.columns(2)
@@ -130,12 +124,11 @@ def shortcut_section(res: dict) -> None:
         part = dist[dist["property"] == g]
         if part.empty:
             continue
-        fig = go.Figure([go.Bar(x=part[part["class"] == c]["value"].astype(str), y=part[part["class"] == c]["share"],
-                                name=c, text=part[part["class"] == c]["count"], textposition="outside")
-                         for c in CLASS_NAMES])
-        fig.update_layout(title=PROPERTY_TITLES[g], barmode="group", height=280, margin=dict(l=10, r=10, t=40, b=10),
-                          yaxis=dict(title="share of the class", tickformat=".0%"), xaxis=dict(type="category"))
-        st.plotly_chart(fig, key=f"dist-{g}")
+        st.altair_chart(charts.bars(part.assign(value=part["value"].astype(str)), "value", "share", series="class",
+                                    y_title="share of the class", y_format=".0%", height=240,
+                                    title=PROPERTY_TITLES[g],
+                                    tooltip=["value", "class", "count", alt.Tooltip("share:Q", format=".1%")]),
+                        key=f"dist-{g}")
     with st.expander("Distributions: numbers"):
         st.dataframe(dist, hide_index=True, key="shortcut-dist")
     a, b = st.columns(2)

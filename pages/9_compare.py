@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.checkpoint import CheckpointError
 from core.compare import (CELL_MEANING, CELLS, CompareError, compare_predictions, disagreement_cells,
                           join_predictions, metrics_table, roc_table)
 from core.labels import CLASS_NAMES
+from pages_support import charts
 from pages_support.common import Context, _file_sha, evaluation_ui, get_context, load_model_cached, shipped_weights
 from pages_support.views import gallery, num, pct
 
@@ -78,15 +78,12 @@ def main() -> None:
 
     st.header("ROC curves")
     roc = roc_table(joined)
-    fig = go.Figure()
-    for m, g in roc.groupby("model"):
-        auc = res["metrics"][m.lower()]["roc_auc"]["value"]
-        fig.add_trace(go.Scatter(x=g["fpr"], y=g["tpr"], mode="lines",
-                                 name=f"{m} = {name_a if m == 'A' else name_b} (AUC {num(auc, '.4f')})"))
-    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="gray"), name="chance"))
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="false positive rate",
-                      yaxis_title="true positive rate", legend=dict(orientation="h", y=-0.2))
-    st.plotly_chart(fig, key="cmp-roc")
+    names = {m: f"{m} = {name_a if m == 'A' else name_b} (AUC {num(res['metrics'][m.lower()]['roc_auc']['value'], '.4f')})"
+             for m in roc["model"].unique()}
+    curves = pd.concat([charts.thin(g).assign(curve=names[m]) for m, g in roc.groupby("model")])
+    st.altair_chart(charts.diagonal("fpr", "tpr") + charts.lines(
+        curves, "fpr", "tpr", series="curve", x_title="false positive rate", y_title="true positive rate", height=340,
+        y_domain=[0, 1]), key="cmp-roc")
     st.download_button("ROC curves (CSV)", roc.to_csv(index=False).encode(), "roc.csv", "text/csv", key="cmp-roc-csv")
 
     st.header("Where they disagree")
@@ -117,15 +114,11 @@ def main() -> None:
     if per.empty:
         st.info("The dataset gives no sources (no manifest with a source column).")
     else:
-        fig = go.Figure([go.Bar(x=per["source"], y=per["accuracy_a"], name="A", error_y=dict(
-                            type="data", symmetric=False, array=per["ci_high_a"] - per["accuracy_a"],
-                            arrayminus=per["accuracy_a"] - per["ci_low_a"])),
-                         go.Bar(x=per["source"], y=per["accuracy_b"], name="B", error_y=dict(
-                             type="data", symmetric=False, array=per["ci_high_b"] - per["accuracy_b"],
-                             arrayminus=per["accuracy_b"] - per["ci_low_b"]))])
-        fig.update_layout(barmode="group", height=320, margin=dict(l=10, r=10, t=30, b=10),
-                          yaxis=dict(title="accuracy (95% Wilson)", range=[0, 1.05]))
-        st.plotly_chart(fig, key="cmp-src")
+        long = pd.concat([pd.DataFrame({"source": per["source"].astype(str), "model": m, "accuracy": per[f"accuracy_{k}"],
+                                        "ci_low": per[f"ci_low_{k}"], "ci_high": per[f"ci_high_{k}"]})
+                          for m, k in (("A", "a"), ("B", "b"))])
+        st.altair_chart(charts.bars(long, "source", "accuracy", series="model", lo="ci_low", hi="ci_high",
+                                    y_title="accuracy (95% Wilson)", y_domain=[0, 1.05]), key="cmp-src")
         st.dataframe(per, hide_index=True, key="cmp-per-source")
         st.download_button("Per source (CSV)", per.to_csv(index=False).encode(), "per_source.csv", "text/csv",
                            key="cmp-src-csv")

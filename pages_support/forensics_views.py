@@ -9,7 +9,6 @@ import hashlib
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.figures import heatmap_png
@@ -19,6 +18,7 @@ from core.labels import CLASS_NAMES
 from core.limitations import STABILITY_MAX_IMAGES
 from core.stability import (CHANGES, check_image, flip_table, flips, probs_of_sources, read_stability,
                             stability_result_dir, stability_verdict, cached_dataset_stability)
+from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, load_model_cached, open_dataset_cached
 from pages_support.views import gallery, pct
 
@@ -141,13 +141,9 @@ def flip_rate_section(ctx: Context, verdicts: list) -> None:
     verdicts.append({"limitation": "Verdict stability", "verdict": v})
     st.markdown(f"**Verdict.** {v}")
     rows = table[table["change"] != "any"]
-    fig = go.Figure(go.Bar(x=rows["description"], y=rows["flip_rate"],
-                           error_y=dict(type="data", symmetric=False, array=rows["ci_high"] - rows["flip_rate"],
-                                        arrayminus=rows["flip_rate"] - rows["ci_low"]),
-                           text=[pct(v) for v in rows["flip_rate"]], textposition="outside"))
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), yaxis=dict(title="flip rate", tickformat=".0%"),
-                      xaxis_title="change (bars: 95% Wilson interval)")
-    st.plotly_chart(fig, key="flip_rates")
+    st.altair_chart(charts.bars(rows.assign(label=[pct(v) for v in rows["flip_rate"]]), "description", "flip_rate",
+                                lo="ci_low", hi="ci_high", x_title="change (bars: 95% Wilson interval)",
+                                y_title="flip rate", y_format=".1%", text="label"), key="flip_rates")
     st.dataframe(table, hide_index=True, key="flip_table")
     st.download_button("Flip rates (CSV)", table.to_csv(index=False).encode(), "flip_rates.csv", "text/csv",
                        key="flip_csv")

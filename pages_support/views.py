@@ -1,7 +1,7 @@
-"""Rendering helpers shared by the pages: image galleries (with Grad-CAM on demand), thumbnails, figures.
+"""Rendering helpers shared by the pages: image galleries (with Grad-CAM on demand), thumbnails, number formats.
 
 Nothing here computes a metric: numbers come from core; this module only looks images up in the
-selected dataset, draws them and lays out plotly figures the same way on every page.
+selected dataset, draws them, and formats numbers the same way on every page (charts: pages_support.charts).
 """
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core.gradcam import overlay_heatmap
@@ -128,31 +127,6 @@ def default_caption(r, threshold: float) -> str:
     # The verdict column is present when the frame went through core.evaluate.add_verdicts at this threshold.
     verdict = f" · verdict {r['verdict']}" if r.get("verdict") == "UNSURE" else ""
     return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{verdict}{src}"
-
-
-# ----------------------------------------------------------------------------- figures
-
-def heatmap(z, text, title: str, zmax=None, colorscale="Blues") -> go.Figure:
-    """A 2x2 confusion heatmap: rows = true REAL/FAKE, columns = predicted REAL/FAKE."""
-    fig = go.Figure(go.Heatmap(z=z, x=["pred REAL", "pred FAKE"], y=["true REAL", "true FAKE"], text=text,
-                               texttemplate="%{text}", colorscale=colorscale, zmin=0, zmax=zmax,
-                               showscale=False, hovertemplate="%{y}, %{x}: %{text}<extra></extra>"))
-    fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), height=330, margin=dict(l=10, r=10, t=60, b=10),
-                      yaxis=dict(autorange="reversed"))
-    return fig
-
-
-def severity_figure(df: pd.DataFrame, x_title: str, baseline: dict) -> go.Figure:
-    """Accuracy, ECE and per-class recall against shift level (df: rows of one shift, sorted by level)."""
-    fig = go.Figure()
-    for col, name, dash in (("accuracy", "accuracy", "solid"), ("recall_REAL", "recall REAL", "dot"),
-                            ("recall_FAKE", "recall FAKE", "dot"), ("ece", "ECE", "dash")):
-        fig.add_trace(go.Scatter(x=df["level"], y=df[col], mode="lines+markers", name=name, line=dict(dash=dash)))
-    fig.add_hline(y=baseline["accuracy"], line=dict(color="gray", dash="dot", width=1),
-                  annotation_text="clean accuracy", annotation_position="bottom right")
-    fig.update_layout(height=320, margin=dict(l=10, r=10, t=30, b=10), xaxis_title=x_title,
-                      yaxis=dict(range=[0, 1.02], title="value"), legend=dict(orientation="h", y=-0.25))
-    return fig
 
 
 def pct(v) -> str:

@@ -161,11 +161,23 @@ def _second_threshold(df) -> float:
 
 # ----------------------------------------------------------------------------- every page
 
+# Pages whose first view has a chart: drawn with Vega-Lite (pages_support.charts), never plotly, whose 4.5 MB
+# script kept the first views' skeletons up for seconds (README "First views"). Predict's charts come after an upload.
+CHART_PAGES = {"2_confusion", "3_calibration", "5_limitations", "6_model_data", "8_forensics", "9_compare", "10_slices"}
+
+
+def assert_first_view_charts(at, page: str) -> None:
+    assert not at.get("plotly_chart"), f"{page} draws a plotly chart on its first view"
+    if page in CHART_PAGES:
+        assert at.get("vega_lite_chart") or at.get("arrow_vega_lite_chart"), f"{page} draws no chart"
+
+
 @pytest.mark.parametrize("page", list(PAGES))
 def test_page_renders_without_errors(app, page):
     at = _page(app, page)
     assert [t.value for t in at.title] == [PAGES[page]]
     assert not at.error, [e.value for e in at.error]
+    assert_first_view_charts(at, page)
     assert at.sidebar.slider(key="threshold").value == 0.5
     assert at.sidebar.selectbox(key="model_choice").value == "default.pt"
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from test_app import _encode, _noise, _page, _smooth, _table, app, app_dirs  # noqa: F401  (fixtures)
+from test_app import _encode, _noise, _page, _smooth, _table, app, app_dirs, assert_first_view_charts  # noqa: F401  (fixtures)
 
 
 def _lm_ds(app_dirs, split="test"):
@@ -77,6 +77,8 @@ def test_new_pages_render(app, page, title):
     at = _page(app, page)
     assert [t.value for t in at.title] == [title]
     assert not at.error, [e.value for e in at.error]
+    # Compare's fixture has no second shipped model, so its first view has no chart (tested below, with one).
+    assert_first_view_charts(at, page if page != "9_compare" else "compare without model B")
 
 
 def test_forensics_page_numbers_equal_core(app, app_dirs):
@@ -105,6 +107,7 @@ def test_compare_page_against_itself_and_core(app, app_dirs, monkeypatch):
     at.selectbox(key="compare_b").set_value("Checkpoint path").run()
     at.text_input(key="compare_b_path").set_value(str(app_dirs["weights"] / "default.pt")).run()
     assert not at.exception and not at.error
+    assert_first_view_charts(at, "9_compare")
     cells = _table(at, "meaning").set_index("cell")["images"]
     assert cells["only_a"] == cells["only_b"] == 0 and cells.sum() == 48
     assert any("p = 1;" in m.value for m in at.markdown)
