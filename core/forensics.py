@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import json
 import math
@@ -69,6 +70,9 @@ def ijg_tables(quality: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 _IJG = {q: ijg_tables(q) for q in range(1, 101)}
+# The same tables as two (100, 64) arrays, row q - 1 = quality q: the nearest quality in one numpy call.
+_IJG_LUMA = np.stack([_IJG[q][0] for q in range(1, 101)]).astype(np.int64)
+_IJG_CHROMA = np.stack([_IJG[q][1] for q in range(1, 101)]).astype(np.int64)
 
 
 def estimate_jpeg_quality(tables: dict) -> tuple[int | None, bool]:
@@ -80,16 +84,21 @@ def estimate_jpeg_quality(tables: dict) -> tuple[int | None, bool]:
     """
     if not tables or 0 not in tables:
         return None, False
-    luma = np.asarray(tables[0], dtype=np.int64)
-    chroma = np.asarray(tables[1], dtype=np.int64) if 1 in tables else None
-    if luma.shape != (64,) or (chroma is not None and chroma.shape != (64,)):
+    return _nearest_ijg_quality(tuple(int(v) for v in tables[0]),
+                                tuple(int(v) for v in tables[1]) if 1 in tables else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _nearest_ijg_quality(luma: tuple, chroma: tuple | None) -> tuple[int | None, bool]:
+    # Memoised on the tables: a dataset's files share a few encoders' tables, and this search was half of the
+    # Forensics analysis and of the slices' image properties (3,000 files: 5 s of 11 s, cProfile).
+    lu = np.asarray(luma, dtype=np.int64)
+    ch = np.asarray(chroma, dtype=np.int64) if chroma is not None else None
+    if lu.shape != (64,) or (ch is not None and ch.shape != (64,)):
         return None, False
-    best, best_d = None, None
-    for q, (lt, ct) in _IJG.items():
-        d = int(np.abs(luma - lt).sum()) + (int(np.abs(chroma - ct).sum()) if chroma is not None else 0)
-        if best_d is None or d < best_d:
-            best, best_d = q, d
-    return best, best_d == 0
+    d = np.abs(_IJG_LUMA - lu).sum(axis=1) + (np.abs(_IJG_CHROMA - ch).sum(axis=1) if ch is not None else 0)
+    k = int(np.argmin(d))               # the first minimum: the lowest quality on ties, as the loop it replaces
+    return k + 1, bool(d[k] == 0)
 
 
 # ----------------------------------------------------------------------------- file properties

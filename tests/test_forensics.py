@@ -220,3 +220,27 @@ def test_forensics_and_slices_on_hemg_parquet(tmp_path):
     assert res["spectra"]["count"] == {"REAL": 6, "FAKE": 6}
     props = slices.image_properties(ds)
     assert len(props) == 12 and (props["error"] == "").all() and (props["jpeg_quality"] == 90).all()
+
+
+def test_jpeg_quality_search_equals_the_plain_loop():
+    # The memoised, vectorised search (core.forensics._nearest_ijg_quality) against the definition written as a
+    # loop: nearest IJG quality by summed absolute difference, the lowest quality on ties; luma-only tables too.
+    def loop(luma, chroma):
+        best, best_d = None, None
+        for q in range(1, 101):
+            lt, ct = forensics.ijg_tables(q)
+            d = int(np.abs(np.asarray(luma) - lt).sum()) + (int(np.abs(np.asarray(chroma) - ct).sum())
+                                                            if chroma is not None else 0)
+            if best_d is None or d < best_d:
+                best, best_d = q, d
+        return best, best_d == 0
+    rng = np.random.default_rng(0)
+    cases = [forensics.ijg_tables(q) for q in (1, 7, 50, 99, 100)]
+    cases += [(rng.integers(1, 256, 64), rng.integers(1, 256, 64)) for _ in range(20)]
+    cases += [(forensics.ijg_tables(60)[0] + rng.integers(-3, 4, 64), forensics.ijg_tables(60)[1]) for _ in range(10)]
+    for luma, chroma in cases:
+        tables = {0: [int(v) for v in luma], 1: [int(v) for v in chroma]}
+        assert forensics.estimate_jpeg_quality(tables) == loop(luma, chroma)
+        assert forensics.estimate_jpeg_quality({0: tables[0]}) == loop(luma, None)
+    assert forensics.estimate_jpeg_quality({0: [1] * 63}) == (None, False)
+    assert forensics.estimate_jpeg_quality({}) == (None, False)
