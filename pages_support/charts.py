@@ -2,9 +2,10 @@
 binned histograms and small-multiple panels, each with its numbers in the hover tooltip.
 
 Why not plotly: a page's first plotly chart makes the browser load, parse and compile plotly.js (about
-4.5 MB) before anything of the chart is drawn; Streamlit shows a skeleton meanwhile. On 2 busy cores a
-page with two plotly charts finished 19-24 s after a text-only page, against 0-6 s with the same two
-charts in Vega-Lite (README "First views", `benchmarks/bench_frontend.py`). The charts here draw the
+4.5 MB) before anything of the chart is drawn; Streamlit shows a skeleton meanwhile. A page with two
+plotly charts finished 2.5 s after a text-only page, against 0.6 s with the same two charts in Vega-Lite
+and 0.2 s with a PNG (medians of 3, `python benchmarks/bench_frontend.py`, on the 2 cores partly loaded:
+benchmarks/results/frontend_under_load.json; README "First views"). The charts here draw the
 same numbers as before; every one is built from the page's core results, so they can also be printed
 by the core CLIs. Functions only lay out: they never compute a metric.
 """
