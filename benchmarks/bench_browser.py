@@ -1,6 +1,7 @@
 """First views of every page in a real browser, on a fresh clone, plus the idle app's CPU use.
 
     python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20] [--out NAME]
+    python benchmarks/bench_browser.py --baseline REV --idle-seconds 0 --out NAME   # HEAD against commit REV
 
 For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
 empty, as after the README's install), the running Python's environment linked in as the clone's
@@ -18,6 +19,9 @@ PyPI; never `playwright install`) opening the page's URL. Times from the request
 
 `server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
 what a user who starts the app and opens the page at once waits (`from_command_s`).
+
+With --baseline REV every page is measured on a clone of REV too, alternating with HEAD (on a shared
+machine a same-run baseline is the only fair comparison).
 
 Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
 over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
@@ -70,8 +74,11 @@ def _wait_http(url: str, timeout: float = 120) -> None:
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-def fresh_clone(dest: Path) -> Path:
+def fresh_clone(dest: Path, rev: str | None = None) -> Path:
+    """A clone of this repository's HEAD (or of commit `rev`) with the running environment as its .venv."""
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(dest)], check=True)
+    if rev:
+        subprocess.run(["git", "-C", str(dest), "checkout", "--quiet", rev], check=True)
     os.symlink(sys.prefix, dest / ".venv")
     return dest
 
@@ -177,6 +184,9 @@ def main():
     ap.add_argument("--plain", action="store_true",
                     help="start `streamlit run dashboard.py` instead of run_app.py, results in browser_plain.json "
                          "(default: run_app.py, results in browser.json)")
+    ap.add_argument("--baseline", default=None, metavar="REV",
+                    help="also measure commit REV, alternating with HEAD page by page (which goes first alternates "
+                         "too), so both see the same machine; rows carry `version` (default: HEAD only)")
     ap.add_argument("--out", default=None,
                     help="results name under benchmarks/results/ (default: browser, or browser_plain with --plain); "
                          "use another name for trial runs, e.g. on a loaded machine")
@@ -189,8 +199,13 @@ def main():
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            for path in wanted:
-                clone = fresh_clone(tmp / f"clone-{path or 'predict'}")
+            runs = [(path, None) for path in wanted]
+            if args.baseline:
+                runs = [r for k, path in enumerate(wanted)
+                        for r in ([(path, None), (path, args.baseline)] if k % 2 == 0 else
+                                  [(path, args.baseline), (path, None)])]
+            for path, rev in runs:
+                clone = fresh_clone(tmp / f"clone-{path or 'predict'}-{rev or 'HEAD'}", rev)
                 port = _free_port()
                 load = os.getloadavg()[0]
                 t_start = time.perf_counter()
@@ -204,7 +219,7 @@ def main():
                 ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
                     (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
                 res.pop("context", None)
-                rows.append({"page": PAGES[path], "first_numbers_s": res["first_numbers_s"],
+                rows.append({"page": PAGES[path], "version": rev or "HEAD", "first_numbers_s": res["first_numbers_s"],
                              "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
                              "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
@@ -229,12 +244,14 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print_table(rows, ["page", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "from_command_s",
+    print_table(rows, ["page", "version", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "from_command_s",
                        "load_before"])
     for k, v in idle.items():
         print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
     save(args.out or ("browser_plain" if args.plain else "browser"),
-         {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py", "pages": rows,
+         {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py",
+          "head": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(), "baseline": args.baseline, "pages": rows,
           "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds, "cores": psutil.cpu_count()})
 
 
