@@ -244,8 +244,9 @@ def charts_drawn(pg, label: str, timeout: float = 60) -> int:
     assert pg.locator(".js-plotly-plot").count() == 0, f"{label} draws a plotly chart"
     charts = pg.locator('[data-testid="stMain"] [data-testid="stVegaLiteChart"]')
     for i in range(charts.count()):
-        # vega-embed draws into a canvas; a spec it cannot parse leaves none (and logs the error).
-        charts.nth(i).locator("canvas").first.wait_for(state="attached", timeout=timeout * 1000)
+        # vega-embed draws its marks (an svg.marks here) once the chart is on screen; a bad spec draws none.
+        charts.nth(i).scroll_into_view_if_needed()
+        charts.nth(i).locator("svg.marks, canvas").first.wait_for(state="attached", timeout=timeout * 1000)
     return charts.count()
 
 
