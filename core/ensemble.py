@@ -91,15 +91,14 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
     model = build_model("ensemble", **model_args)
     for i, ck in enumerate(cks):
         model.members[i].load_state_dict(ck["state_dict"])
+    model.to(dev).eval()
+    for i, ck in enumerate(cks):
         # the re-derived calibration split must be the one each member was calibrated on
         stored = ck["verdict"]["calibration"]["logits"].numpy()
-        single = build_model(ck["arch"], **ck["model_args"])
-        single.load_state_dict(ck["state_dict"])
-        z, _ = features_of(single.to(dev), td.x_cal, dev)
+        z, _ = features_of(model.members[i], td.x_cal, dev)
         if len(z) != len(stored) or not np.allclose(z, stored, atol=1e-3):
             raise ValueError(f"{member_paths[i]}: its logits on the re-derived calibration split differ from the "
                              "ones stored at training time (different data?), so the split is not held out from it")
-    model.to(dev).eval()
     verdict = fit_verdict(model, td.x_train, td.y_train, td.x_cal, td.y_cal, dev, cfg.verdict_alpha,
                           cfg.familiarity_flag_rate)
     temperature = calibration_temperature(verdict) or 1.0
