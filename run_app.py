@@ -13,17 +13,18 @@ first view waits for all of it. This launcher instead:
    is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
-3. goes on, in the background, with every other result a page shows first, in the menu's order
-   (WARM_UP_ORDER): the sample's ood evaluation and Limitations' sweep, stability battery and Grad-CAM
-   audit (the most work of any page: about 9,800 forward passes on the sample, core.limitations.first_view_forwards), then Forensics' analysis, Compare's default model B, Error slices' image properties, then the other
-   splits.
+3. goes on, in the background, with every other result a page shows first, in two lanes that run side by
+   side on one torch thread each (lanes_of, start_single_threaded): Limitations' sweep (about 7,200 of
+   its 9,800 forward passes on the sample, core.limitations.first_view_forwards), then the other splits;
+   and, in the menu's order (WARM_UP_ORDER), the sample's ood evaluation, Limitations' stability battery
+   and Grad-CAM audit, Forensics' analysis, Compare's default model B and Error slices' image properties.
 
 Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data
 fingerprint and result format), so pages read the results from disk; a page that asks for one while it
 is being computed waits for it (core.checkpoint.result_lock) instead of computing it a second time, and
 the Limitations page receives the sweep's levels as they are measured (core.robustness.cached_sweep).
-After the first step the warm-up runs at a lower CPU priority (nice +10, in a thread of its own, it and
-the torch threads it starts), so a page that computes something itself, or only draws, is not slowed by
+After the first step the warm-up runs at a lower CPU priority (nice +10, in threads of its own, they and
+the torch threads they start), so a page that computes something itself, or only draws, is not slowed by
 it. Only the defaults are warmed: any other model or data is computed by the pages as before. Any failure
 in the warm-up is printed and left to the pages, which compute and report as usual. The server also starts
 with Streamlit's pages-directory mode off (navigation_from_the_first_run), so a first deep link is one
@@ -136,6 +137,24 @@ def warm_up_steps() -> list[tuple[str, object]]:
 WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "stability battery of test",
                  "Grad-CAM audit of test", "forensics analysis of test", "Compare's model B on test",
                  "image properties of test", "evaluation of train"]   # on the shipped sample (tests check it)
+# After the first step the warm-up runs in two lanes, one thread each on one torch (OpenMP) thread: the sweep
+# (the largest single result, ~7,200 of the Limitations page's forward passes) and then the other splits in
+# lane 0, every other page result in menu order in lane 1. Why: one warm-up thread with a 2-thread torch team
+# at nice +10 stalls at every parallel region whose other thread has lost its core to a nice-0 thread (the
+# browser drawing a page, a page's own computation): the team waits for its slowest member, so one busy core
+# stopped both. Two single-threaded lanes use both cores when the machine is idle and keep one going when
+# either core is busy (benchmarks/bench_browser.py measures the first views).
+SWEEP_LANE = ("robustness sweep of test",)
+
+
+def lanes_of(steps: list) -> list[list]:
+    """The steps after the first, split into the two lanes (each keeps the steps' relative order): lane 0 the
+    sweep, then the evaluations of the other splits (everything after the page results); lane 1 the rest."""
+    page_results = [s for s in steps if s[0] not in SWEEP_LANE]
+    first_split = next((k for k, s in enumerate(page_results) if s[0].startswith("evaluation of ")
+                        and s[0] != "evaluation of ood"), len(page_results))
+    sweep = [s for s in steps if s[0] in SWEEP_LANE]
+    return [sweep + page_results[first_split:], page_results[:first_split]]
 
 
 def lower_priority(nice: int = WARM_UP_NICE) -> None:
@@ -148,12 +167,43 @@ def lower_priority(nice: int = WARM_UP_NICE) -> None:
         pass
 
 
+def start_single_threaded(targets: list) -> list[threading.Thread]:
+    """Start one thread per callable, each running torch on one intra-op thread; every other thread keeps
+    the process's torch thread count (pages, the server, threads started later).
+
+    torch's thread count is an OpenMP setting of each thread (omp_set_num_threads), which torch gives a
+    thread from a process-wide value when the thread first runs torch: each new thread sets 1 for itself,
+    then the calling thread puts the process-wide value back (for itself and for threads started later).
+    Returns the started threads; each runs its callable at nice +WARM_UP_NICE.
+    """
+    import torch
+    n = torch.get_num_threads()
+    threads = []
+    for k, target in enumerate(targets):
+        ready = threading.Event()
+
+        def run(target=target, ready=ready):
+            lower_priority()
+            torch.get_num_threads()             # this thread takes the process value first (torch's lazy init) ...
+            torch.set_num_threads(1)            # ... then one thread for itself
+            ready.set()
+            target()
+        t = threading.Thread(target=run, name=f"warm-up lane {k}", daemon=True)
+        t.start()
+        ready.wait()
+        torch.set_num_threads(n)                # the process-wide value back; the lane keeps its 1
+        threads.append(t)
+    return threads
+
+
 def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
-    """Compute and store the default results (the pages' own paths and keys), in order; returns what was done.
+    """Compute and store the default results (the pages' own paths and keys); returns what was done, in
+    the steps' order.
 
     The first step (the test evaluation, which the server waits for) runs in the calling thread at its
-    priority; `first_done` is set once it is stored, or has failed. The other steps run in a new thread at
-    nice +WARM_UP_NICE (lower_priority: it, and the torch threads it starts, yield to the pages'), joined here.
+    priority and torch thread count; `first_done` is set once it is stored, or has failed. The other
+    steps then run in two lanes (lanes_of), threads at nice +WARM_UP_NICE on one torch thread each
+    (start_single_threaded), joined here.
     """
     done = []
 
@@ -167,21 +217,18 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
                 continue
             done.append(name)
             log(f"warm-up: {name} ready ({time.perf_counter() - t0:.1f} s)")
+    steps = []
     try:
         steps = warm_up_steps()
         run(steps[:1])
     finally:
         if first_done is not None:
             first_done.set()
-
-    def rest():
-        lower_priority()
-        run(steps[1:])
-    t = threading.Thread(target=rest, name="warm-up (nice)", daemon=True)
-    t.start()
-    t.join()
+    for t in start_single_threaded([lambda lane=lane: run(lane) for lane in lanes_of(steps[1:])]):
+        t.join()
     log(WARM_UP_DONE)
-    return done
+    order = [name for name, _ in steps]
+    return sorted(done, key=order.index)
 
 
 def navigation_from_the_first_run() -> None:

@@ -194,6 +194,50 @@ def test_warm_up_after_its_first_step_runs_at_lower_priority(monkeypatch):
     assert seen == [base] + [min(19, base + run_app.WARM_UP_NICE)] * 2
 
 
+def test_warm_up_lanes_run_side_by_side_on_one_torch_thread_each(monkeypatch):
+    """After the first step (the caller's torch threads), the two lanes run at the same time (each step waits
+    for the other lane's), each on one torch thread; the caller and threads started later keep the process's."""
+    import torch
+
+    import run_app
+    n0 = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = {}
+        both = threading.Barrier(2, timeout=10)
+
+        def probe(key):
+            def step():
+                seen[key] = torch.get_num_threads()
+                both.wait()                 # breaks (the step fails) unless the other lane is running meanwhile
+            return step
+        steps = [("evaluation of test", lambda: seen.__setitem__("first", torch.get_num_threads())),
+                 ("evaluation of ood", probe("ood")), ("robustness sweep of test", probe("sweep"))]
+        monkeypatch.setattr(run_app, "warm_up_steps", lambda: steps)
+        log = []
+        assert run_app.warm_up(log=log.append) == ["evaluation of test", "evaluation of ood",
+                                                   "robustness sweep of test"], log
+        assert seen == {"first": 2, "ood": 1, "sweep": 1}
+        assert torch.get_num_threads() == 2
+        later = []
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(n0)
+
+
+def test_lanes_of_the_shipped_steps():
+    """Lane 0: the sweep, then the other splits; lane 1: every other page result in menu order."""
+    import run_app
+    steps = [(name, None) for name in run_app.WARM_UP_ORDER[1:]]
+    lanes = [[name for name, _ in lane] for lane in run_app.lanes_of(steps)]
+    assert lanes == [["robustness sweep of test", "evaluation of train"],
+                     ["evaluation of ood", "stability battery of test", "Grad-CAM audit of test",
+                      "forensics analysis of test", "Compare's model B on test", "image properties of test"]]
+
+
 def test_lower_priority_lowers_only_the_calling_thread():
     import run_app
     seen = {}
