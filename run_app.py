@@ -14,7 +14,7 @@ first view waits for all of it. This launcher instead:
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
 3. goes on, in the background, with every other result a page shows first, in two lanes that run side by
-   side on one torch thread each (lanes_of, start_single_threaded): Limitations' sweep (about 7,200 of
+   side on one torch thread each (lanes_of, core.threads): Limitations' sweep (about 7,200 of
    its 9,800 forward passes on the sample, core.limitations.first_view_forwards), then the other splits;
    and, in the menu's order (WARM_UP_ORDER), the sample's ood evaluation, Limitations' stability battery
    and Grad-CAM audit, Forensics' analysis, Compare's default model B and Error slices' image properties.
@@ -50,7 +50,7 @@ COMPUTE_MODULES = ["checkpoint", "datasets", "evaluate"]
 # the first script run: its st.cache_data functions must be created inside the Streamlit runtime.
 CORE_MODULES = ["archive", "audit_cache", "compare", "figures", "forensics", "generalize", "gradcam", "images",
                 "labels", "limitations", "metrics", "models", "predict", "report", "robustness", "shifts", "slices",
-                "stability", "verdict"]
+                "stability", "threads", "verdict"]
 WARM_UP_NICE = 10                   # the warm-up's CPU priority below the server's and the pages' threads
 FIRST_STEP_TIMEOUT = 120            # s; the server starts anyway after this (the pages then compute themselves)
 
@@ -115,7 +115,7 @@ def warm_up_steps() -> list[tuple[str, object]]:
 
     def sweep():
         from core.robustness import cached_sweep
-        cached_sweep(lm, test, RUNS_DIR)
+        cached_sweep(lm, test, RUNS_DIR, workers=SWEEP_WORKERS)
 
     def stability():
         from core.limitations import STABILITY_MAX_IMAGES
@@ -145,6 +145,9 @@ WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of
 # stopped both. Two single-threaded lanes use both cores when the machine is idle and keep one going when
 # either core is busy (benchmarks/bench_browser.py measures the first views).
 SWEEP_LANE = ("robustness sweep of test",)
+# The sweep's shift levels are measured by this many single-threaded workers (core.robustness.sweep), so that
+# with lane 1 running beside them the Limitations page's results take both cores until the sweep is done.
+SWEEP_WORKERS = 2
 
 
 def lanes_of(steps: list) -> list[list]:
@@ -158,42 +161,9 @@ def lanes_of(steps: list) -> list[list]:
 
 
 def lower_priority(nice: int = WARM_UP_NICE) -> None:
-    """Lower this thread's CPU priority (Linux: nice is per thread; threads it starts, such as torch's
-    intra-op pool, inherit it). Elsewhere a no-op."""
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):
-        pass
-
-
-def start_single_threaded(targets: list) -> list[threading.Thread]:
-    """Start one thread per callable, each running torch on one intra-op thread; every other thread keeps
-    the process's torch thread count (pages, the server, threads started later).
-
-    torch's thread count is an OpenMP setting of each thread (omp_set_num_threads), which torch gives a
-    thread from a process-wide value when the thread first runs torch: each new thread sets 1 for itself,
-    then the calling thread puts the process-wide value back (for itself and for threads started later).
-    Returns the started threads; each runs its callable at nice +WARM_UP_NICE.
-    """
-    import torch
-    n = torch.get_num_threads()
-    threads = []
-    for k, target in enumerate(targets):
-        ready = threading.Event()
-
-        def run(target=target, ready=ready):
-            lower_priority()
-            torch.get_num_threads()             # this thread takes the process value first (torch's lazy init) ...
-            torch.set_num_threads(1)            # ... then one thread for itself
-            ready.set()
-            target()
-        t = threading.Thread(target=run, name=f"warm-up lane {k}", daemon=True)
-        t.start()
-        ready.wait()
-        torch.set_num_threads(n)                # the process-wide value back; the lane keeps its 1
-        threads.append(t)
-    return threads
+    """Lower this thread's CPU priority (core.threads.lower_priority; Linux: per thread). Elsewhere a no-op."""
+    from core.threads import lower_priority as lower
+    lower(nice)
 
 
 def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
@@ -203,7 +173,7 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     The first step (the test evaluation, which the server waits for) runs in the calling thread at its
     priority and torch thread count; `first_done` is set once it is stored, or has failed. The other
     steps then run in two lanes (lanes_of), threads at nice +WARM_UP_NICE on one torch thread each
-    (start_single_threaded), joined here.
+    (core.threads.start_single_threaded), joined here.
     """
     done = []
 
@@ -224,7 +194,9 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     finally:
         if first_done is not None:
             first_done.set()
-    for t in start_single_threaded([lambda lane=lane: run(lane) for lane in lanes_of(steps[1:])]):
+    from core.threads import start_single_threaded
+    for t in start_single_threaded([lambda lane=lane: run(lane) for lane in lanes_of(steps[1:])], nice=WARM_UP_NICE,
+                                   name="warm-up lane"):
         t.join()
     log(WARM_UP_DONE)
     order = [name for name, _ in steps]

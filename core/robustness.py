@@ -80,32 +80,29 @@ def _row(name, level, y, z, lm, seconds, n_total):
 
 
 def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_size: int = 512,
-          progress=None, max_images: int | None = SWEEP_MAX_IMAGES, on_row=None) -> pd.DataFrame:
+          progress=None, max_images: int | None = SWEEP_MAX_IMAGES, on_row=None, workers: int = 1) -> pd.DataFrame:
     """One row per (shift, level), plus ("none", 0) for the clean set; see module docstring.
 
     Runs on `stratified_subset(labels, max_images)` when the dataset is larger (`n` of `n_total` images;
     accuracy_ci_low/high: 95% Wilson interval). `on_row(row dict)` is called as each row is finished,
     so a page can show the levels as they come; `progress(done, total)` after each shift level.
+
+    workers > 1: the shift levels are measured by that many threads on one torch thread each
+    (core.threads), taking levels from one queue; callbacks then come in the order the levels finish
+    (one at a time), the returned table is in the same order as with one worker, and every number is the
+    same (each level's images and forward pass do not depend on which thread measures them).
     """
     levels = levels or SWEEP_LEVELS
     jobs = [(n, lv) for n, lvs in levels.items() for lv in lvs]
     subset = stratified_subset(ds.labels, max_images)
     dec, identity = decode_for_sweep(lm, ds, indices=subset)
     x, y_np = dec.x, dec.y.numpy()
-    rows = []
 
     def logits_of(xx):
         return np.concatenate([predict_logits(lm.inference_model, xx[i:i + batch_size], lm.device).numpy()
                                for i in range(0, len(xx), batch_size)]) if len(xx) else np.zeros(0)
 
-    def add(row):
-        rows.append(row)
-        if on_row:
-            on_row(row)
-
-    t0 = time.perf_counter()
-    add(_row("none", 0.0, y_np, logits_of(x), lm, time.perf_counter() - t0, len(ds)))
-    for k, (name, level) in enumerate(jobs):
+    def measure(name, level):
         t0 = time.perf_counter()
         if identity:
             zs = []
@@ -117,9 +114,42 @@ def sweep(lm: LoadedModel, ds: ImageDataset, levels: dict | None = None, batch_s
         else:
             df, *_ = _predict_rows(lm, ds, batch_size, shift=Shift(name, level), indices=subset)
             z, yy = df["logit"].to_numpy(), df["label"].to_numpy()
-        add(_row(name, level, yy, z, lm, time.perf_counter() - t0, len(ds)))
-        if progress:
-            progress(k + 1, len(jobs))
+        return _row(name, level, yy, z, lm, time.perf_counter() - t0, len(ds))
+
+    t0 = time.perf_counter()
+    rows = [_row("none", 0.0, y_np, logits_of(x), lm, time.perf_counter() - t0, len(ds))] + [None] * len(jobs)
+    if on_row:
+        on_row(rows[0])
+    guard = threading.Lock()
+    todo = iter(range(len(jobs)))
+    done, errors = [0], []
+
+    def work():
+        while not errors:
+            with guard:
+                k = next(todo, None)
+            if k is None:
+                return
+            try:
+                row = measure(*jobs[k])
+            except BaseException as e:      # re-raised in the caller
+                errors.append(e)
+                return
+            with guard:                      # callbacks one at a time, progress counting up
+                rows[k + 1] = row
+                done[0] += 1
+                if on_row:
+                    on_row(row)
+                if progress:
+                    progress(done[0], len(jobs))
+    if workers <= 1:
+        work()
+    else:
+        from .threads import start_single_threaded
+        for t in start_single_threaded([work] * workers, name="sweep worker"):
+            t.join()
+    if errors:
+        raise errors[0]
     return pd.DataFrame(rows)
 
 
@@ -273,13 +303,15 @@ def _follow(key: str, lock: threading.Lock, progress=None, on_row=None) -> None:
             return
 
 
-def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None, on_row=None) -> pd.DataFrame:
+def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None, on_row=None,
+                 workers: int = 1) -> pd.DataFrame:
     """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
     key, so a sweep made by older code is never read.
 
     A caller that arrives while another thread of this process computes the same sweep (the app's
     warm-up, another session) is not kept waiting blind: it receives the rows already measured and
     then each new one through its own `on_row` / `progress`, in its own thread, and then the stored result.
+    `workers`: `sweep`'s (the key does not depend on it: the numbers do not).
     """
     path = sweep_path(runs_dir, lm, ds)
     key = str(path.resolve())
@@ -300,7 +332,7 @@ def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=No
             if on_row:
                 on_row(row)
         try:
-            df = sweep(lm, ds, progress=progress, on_row=add)
+            df = sweep(lm, ds, progress=progress, on_row=add, workers=workers)
         finally:
             live.finish()
             _LIVE_SWEEPS.pop(key, None)

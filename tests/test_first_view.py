@@ -36,6 +36,50 @@ def test_sweep_on_a_subsample_streams_rows_with_intervals(tiny_cifake, trained_c
     assert (full["n"] == 48).all()
 
 
+def test_sweep_workers_give_the_same_table_in_the_same_order(tiny_cifake, trained_ckpt, monkeypatch):
+    """workers=2 (run_app's warm-up): the levels measured side by side, each worker on one torch thread, rows
+    streamed as they finish, and a table equal, number for number and in order, to the one-worker sweep."""
+    import threading
+    import time
+
+    import pandas as pd
+    import torch
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")
+    levels = {"blur": [1.0, 2.0], "noise": [8, 32], "jpeg": [50, 10], "grayscale": [1.0]}
+    jobs = [("none", 0.0)] + [(n, float(v)) for n, vs in levels.items() for v in vs]
+    real_row, workers = robustness._row, {}
+
+    def row(name, level, *a, **k):
+        workers[(name, float(level))] = (threading.current_thread().name, torch.get_num_threads())
+        if (name, level) == ("blur", 1.0):
+            time.sleep(1.0)                 # the first level finishes late: the other worker goes on meanwhile
+        return real_row(name, level, *a, **k)
+    monkeypatch.setattr(robustness, "_row", row)
+    n0 = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = robustness.sweep(lm, ds, levels=levels, max_images=None)        # one worker, on 2 torch threads
+        seen, progress = [], []
+        two = robustness.sweep(lm, ds, levels=levels, max_images=None, workers=2,
+                               on_row=lambda r: seen.append((r["shift"], float(r["level"]))),
+                               progress=lambda d, t: progress.append((d, t)))
+        assert torch.get_num_threads() == 2                                     # the caller keeps its count
+        later = []
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert later == [2]                                                     # and so do new threads
+    finally:
+        torch.set_num_threads(n0)
+    assert sorted(seen) == sorted(jobs) and seen.index(("blur", 1.0)) > 2     # streamed as they finished
+    assert progress == [(k, len(jobs) - 1) for k in range(1, len(jobs))]
+    assert {w for w, _ in workers.values() if w.startswith("sweep worker")} == {"sweep worker 0", "sweep worker 1"}
+    assert all(threads == 1 for w, threads in workers.values() if w.startswith("sweep worker"))
+    assert list(zip(two["shift"], two["level"])) == jobs
+    pd.testing.assert_frame_equal(two.drop(columns="seconds"), one.drop(columns="seconds"), check_exact=True)
+
+
 def test_gradcam_audit_is_stored_and_read_back(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")

@@ -1,0 +1,72 @@
+"""Threads that run torch on one intra-op thread each, while every other thread keeps the process's count.
+
+`start_single_threaded([f, g])` starts one thread per callable. Background work split this way (the app's
+warm-up, a robustness sweep's workers) uses every core when the machine is idle, and keeps going on the
+free cores when a nice-0 thread (a page, the browser) takes one: a torch call on a team of several
+threads waits at every parallel region for its slowest member, so one busy core stalls the whole team,
+and at a lower priority (nice +10) that member gets about a tenth of its core.
+
+torch's thread count is an OpenMP setting of each thread (omp_set_num_threads), which torch gives a thread
+from a process-wide value when that thread first runs torch. Each new thread takes the process value
+(torch's lazy initialisation) and sets one thread for itself; a short-lived thread then puts the process
+value back for threads started later (tests/test_run_app.py and tests/test_limitations.py check it).
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+import torch
+
+
+def lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by `nice` (Linux: nice is per thread; threads it starts,
+    such as torch's intra-op pool, inherit it). Elsewhere a no-op."""
+    if nice <= 0:
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except (AttributeError, OSError):
+        pass
+
+
+def process_threads() -> int:
+    """The process's torch thread count: what a thread that starts now gets (the calling thread's own
+    count may differ, e.g. in a single-threaded worker)."""
+    out = []
+    t = threading.Thread(target=lambda: out.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    return out[0]
+
+
+def _set_process_threads(n: int) -> None:
+    # From a short-lived thread of its own, so that the caller's own count is left as it is.
+    t = threading.Thread(target=torch.set_num_threads, args=(n,))
+    t.start()
+    t.join()
+
+
+def start_single_threaded(targets: list, nice: int = 0, name: str = "worker") -> list[threading.Thread]:
+    """Start one daemon thread per callable in `targets`, each running torch on one intra-op thread (and
+    at nice +`nice`); returns the started threads (join them). The calling thread, threads that exist
+    already and threads started later keep their torch thread count (a thread started in the instant
+    between a worker's setting and its reset would get 1)."""
+    n = process_threads()
+    threads = []
+    for k, target in enumerate(targets):
+        ready = threading.Event()
+
+        def run(target=target, ready=ready):
+            lower_priority(nice)
+            torch.get_num_threads()             # this thread takes the process value first (torch's lazy init) ...
+            torch.set_num_threads(1)            # ... then one thread for itself (and, for an instant, the process)
+            ready.set()
+            target()
+        t = threading.Thread(target=run, name=f"{name} {k}", daemon=True)
+        t.start()
+        ready.wait()
+        _set_process_threads(n)                 # the process value back; the new thread keeps its 1
+        threads.append(t)
+    return threads
