@@ -15,7 +15,7 @@ from core.metrics import (CELLS, annotate_calls, classification_metrics, confusi
                           roc_curve)
 from pages_support import charts
 from pages_support.common import context_and_evaluation_or_stop
-from pages_support.views import gallery, num, pct
+from pages_support.views import gallery, num, pct, static_table
 
 
 def cells_table(cm: list[list[int]]) -> pd.DataFrame:
@@ -70,13 +70,11 @@ def main() -> None:
                    key="cm_counts")
     b.altair_chart(charts.confusion_heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
                                             zmax=1), key="cm_norm")
-    st.dataframe(cells_table(cm), key="cm_cells", hide_index=True,
-                 column_config={"share_of_true_class": st.column_config.NumberColumn(format="percent")})
+    static_table(cells_table(cm), {"share_of_true_class": pct})
 
     st.subheader("Per class")
     per = pd.DataFrame([{"class": k, **v} for k, v in m["per_class"].items()])
-    st.dataframe(per, key="cm_per_class", hide_index=True,
-                 column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+    static_table(per, {c: "{:.3f}" for c in ("precision", "recall", "f1")})
     st.caption("Recall of REAL is the share of real images let through; recall of FAKE the share of AI images caught.")
 
     if m["roc_auc"] is None:

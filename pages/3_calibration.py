@@ -22,7 +22,7 @@ from core.verdict import conformal_curve, verdict_summary
 from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import context_and_evaluation_or_stop
-from pages_support.views import num, pct
+from pages_support.views import num, pct, static_table
 
 
 @st.cache_data(show_spinner="Bootstrapping the ECE...", max_entries=16)
@@ -106,9 +106,9 @@ def main() -> None:
     st.subheader("Reliability diagram")
     bins = reliability_bins(y, p)
     st.altair_chart(reliability_chart({"model": bins}), key="reliability")
-    st.dataframe([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
-                   "accuracy": b["accuracy"], "gap": b["gap"]}
-                  for b in bins], key="reliability_table", hide_index=True)
+    static_table([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
+                   "accuracy": b["accuracy"], "gap": b["gap"]} for b in bins],
+                 {c: "{:.4f}" for c in ("mean confidence", "accuracy", "gap")})
 
     st.subheader("Confidence of correct and wrong calls")
     calls = annotate_calls(df, ctx.threshold)
@@ -145,11 +145,11 @@ def main() -> None:
                        delta_color="inverse")
         cols[3].metric("Log loss on the other part", f"{after['log_loss']:.4f}",
                        f"{after['log_loss'] - before['log_loss']:+.4f}", delta_color="inverse")
-        st.dataframe([{"temperature": f"current T = {before['temperature']:.4g}", "ECE": before["ece"],
+        static_table([{"temperature": f"current T = {before['temperature']:.4g}", "ECE": before["ece"],
                        "MCE": before["mce"], "Brier": before["brier"], "log loss": before["log_loss"]},
                       {"temperature": f"fitted T = {t_fit:.4g}", "ECE": after["ece"], "MCE": after["mce"],
                        "Brier": after["brier"], "log loss": after["log_loss"]}],
-                     key="temperature_table", hide_index=True)
+                     {c: "{:.4f}" for c in ("ECE", "MCE", "Brier", "log loss")})
         st.altair_chart(reliability_chart({f"before (T = {before['temperature']:.3g})": before["bins"],
                                            f"after (T = {t_fit:.3g})": after["bins"]}), key="reliability_ts")
         st.caption(f"Evaluated on the {len(ts['eval_idx']):,} images not used for fitting. Temperature scaling never "
@@ -197,7 +197,8 @@ def main() -> None:
                                      dashed={"abstaining by confidence": True},
                                      tooltip=["curve", "alpha", alt.Tooltip("coverage:Q", format=".3f"),
                                               alt.Tooltip("accuracy:Q", format=".4f")]), key="unsure_coverage")
-        st.dataframe(curve, hide_index=True, key="unsure_curve")
+        static_table(curve, {c: "{:.4f}" for c in ("coverage", "accuracy_decided", "errors_caught_by_unsure",
+                                                   "share_wrong_decided")})
 
 
 main()

@@ -22,7 +22,7 @@ from core.models import count_parameters
 from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import get_context
-from pages_support.views import enlarged
+from pages_support.views import enlarged, static_table
 
 N_EXAMPLES = 8      # example images per class
 
@@ -100,20 +100,20 @@ def model_card(ctx) -> None:
                        + (f", {hist['images_per_second'].median():,.0f} images/s median" if "images_per_second" in hist
                           else "") + ". A dashed line marks the start of the fine-tuning phase.")
         with st.expander("History table"):
-            st.dataframe(hist.drop(columns=["epoch_index"]), hide_index=True, key="history_table")
+            static_table(hist.drop(columns=["epoch_index"]), height=400)
     a, b = st.columns(2)
     with a:
         st.subheader("Training configuration")
         cfg = lm.meta.get("train_config") or {}
         if cfg:
-            st.dataframe(pd.DataFrame(_flatten(cfg)), hide_index=True, key="train_config", height=400)
+            static_table(_flatten(cfg), height=400)
         else:
             st.info("This checkpoint stores no training configuration.")
     with b:
         st.subheader("Metrics stored at training time")
         metrics = lm.meta.get("metrics") or {}
         if metrics:
-            st.dataframe(pd.DataFrame(_flatten(metrics)), hide_index=True, key="stored_metrics")
+            static_table(_flatten(metrics), height=400)
             st.caption("Measured when the checkpoint was written; the other pages measure the selected data live.")
         else:
             st.info("This checkpoint stores no metrics.")
@@ -167,17 +167,15 @@ def data_card(ctx) -> None:
         st.markdown(f"Embedded sample at `{sample}`: images per split and class (from each split's manifest.csv).")
         pivot = counts.pivot_table(index="split", columns="class", values="images", aggfunc="sum", fill_value=0)
         pivot["total"] = pivot.sum(axis=1)
-        st.dataframe(pivot.reset_index(), hide_index=True, key="data_counts")
+        static_table(pivot.reset_index())
         with st.expander("Per source"):
-            st.dataframe(counts.pivot_table(index=["class", "source"], columns="split", values="images",
-                                            aggfunc="sum", fill_value=0).reset_index(),
-                         hide_index=True, key="data_sources")
+            static_table(counts.pivot_table(index=["class", "source"], columns="split", values="images",
+                                            aggfunc="sum", fill_value=0).reset_index())
     if ctx.ds is not None:
         c = ctx.ds.counts()
         st.markdown(f"**Selected evaluation data:** {ctx.ds.describe()}")
         if counts is None:
-            st.dataframe(pd.DataFrame([{"class": k, "images": v} for k, v in c.items()]), hide_index=True,
-                         key="data_counts")
+            static_table([{"class": k, "images": v} for k, v in c.items()])
         for w in ctx.ds.warnings:
             st.warning(w)
         st.subheader("Example images")

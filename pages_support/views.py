@@ -129,6 +129,26 @@ def default_caption(r, threshold: float) -> str:
     return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{verdict}{src}"
 
 
+def static_table(df, formats: dict | None = None, height: int | None = None) -> None:
+    """A short table that needs no sorting or scrolling, as st.table (HTML) with `formats` ({column: format
+    string or callable}, pandas Styler.format). Why not st.dataframe: its grid's code is a first view's most
+    expensive element (+1.0 s against +0.4 s for st.table, a text-only page as reference:
+    benchmarks/results/frontend_under_load.json); a page with no st.dataframe never loads that code.
+    `height` (px): a taller table scrolls, with its header kept in view."""
+    df = pd.DataFrame(df)
+    style = df.style.format(_short_number, na_rep="n/a")
+    if formats:
+        style = style.format(formats, na_rep="n/a")
+    st.table(style, hide_index=True, height=height or "content")
+
+
+def _short_number(v):
+    # Floats without a stated format: 4 significant digits (1.2e-05 for a learning rate), thousands grouped.
+    if isinstance(v, (float, np.floating)) and math.isfinite(v):
+        return f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}"
+    return v
+
+
 def pct(v) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}%"
 

@@ -128,7 +128,8 @@ def _page(at, name):
 
 
 def _table(at, column) -> pd.DataFrame:
-    hits = [d.value for d in at.dataframe if column in d.value.columns]
+    # st.dataframe or st.table (pages_support.views.static_table): the values the page passed, unformatted
+    hits = [d.value for d in [*at.dataframe, *at.table] if column in d.value.columns]
     assert hits, f"no table with a {column!r} column"
     return hits[0]
 
@@ -195,6 +196,16 @@ def test_lone_page_file_reruns_through_dashboard(app_dirs, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- confusion matrix
+
+@pytest.mark.parametrize("name, tables", [("2_confusion", {"cell", "recall"}), ("3_calibration", {"mean confidence"}),
+                                          ("6_model_data", {"total", "setting", "train_loss"})])
+def test_small_tables_are_static_tables_not_grids(app, name, tables):
+    """Confusion, Calibration and Model & data draw their short tables with st.table (static_table): no
+    st.dataframe grid, whose code costs a first view about a second (benchmarks/bench_frontend.py)."""
+    at = _page(app, name)
+    assert len(at.dataframe) == 0, [d.value.columns.tolist() for d in at.dataframe]
+    assert tables <= {c for t in at.table for c in t.value.columns}
+
 
 def test_confusion_cells_add_up_and_follow_threshold(app, app_dirs):
     at = _page(app, "2_confusion")
