@@ -116,7 +116,11 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
     st.caption(f"Clean baseline on {int(base['n']):,} images: accuracy {pct(base['accuracy'])} "
                f"(95% interval {pct(base['accuracy_ci_low'])}-{pct(base['accuracy_ci_high'])}), "
                f"ECE {num(base['ece'])}, recall REAL {pct(base['recall_REAL'])}, recall FAKE {pct(base['recall_FAKE'])}.")
-    show_examples = st.toggle("Show example images at each level", value=True, key="lim_examples")
+    # Off on a first view: two images per shift at every level, each predicted, are about a hundred images
+    # to compute and draw before the sections below appear; one click shows them.
+    show_examples = st.toggle("Show example images at each level", value=False, key="lim_examples",
+                              help="Two images per shift (one per class), clean and at each level, with the model's "
+                                   "P(AI) for each.")
     for title, names in lim.SHIFT_FAMILIES.items():
         st.subheader(title)
         for name in names:

@@ -404,6 +404,23 @@ def test_risk_coverage_readout(app, app_dirs):
 
 # ----------------------------------------------------------------------------- limitations, model & data
 
+def _image_captions(at) -> list[str]:
+    return [i.caption for el in at.get("image") for i in el.proto.imgs]
+
+
+def test_limitations_example_images_off_on_a_first_view_and_one_click_away(app):
+    from core.shifts import SWEEP_LEVELS
+    at = _page(app, "5_limitations")
+    assert at.toggle(key="lim_examples").value is False
+    assert not any(c.startswith("clean · P(AI)") for c in _image_captions(at))
+    at.toggle(key="lim_examples").set_value(True).run()
+    assert not at.exception
+    captions = _image_captions(at)
+    # one REAL and one FAKE image per shift, clean and at every level
+    assert sum(c.startswith("clean · P(AI)") for c in captions) == 2 * len(SWEEP_LEVELS)
+    assert sum(c.startswith("blur sigma") for c in captions) == 2 * len(SWEEP_LEVELS["blur"])
+
+
 def test_limitations_sections_and_verdicts(app, app_dirs):
     at = _page(app, "5_limitations")
     summary = at.table[0].value
