@@ -45,6 +45,12 @@ RECIPES = {
     # each stream dropped for 25% of the images in training, so neither can silence the other
     "two-stream+pseudo-fakes+stream-dropout": dict(arch="two-stream", pseudo_fakes=0.3,
                                                    model_args={"stream_dropout": 0.25}),
+    # no pooling after the first block: pixel-level traces meet two full-resolution convolutions
+    # (Gragnaniello et al., "Are GAN generated images easy to detect?", ICME 2021); ~2.5x the FLOPs
+    "two-stream+pseudo-fakes+full-res": dict(arch="two-stream", pseudo_fakes=0.3, model_args={"pool_first": False}),
+    # two convolutions per block: more capacity at the same resolution (~2x the FLOPs)
+    "two-stream+pseudo-fakes+double-conv": dict(arch="two-stream", pseudo_fakes=0.3,
+                                                model_args={"double_conv": True}),
 }
 
 

@@ -5,8 +5,9 @@ Formats (`open_dataset(path, fmt="auto")` detects which; `fmt` forces one):
               (training uses "train", evaluation "test"; any other split folder such as "ood" works).
 - "folder":   DIR/{CLASS}/... one subfolder per class; names map to REAL/FAKE case-insensitively
               (REAL/FAKE and other known names), or through a user mapping `class_map`.
-              A `manifest.csv` beside the class folders, if present, supplies each file's `source`.
-- "manifest": a CSV with columns file,label[,source]; paths relative to the CSV's folder.
+              A `manifest.csv` beside the class folders, if present, supplies each file's `source`
+              and `group` (see `groups`).
+- "manifest": a CSV with columns file,label[,source][,group | origin]; paths relative to the CSV's folder.
 - "parquet":  Hugging Face parquet shards (Hemg/AI-Generated-vs-Real-Images-Datasets schema: an
               `image` struct of bytes/path and an integer ClassLabel `label`). Label names come from
               the Hugging Face metadata in the parquet schema; their REAL/FAKE meaning is mapped by
@@ -54,11 +55,14 @@ class ImageDataset:
     format = "base"
 
     def __init__(self, items, root: str, label_mapping: dict, warnings: list[str] | None = None,
-                 format: str | None = None):
+                 format: str | None = None, groups=None):
         if not items:
             raise DatasetError(f"no images found in {root}")
+        groups = None if groups is None or not any(groups) else tuple(groups)
+        if groups is not None and len(groups) != len(items):
+            raise ValueError(f"{len(groups)} groups for {len(items)} items")
         self._init(items=tuple(items), root=str(root), label_mapping=dict(label_mapping),
-                   warnings=tuple(warnings or ()))
+                   warnings=tuple(warnings or ()), _groups=groups)
         if format:
             self._init(format=format)
         object.__setattr__(self, "_frozen", True)
@@ -97,17 +101,27 @@ class ImageDataset:
         """A new dataset of the same kind over items[indices] (this one is not changed)."""
         import copy
         import threading
+        indices = list(indices)
         items = tuple(self.items[i] for i in indices)
         if not items:
             raise DatasetError(f"no images left in {self.root} after selection")
         sub = copy.copy(self)
-        sub._init(items=items)
+        sub._init(items=items, _groups=None if self._groups is None else tuple(self._groups[i] for i in indices))
         if "_local" in self.__dict__:          # parquet: its own per-thread file handles and row-group cache
             sub._init(_local=threading.local())
         return sub
 
     def sources(self) -> list[str]:
         return [it[2] for it in self.items]
+
+    def groups(self) -> list[str] | None:
+        """Per item, the photo (or other unit) it was cut from, when the dataset says so; None otherwise.
+
+        Crops of one photo are not independent draws: a split that must hold for *new* photos (the
+        verdict's calibration split, core.train) keeps each group on one side. Read from a manifest's
+        `group` column, else derived from its `origin` column (`group_of_origin`); items without one
+        are their own group."""
+        return None if self._groups is None else list(self._groups)
 
     def read_bytes(self, ref) -> bytes | str:
         return ref  # a path: load_image opens it
@@ -193,13 +207,32 @@ def _is_image_name(p: Path) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _read_manifest_sources(root: Path) -> dict[str, str]:
+def group_of_origin(origin: str) -> str:
+    """The photo an `origin` text names (sample manifests: "baboon.jpg box=(...)" for a real crop,
+    "regen seed=.. index=.. of opencv-doc baboon.jpg box=(...) @64" for a regenerated one): the first
+    word with an image extension after the last " of ", else the whole text (a generated image is its
+    own group)."""
+    text = (origin or "").strip()
+    tail = text.rsplit(" of ", 1)[-1]
+    for word in tail.split():
+        if Path(word).suffix.lower() in IMAGE_EXTENSIONS:
+            return word
+    return text
+
+
+def _row_group(row: dict) -> str:
+    return (row.get("group") or "").strip() or group_of_origin(row.get("origin") or "")
+
+
+def _read_manifest_sources(root: Path) -> dict[str, tuple[str, str]]:
+    """file -> (source, group) from ROOT/manifest.csv ({} when there is none or it cannot be read)."""
     m = root / "manifest.csv"
     if not m.is_file():
         return {}
     try:
         with open(m, newline="") as f:
-            return {row["file"]: row.get("source", "") or "" for row in csv.DictReader(f) if row.get("file")}
+            return {row["file"]: (row.get("source", "") or "", _row_group(row))
+                    for row in csv.DictReader(f) if row.get("file")}
     except (OSError, KeyError, csv.Error, UnicodeDecodeError):
         return {}
 
@@ -238,7 +271,7 @@ class FolderDataset(ImageDataset):
         if not mapping:
             raise DatasetError(f"none of the folders in {root} matches the class mapping")
         sources = _read_manifest_sources(root)
-        items, other = [], []
+        items, other, groups = [], [], []
         for name, label in mapping.items():
             n_before = len(items)
             for p in sorted((root / name).rglob("*")):
@@ -248,7 +281,9 @@ class FolderDataset(ImageDataset):
                     other.append(p.relative_to(root).as_posix())
                     continue
                 rel = p.relative_to(root).as_posix()
-                items.append((str(p), label, sources.get(rel, "")))
+                src, grp = sources.get(rel, ("", ""))
+                items.append((str(p), label, src))
+                groups.append(grp or rel)
             if len(items) == n_before:
                 warnings.append(f"class folder {name!r} has no images")
         if other:
@@ -259,7 +294,8 @@ class FolderDataset(ImageDataset):
         for lab in (0, 1):
             if items and lab not in present:
                 warnings.append(f"no {CLASS_NAMES[lab]} images: metrics that need both classes are undefined")
-        super().__init__(items, str(root), mapping, warnings, format=format)
+        super().__init__(items, str(root), mapping, warnings, format=format,
+                         groups=groups if any(v for _, v in sources.values()) else None)
 
     def item_id(self, i):
         p = self.items[i][0]
@@ -279,7 +315,7 @@ class ManifestDataset(ImageDataset):
     def __init__(self, csv_path, class_map: dict[str, int] | None = None):
         csv_path = Path(csv_path)
         base = csv_path.parent
-        items, warnings, mapping = [], [], {}
+        items, warnings, mapping, groups = [], [], {}, []
         try:
             with open(csv_path, newline="", encoding="utf-8-sig") as f:
                 reader = csv.DictReader(f)
@@ -299,12 +335,14 @@ class ManifestDataset(ImageDataset):
                     mapping[raw] = label
                     p = Path(row["file"])
                     items.append((str(p if p.is_absolute() else base / p), label, row.get("source", "")))
+                    groups.append(_row_group(row) or row["file"])
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise DatasetError(f"{csv_path}: cannot read manifest ({e})") from None
         if bad:
             warnings.append(f"{len(bad)} row(s) with labels outside the mapping skipped: " + "; ".join(bad[:5])
                             + (" ..." if len(bad) > 5 else ""))
-        super().__init__(items, str(csv_path), mapping, warnings)
+        super().__init__(items, str(csv_path), mapping, warnings,
+                         groups=groups if ("group" in fields or "origin" in fields) else None)
 
     def item_id(self, i):
         p = self.items[i][0]

@@ -29,13 +29,15 @@ import numpy as np
 import torch
 
 # Training-config fields that decide which images each split holds; members must agree on all of them.
-SPLIT_FIELDS = ("data", "split", "val_data", "val_fraction", "calib_fraction", "split_seed", "format", "class_map",
-                "exclude_fake_sources", "max_train_images")
+SPLIT_FIELDS = ("data", "split", "val_data", "val_fraction", "calib_fraction", "calib_split", "split_seed", "format",
+                "class_map", "exclude_fake_sources", "max_train_images")
 
 
 def _split_field(tc: dict, f: str):
     if f == "split_seed":                   # the seed that drew the split: --split-seed, else --seed
         return tc.get("seed") if tc.get("split_seed") is None else tc.get("split_seed")
+    if f == "calib_split":                  # checkpoints before the field drew calibration images at random
+        return tc.get("calib_split", "random")
     return tc.get(f)
 
 
@@ -79,6 +81,7 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
         temps.append(float(t))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in configs[0].items() if k in fields and k not in ("out", "name")})
+    cfg = dataclasses.replace(cfg, calib_split=_split_field(configs[0], "calib_split"))
     if data:
         cfg = dataclasses.replace(cfg, data=data)
     dev = torch.device(device)

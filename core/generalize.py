@@ -175,6 +175,8 @@ def recipe_text(cfg) -> str:
         bits.append(f"input {ma['input_filter']}")
     if ma.get("pool_first") is False:
         bits.append("no early pooling")
+    if ma.get("double_conv"):
+        bits.append("two convs per block")
     if ma.get("stream_dropout"):
         bits.append(f"stream dropout {ma['stream_dropout']:g}")
     if getattr(cfg, "pseudo_fakes", 0):

@@ -8,10 +8,15 @@ Two independent reasons make a verdict UNSURE:
   smallest score, the prediction set of a new image is {FAKE if -m <= q} + {REAL if m <= q}.
   For exchangeable in-distribution images the true class is in the set with probability at least
   1 - alpha (Vovk et al.; Angelopoulos & Bates, "A Gentle Introduction to Conformal Prediction",
-  2021). The verdict is the set's class when the set has exactly one class, which is then always
-  the class called at the threshold; a set of both classes (or none, when the model is more
-  accurate than 1 - alpha needs) is UNSURE. Because the score is relative to t, the band moves
-  with the threshold and is recomputed per call from the stored calibration logits.
+  2021). A set of both classes (|m| <= q, possible when q >= 0) is UNSURE; otherwise the verdict is
+  the class called at the threshold (a one-class set always holds that class). An empty set (|m| <
+  -q, when the model is more accurate than 1 - alpha needs) is decided too: the guarantee a user
+  needs holds either way, since a decided verdict is wrong only when the true class is outside the
+  set, so at most alpha of exchangeable in-distribution images are decided wrongly. (Counting
+  empty sets as UNSURE, as this module did until session 6, made the band *widen* as alpha grew
+  past the model's error rate: asking for 98% coverage gave fewer UNSURE verdicts than 95%.)
+  Smaller alpha -> larger q -> a wider band, monotonically. Because the score is relative to t, the
+  band moves with the threshold and is recomputed per call from the stored calibration logits.
 - **unlike the training data** (familiarity). The model's own features (global average of its last
   conv block, `model.features`) are scored by the smallest class-conditional Mahalanobis distance
   with a shared covariance (Lee et al., NeurIPS 2018). Familiarity is the share of held-out
@@ -163,27 +168,38 @@ class VerdictModel:
         return conformal_quantile(s, self.alpha if alpha is None else alpha)
 
     def band(self, threshold: float, temperature: float = 1.0, alpha: float | None = None) -> tuple[float, float] | None:
-        """P(FAKE) interval whose images are UNSURE at this threshold: the conformal set is not one class.
-        Empty (lo > hi) only if q = +inf (never here: then every image is UNSURE, lo=0, hi=1)."""
+        """P(FAKE) interval whose images are UNSURE at this threshold: the conformal set holds both classes,
+        |m| <= q. None without calibration data; (0, 1) when q = +inf (too few calibration images for
+        this alpha: every image is UNSURE); lo == hi == threshold when q < 0 (no set holds both
+        classes: the band is empty, see `band_is_empty`)."""
         q = self.quantile(threshold, temperature, alpha)
         if q is None:
             return None
         if math.isinf(q):
             return (0.0, 1.0)
         lt = logit_of(threshold)
-        # has_real and has_fake both  <=> |m| <= q (q >= 0); neither <=> |m| < -q (q < 0)
-        w = abs(q)
+        w = max(q, 0.0)
         lo, hi = 1 / (1 + math.exp(-(lt - w))), 1 / (1 + math.exp(-(lt + w)))
         return (lo, hi)
+
+    def band_is_empty(self, threshold: float, temperature: float = 1.0, alpha: float | None = None) -> bool:
+        """True when no prediction set holds both classes (q < 0): the model errs on fewer calibration
+        images than alpha allows, so no image is UNSURE for being near the threshold."""
+        q = self.quantile(threshold, temperature, alpha)
+        return q is not None and q < 0
 
     def describe(self, threshold: float = 0.5, temperature: float = 1.0) -> list[str]:
         """Plain sentences about what this checkpoint's verdicts can and cannot say."""
         out = []
         if self.has_band:
             lo, hi = self.band(threshold, temperature)
-            out.append(f"UNSURE near the threshold: split-conformal on {len(self.cal_logits):,} held-out "
-                       f"calibration images at {1 - self.alpha:.0%} coverage; at threshold {threshold:.2f} "
-                       f"the band is P(AI) from {lo:.4f} to {hi:.4f}.")
+            head = (f"UNSURE near the threshold: split-conformal on {len(self.cal_logits):,} held-out "
+                    f"calibration images at {1 - self.alpha:.0%} coverage (at most {self.alpha:.0%} of "
+                    f"in-distribution images decided wrongly); at threshold {threshold:.2f} ")
+            out.append(head + ("the band is empty: the model errs on fewer calibration images than "
+                               f"{self.alpha:.0%}, so no prediction set holds both classes."
+                               if self.band_is_empty(threshold, temperature) else
+                               f"the band is P(AI) from {lo:.4f} to {hi:.4f}."))
         else:
             out.append("This checkpoint has no calibration data: no 'near the threshold' band (retrain with "
                        "core.train to add it).")
@@ -220,7 +236,7 @@ def decide(logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
     if vm is not None and vm.has_band:
         q = vm.quantile(threshold, temperature)
         has_real, has_fake = prediction_sets(z, q, threshold, temperature)
-        near = has_real == has_fake              # both classes, or none
+        near = has_real & has_fake               # both classes (an empty set is decided: see the module doc)
     far = np.zeros(len(z), bool)
     if familiarity is not None and vm is not None and vm.familiarity is not None:
         fam = np.asarray(familiarity, np.float64).reshape(-1)
@@ -241,7 +257,7 @@ def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float |
     if verdict != UNSURE:
         band = vm.band(threshold, temperature) if vm is not None and vm.has_band else None
         bits = [f"P(AI) {prob_fake:.4f}"]
-        if band:
+        if band and band[0] < band[1]:
             bits.append(f"outside the uncertainty band from {band[0]:.4f} to {band[1]:.4f}")
         if fam:
             bits.append(f"{fam}: it resembles the training data")

@@ -18,7 +18,8 @@ What it does
    Weights go to ``weights/generators/{dcgan,vae}.pt`` (plain dicts, load with
    ``torch.load(..., weights_only=True)``).
 4. Writes ``{train,test,ood}/{REAL,FAKE}/NNNNNN.jpg`` (JPEG q=90, 4:2:0, no EXIF, for both
-   classes), ``manifest.csv`` per split (file,label,source,origin; label 0 = REAL, 1 = FAKE),
+   classes), ``manifest.csv`` per split (file,label,source,origin,group; label 0 = REAL, 1 = FAKE;
+   group = the photo group a real or regenerated crop comes from, empty for other fakes),
    contact sheets, ``counts.md``, ``photos.md`` and ``build_times.md`` under ``data/card/``.
 
 How to run
@@ -28,6 +29,7 @@ From the repository root::
     python data/build_sample.py                       # full rebuild, trains both generators
     python data/build_sample.py --skip-gen-train      # reuse weights/generators/*.pt
     python data/build_sample.py --dcgan-steps 20 --vae-steps 20 --out /tmp/s   # smoke test
+    python data/build_sample.py --add-groups          # only add the group column to the manifests
 
 Measured build time (2 CPU cores, shared, torch 2.14 CPU), run as
 ``python data/build_sample.py --dcgan-minutes 36 --vae-minutes 8``: 43 minutes in total, nearly
@@ -57,6 +59,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generators as gen  # noqa: E402  (data/generators.py, beside this script)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from core.datasets import group_of_origin  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "data" / "_cache"
@@ -415,11 +420,34 @@ def write_split(out: Path, split: str, reals, fakes, rng):
         Image.fromarray(np.ascontiguousarray(arr), "RGB").save(d / rel, **JPEG_KW)
         rows.append((rel, label, src, origin))
     rows.sort()
-    with open(d / "manifest.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "label", "source", "origin"])
-        w.writerows(rows)
+    write_manifest(d / "manifest.csv", rows)
     return rows
+
+
+def photo_group(origin: str) -> str:
+    """The PHOTOS group of the photo an origin names ("" for an image no photo was cut into): crops of
+    a stereo pair's two photos share it, so splits made by group (core.train's calibration split)
+    never put one photo of a pair on each side."""
+    by_name = {Path(rel).name: g for _, rel, g in PHOTOS}
+    return by_name.get(group_of_origin(origin), "")
+
+
+def write_manifest(path: Path, rows) -> None:
+    """rows: (file, label, source, origin); writes file,label,source,origin,group."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "source", "origin", "group"])
+        w.writerows([(*r[:4], photo_group(r[3])) for r in rows])
+
+
+def add_groups(out: Path) -> None:
+    """Rewrite the manifests of an existing sample with the `group` column (images untouched)."""
+    for split in SPLITS:
+        m = out / split / "manifest.csv"
+        with open(m, newline="") as f:
+            rows = [(r["file"], r["label"], r["source"], r["origin"]) for r in csv.DictReader(f)]
+        write_manifest(m, rows)
+        print(f"{m}: {len(rows)} rows, {len({photo_group(r[3]) for r in rows} - {''})} photo groups")
 
 
 def contact_sheet(files: list[Path], path: Path, cols=16, rows=8, scale=2, pad=2):
@@ -480,6 +508,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="folder for contact sheets and tables of the data card")
     p.add_argument("--weights", type=Path, default=REPO / "weights" / "generators")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--add-groups", action="store_true",
+                   help="only (re)write the manifests' group column of the sample in --out (no images change)")
     p.add_argument("--train", default=None,
                    help="comma list of families to (re)train; the others load weights/generators/NAME.pt "
                         "(default: train the families whose weights are missing)")
@@ -508,6 +538,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = get_args_parser().parse_args(argv)
+    if args.add_groups:
+        add_groups(args.out)
+        return
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     times: dict[str, float] = {}

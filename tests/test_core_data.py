@@ -266,3 +266,29 @@ def test_parse_class_map_errors():
         parse_class_map("a=maybe")
     with pytest.raises(LabelMappingError):
         parse_class_map("nonsense")
+
+
+def test_groups_from_manifest_group_or_origin(tmp_path):
+    from core.datasets import group_of_origin
+    assert group_of_origin("baboon.jpg box=(1, 2, 3, 4) @32") == "baboon.jpg"
+    assert group_of_origin("regen seed=7 index=3 of opencv-doc baboon.jpg box=(1, 2, 3, 4) @64") == "baboon.jpg"
+    assert group_of_origin("dcgan seed=7 index=3") == "dcgan seed=7 index=3"
+    for c in ("REAL", "FAKE"):
+        (tmp_path / c).mkdir()
+        for k in range(2):
+            Image.new("RGB", (8, 8), (k * 50, 0, 0)).save(tmp_path / c / f"{k}.png")
+    (tmp_path / "manifest.csv").write_text(
+        "file,label,source,origin,group\n"
+        "REAL/0.png,0,p,left.jpg box=(0),books\n"
+        "REAL/1.png,0,p,right.jpg box=(0),\n"
+        "FAKE/0.png,1,regen,regen seed=1 index=0 of p left.jpg box=(0),\n"
+        "FAKE/1.png,1,gan,gan seed=1 index=9,\n")
+    ds = open_dataset(tmp_path)
+    by_id = dict(zip([ds.item_id(i) for i in range(len(ds))], ds.groups()))
+    # the group column wins; else the photo the origin names; else the origin itself
+    assert by_id == {"REAL/0.png": "books", "REAL/1.png": "right.jpg", "FAKE/0.png": "left.jpg",
+                     "FAKE/1.png": "gan seed=1 index=9"}
+    sub = ds.subset([i for i in range(len(ds)) if ds.item_id(i).startswith("REAL")])
+    assert sorted(sub.groups()) == ["books", "right.jpg"]
+    (tmp_path / "manifest.csv").write_text("file,label,source\nREAL/0.png,0,p\n")
+    assert open_dataset(tmp_path).groups() is None          # nothing names a photo

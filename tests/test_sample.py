@@ -93,3 +93,22 @@ def test_default_checkpoint_reproduces_its_card_on_sample_test(tmp_path):
     # The model card's numbers are what this run reproduces.
     card = (ROOT / "weights" / "README.md").read_text()
     assert f"{m['accuracy'] * 100:.2f}%" in card
+
+
+def test_photo_groups_never_straddle_splits_and_cover_every_real_crop():
+    """The manifests' group column (what core.train's calibration split keeps whole): every REAL crop and
+    every regenerated crop has one (the true 32x32 CIFAR images are not crops), a stereo pair shares one,
+    and no group is in two splits."""
+    where = {}
+    for split in ("train", "test", "ood"):
+        for r in _manifest(split):
+            if r["label"] == "0" and "(CIFAR 32x32" not in r["origin"]:     # true CIFAR images are whole
+                assert r["group"], r
+            if r["source"] == "regen":
+                assert r["group"], r
+            if r["group"]:
+                where.setdefault(r["group"], set()).add(split)
+    assert not {g: s for g, s in where.items() if len(s) > 1}
+    train = {r["origin"].split(" box=")[0]: r["group"] for r in _manifest("train") if r["label"] == "0"}
+    assert train["left.jpg"] == train["right.jpg"] == "books"
+    assert len(where) >= 30

@@ -90,3 +90,54 @@ def test_pseudo_fakes_enlarge_each_batch_by_copies_of_its_reals(tiny_cifake):
                          torch.device("cpu"), g)
     assert plain["seen"] == len(used)
     assert pf["seen"] == len(used) + int((d.y_train[used] == 0).sum())
+
+
+def test_grouped_holdout_by_hand():
+    # rows 0-3: photo "a" (4 crops), rows 4-6: photo "b" (3), rows 7-9: single generated images
+    groups = ["a", "a", "a", "a", "b", "b", "b", "g7", "g8", "g9"]
+    perm = torch.tensor([9, 2, 5, 0, 7, 1, 4, 8, 3, 6])
+    held, rest = ct.grouped_holdout(perm, groups, 3, torch.Generator().manual_seed(0))
+    h, r = set(held.tolist()), set(rest.tolist())
+    assert h | r == set(range(10)) and not h & r
+    # photos hold 7 of 10 rows -> want 2.1 photo rows: exactly one whole photo; singles want 0.9 -> one
+    held_photos = {groups[i] for i in h if groups[i] in ("a", "b")}
+    assert len(held_photos) == 1 and {i for i in h if groups[i] in held_photos} == \
+        {i for i, g in enumerate(groups) if g in held_photos}
+    assert len([i for i in h if groups[i].startswith("g")]) == 1
+    # both sides keep perm's order
+    assert held.tolist() == [i for i in perm.tolist() if i in h] and rest.tolist() == [i for i in perm.tolist() if i in r]
+
+
+def test_calibration_split_keeps_photos_whole(tmp_path):
+    """A manifest naming the photo each crop comes from: no photo has crops in calibration and in training
+    (--calib-split group, the default); --calib-split random mixes them, as checkpoints before it did."""
+    import csv
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(120):
+        label = k % 2
+        photo = f"photo{k % 12}.jpg" if label == 0 else ""
+        origin = f"{photo} box=({k}, 0, 8, 8)" if label == 0 else f"gan seed=1 index={k}"
+        f = f"{'FAKE' if label else 'REAL'}/{k:03d}.png"
+        (tmp_path / f).parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / f)
+        rows.append((f, label, "gan" if label else "photos", origin))
+    with open(tmp_path / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("file", "label", "source", "origin"), *rows])
+    photo_of = {}
+    for f, label, _, origin in rows:
+        arr = np.asarray(Image.open(tmp_path / f).convert("RGB")).transpose(2, 0, 1)
+        photo_of[bytes(np.ascontiguousarray(arr))] = origin.split(" box=")[0] if label == 0 else origin
+
+    def photos(x):
+        return {photo_of[bytes(np.ascontiguousarray(im.numpy()))] for im in x}
+
+    cfg = TrainConfig(data=str(tmp_path / "manifest.csv"), **TINY)
+    d = load_data(cfg, log=lambda *a: None)
+    cal_photos = {p for p in photos(d.x_cal) if p.endswith(".jpg")}
+    assert cal_photos and not cal_photos & photos(d.x_train) and not cal_photos & photos(d.x_val)
+    assert 0 < float(d.y_cal.float().mean()) < 1                 # both classes, photos and single fakes
+    r = load_data(TrainConfig(data=str(tmp_path / "manifest.csv"), calib_split="random", **TINY), log=lambda *a: None)
+    assert {p for p in photos(r.x_cal) if p.endswith(".jpg")} & photos(r.x_train)

@@ -1,5 +1,6 @@
 """REAL/FAKE/UNSURE verdicts: the conformal band and the familiarity score, with hand-checked numbers."""
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -62,14 +63,51 @@ def test_conformal_coverage_holds_on_fresh_data(threshold):
     assert all(w == [WHY_BAND] for w, u in zip(why, v) if u == UNSURE)
 
 
-def test_very_accurate_model_gets_a_narrow_band_not_everything_unsure():
+def test_very_accurate_model_has_an_empty_band_and_keeps_the_guarantee():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 3000)
-    z = (2 * y - 1) * 6 + rng.normal(0, 1.5, 3000)      # ~100% accurate: q < 0, empty-set band
-    vm = VerdictModel(cal_logits=z[:1000], cal_labels=y[:1000])
-    assert vm.quantile(0.5) < 0
+    z = (2 * y - 1) * 3 + rng.normal(0, 1.5, 3000)      # ~97.7% accurate: q < 0 at alpha 0.05
+    vm = VerdictModel(cal_logits=z[:1000], cal_labels=y[:1000], alpha=0.05)
+    assert vm.quantile(0.5) < 0 and vm.band_is_empty(0.5)
     v, _ = decide(z[1000:], None, vm, 0.5)
-    assert 0.0 < np.mean(np.asarray(v) == UNSURE) < 0.05
+    v = np.asarray(v)
+    assert (v != UNSURE).all()                          # empty sets are decided, not UNSURE
+    wrong = np.where(z[1000:] >= 0, FAKE, REAL) != np.where(y[1000:] == 1, FAKE, REAL)
+    assert wrong.mean() <= 0.05                         # decided and wrong: at most alpha
+    assert "the band is empty" in " ".join(vm.describe(0.5))
+
+
+def test_empty_set_is_decided_by_hand():
+    # calibration scores (s = m for REAL, -m for FAKE): REALs at logits -3, -2, -1, FAKEs at 1, 2, 3 and
+    # one REAL at 0.5 (wrong): scores 3 negative values per class ... sorted: -3,-3,-2,-2,-1,-1,0.5
+    z = np.array([-3.0, -2.0, -1.0, 1.0, 2.0, 3.0, 0.5])
+    y = np.array([0, 0, 0, 1, 1, 1, 0])
+    vm = VerdictModel(cal_logits=z, cal_labels=y, alpha=0.3)
+    # k = ceil(8 * 0.7) = 6 -> 6th smallest of (-3,-3,-2,-2,-1,-1,0.5) = -1: q < 0, no two-class set
+    assert vm.quantile(0.5) == pytest.approx(-1.0)
+    v, why = decide([0.2, -0.5, 1.5], None, vm, 0.5)
+    assert v == [FAKE, REAL, FAKE] and why == [[], [], []]   # |m| < 1: empty sets, decided at the threshold
+    vm2 = replace(vm, alpha=0.1)
+    # k = ceil(8 * 0.9) = 8 > 7 -> q = +inf: every set holds both classes
+    v2, why2 = decide([0.2, 5.0], None, vm2, 0.5)
+    assert v2 == [UNSURE, UNSURE] and why2 == [[WHY_BAND], [WHY_BAND]]
+    vm3 = VerdictModel(cal_logits=np.r_[z, 1.5], cal_labels=np.r_[y, 0], alpha=0.2)
+    # scores -3,-3,-2,-2,-1,-1,0.5,1.5; k = ceil(9 * 0.8) = 8 -> q = 1.5: |m| <= 1.5 is UNSURE
+    assert vm3.quantile(0.5) == pytest.approx(1.5)
+    v3, _ = decide([1.4, -1.6, -1.5], None, vm3, 0.5)
+    assert v3 == [UNSURE, REAL, UNSURE]
+
+
+def test_band_widens_monotonically_as_alpha_shrinks():
+    """Across alphas on both sides of the model's error rate (~4%), a smaller alpha never gives fewer UNSURE."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 6000)
+    z = (2 * y - 1) * 2.6 + rng.normal(0, 1.5, 6000)    # ~96% accurate
+    vm = VerdictModel(cal_logits=z[:2000], cal_labels=y[:2000])
+    shares = [np.mean(np.asarray(decide(z[2000:], None, replace(vm, alpha=a), 0.5)[0]) == UNSURE)
+              for a in (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)]
+    assert all(a >= b for a, b in zip(shares, shares[1:])), shares
+    assert shares[0] > 0.05 and shares[-1] == 0.0
 
 
 def test_familiarity_flags_planted_outliers_and_few_inliers():
@@ -95,9 +133,10 @@ def test_familiarity_flags_planted_outliers_and_few_inliers():
 
 
 def test_decide_reasons_and_old_checkpoints():
-    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, -2.0, 2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
                       familiarity=Familiarity(np.zeros((2, 1)), np.eye(1), np.array([1.0, 2.0, 3.0])))
-    # q (alpha 0.5, n 4): rank ceil(2.5) = 3 of scores [-3, -3, -2, -2] -> -2: UNSURE when |logit| < 2
+    # two calibration errors at |logit| 2: scores [-3, -3, 2, 2]; q (alpha 0.5, n 4) = rank ceil(2.5) = 3 -> 2:
+    # UNSURE when |logit| <= 2
     v, why = decide([5.0, 0.5, -5.0], [0.9, 0.9, 0.01], vm, 0.5)
     assert v == [FAKE, UNSURE, UNSURE]
     assert why == [[], [WHY_BAND], [WHY_UNFAMILIAR]]
@@ -110,7 +149,7 @@ def test_decide_reasons_and_old_checkpoints():
 
 
 def test_verdict_summary_counts():
-    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5)
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, -2.0, 2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5)  # q = 2
     # logits: right+sure, wrong+sure, wrong+unsure(band), right+unsure(band)
     s = verdict_summary([1, 0, 0, 1], [5.0, 4.0, 1.0, 1.5], None, vm, 0.5)
     assert s["share_unsure"] == pytest.approx(0.5)
@@ -171,9 +210,9 @@ def test_calibration_temperature_recovers_a_planted_scale_and_cli_writes_a_copy(
 
 def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
     from core.generalize import held_out_row
-    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, 2.0, -2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
+    vm = VerdictModel(cal_logits=np.array([3.0, -3.0, -2.0, 2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
                       familiarity=Familiarity(np.zeros((2, 1)), np.eye(1), np.array([1.0, 2.0, 3.0])))
-    # band: UNSURE when |logit| < 2; unfamiliar when familiarity < 0.05
+    # band (q = 2, as above): UNSURE when |logit| <= 2; unfamiliar when familiarity < 0.05
     y = [0, 0, 1, 1, 1, 1]
     z = [-5.0, 0.5, 5.0, -5.0, 1.0, -4.0]        # fakes: right+sure, wrong+sure, band, wrong+sure
     fam = [0.9, 0.9, 0.9, 0.01, 0.01, 0.9]        # fakes 2 and 3 unfamiliar (fake 3 also in the band)
