@@ -42,7 +42,8 @@ PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiar
 # with another version is recomputed, never served.
 #   2: per-image noise seeds (core.shifts), one confidence definition (core.metrics.confidence)
 #   3: familiarity and verdict columns (core.verdict)
-RESULT_FORMAT = 3
+#   4: an empty conformal prediction set is decided, not UNSURE (core.verdict.decide)
+RESULT_FORMAT = 4
 
 
 def auto_workers(n_items: int) -> int:

@@ -124,13 +124,17 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
 
 def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag: str = "logo",
               progress=None) -> list[dict]:
-    """For each held-out family: `make_fold(fam, fdir)` writes fdir/model.pt unless the fold is complete,
-    then it is evaluated on that family (`evaluate_fold`); returns the leaderboard rows. Resumable."""
+    """For each held-out family: `make_fold(fam, fdir)` writes fdir/model.pt unless it is there, then it is
+    evaluated on that family (`evaluate_fold`) unless a current evaluation is stored; returns the
+    leaderboard rows. Resumable; a new result format re-evaluates the stored models, never retrains them."""
     rows = []
     for k, fam in enumerate(fams):
         fdir = Path(out_dir) / fam
         if _complete(fdir):
             log(f"[{tag}] {fam}: complete, reused ({k + 1}/{len(fams)})")
+        elif (fdir / "model.pt").is_file():      # saved only when its training finished (atomic write)
+            log(f"[{tag}] {fam}: model reused, evaluation (missing or of another result format) recomputed")
+            evaluate_fold(fdir, fam, test_ds)
         else:
             fdir.mkdir(parents=True, exist_ok=True)
             make_fold(fam, fdir)
@@ -160,7 +164,8 @@ def write_leaderboard(out_dir: Path, rows: list[dict], test_ds, config: dict) ->
     tmp = out_dir / ".leaderboard.csv.tmp"
     board.to_csv(tmp, index=False)
     os.replace(tmp, out_dir / "leaderboard.csv")
-    summary = {**summarize(board), "test_root": str(test_ds.root), "config": config}
+    from .evaluate import RESULT_FORMAT
+    summary = {**summarize(board), "test_root": str(test_ds.root), "config": config, "result_format": RESULT_FORMAT}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return board
 
@@ -236,12 +241,17 @@ def summarize(board: pd.DataFrame) -> dict:
 
 
 def load_leaderboard(out_dir) -> tuple[pd.DataFrame, dict] | None:
+    """(leaderboard, summary) of a LOGO folder, or None when missing, unreadable or of another result
+    format (its verdict columns would mean something else: run core.generalize again, which re-evaluates
+    the stored fold models)."""
+    from .evaluate import RESULT_FORMAT
     out_dir = Path(out_dir)
     try:
         board = pd.read_csv(out_dir / "leaderboard.csv")
-        return board, json.loads((out_dir / "summary.json").read_text())
+        summary = json.loads((out_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
+    return (board, summary) if summary.get("result_format") == RESULT_FORMAT else None
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -559,6 +559,7 @@ def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypa
     leaderboard (weights/logo) is shown as stored, with its summary."""
     import shutil
     from core.checkpoint import load_checkpoint
+    from core.evaluate import RESULT_FORMAT
     from core.generalize import LEADERBOARD_COLUMNS, source_table
     at = _page(app, "7_generalization")
     df = _predictions(app_dirs)
@@ -582,7 +583,8 @@ def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypa
     (weights / "logo" / "summary.json").write_text(json.dumps({
         "families": 1, "mean_auc": row["auc"], "min_auc": row["auc"], "worst_family": "gen",
         "mean_share_wrong_decided": row["share_wrong_decided"], "mean_share_unsure": row["share_unsure"],
-        "test_root": str(app_dirs["sample"] / "test"), "config": {"recipe": "seed-v21, test"}}))
+        "test_root": str(app_dirs["sample"] / "test"), "config": {"recipe": "seed-v21, test"},
+        "result_format": RESULT_FORMAT}))
     _point_app_at(monkeypatch, weights, app_dirs["sample"], app_dirs["runs"])
     at2 = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
     at2.run()

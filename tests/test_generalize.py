@@ -99,14 +99,17 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mean_auc"] == pytest.approx(board["auc"].mean())
     assert summary["min_auc"] == pytest.approx(board["auc"].min())
-    # Resume: a complete family is reused, a family whose evaluation was lost is redone.
+    # Resume: a complete family is reused; a family whose evaluation was lost (or is of another result
+    # format) is re-evaluated with its stored model, not retrained; a family whose model was lost is retrained.
     stamp = {f: (out / f / "model.pt").stat().st_mtime_ns for f in board["held_out"]}
     import shutil
     shutil.rmtree(out / "noise" / "eval")
+    (out / "stripes" / "model.pt").unlink()
     board2 = run_logo(cfg, out, log=lambda *a: None)
     assert (out / "blocky" / "model.pt").stat().st_mtime_ns == stamp["blocky"]
-    assert (out / "noise" / "model.pt").stat().st_mtime_ns != stamp["noise"]
-    pd.testing.assert_frame_equal(board2.drop(index=1), board.drop(index=1))
+    assert (out / "noise" / "model.pt").stat().st_mtime_ns == stamp["noise"]
+    assert (out / "stripes" / "model.pt").stat().st_mtime_ns != stamp["stripes"]
+    pd.testing.assert_frame_equal(board2.drop(index=2), board.drop(index=2))   # noise re-evaluated: same row
 
 
 def test_source_table_rows_are_real_vs_each_source(families_root, tmp_path):

@@ -40,7 +40,8 @@ def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path)
     logo = tmp_path / "logo"            # a stored leave-one-generator-out leaderboard, as core.generalize writes it
     logo.mkdir()
     (logo / "leaderboard.csv").write_text("held_out,n,auc\ngen-planted,48,0.6172\n")
-    (logo / "summary.json").write_text('{"mean_auc": 0.6172}')
+    from core.evaluate import RESULT_FORMAT
+    (logo / "summary.json").write_text(f'{{"mean_auc": 0.6172, "result_format": {RESULT_FORMAT}}}')
     rc = report.main(["--weights", str(weights), "--data", str(app_dirs["sample"]), "--out", str(out),
                       "--threshold", str(t), "--runs", str(app_dirs["runs"]), "--sample", str(app_dirs["sample"]),
                       "--logo", str(logo)])
