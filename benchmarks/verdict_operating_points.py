@@ -97,11 +97,17 @@ def main(argv=None) -> int:
             })
     out = {"weights": str(Path(args.weights).resolve().relative_to(REPO)) if Path(args.weights).resolve().is_relative_to(REPO) else args.weights,
            "weights_sha256": lm.sha256, "logo": args.logo, "test_n": int(len(test)),
+           "calibration_n": int(len(lm.verdict.cal_logits)),
+           "calibration_error_rate": float(np.mean((np.asarray(lm.verdict.cal_logits) >= 0).astype(int)
+                                                   != np.asarray(lm.verdict.cal_labels))),
+           "test_error_rate": float(np.mean((test["logit"].to_numpy(float) >= 0).astype(int) != test["label"].to_numpy())),
            "shipped": {"alpha": lm.verdict.alpha,
                        "flag_rate": None if lm.verdict.familiarity is None else lm.verdict.familiarity.flag_rate},
            "rows": rows}
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(out, indent=2))
+    print(f"errors at threshold 0.5: calibration split {out['calibration_error_rate']:.2%} of {out['calibration_n']:,}, "
+          f"test {out['test_error_rate']:.2%} of {out['test_n']:,}")
     print("| alpha | flag rate | calibration band | test UNSURE | test wrong, not UNSURE | held-out UNSURE (mean) "
           "| held-out wrong, not UNSURE (mean) | worst family |")
     print("|---:|---:|---:|---:|---:|---:|---:|---|")
