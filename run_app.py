@@ -143,10 +143,12 @@ WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of
 # at nice +10 stalls at every parallel region whose other thread has lost its core to a nice-0 thread (the
 # browser drawing a page, a page's own computation): the team waits for its slowest member, so one busy core
 # stopped both. Two single-threaded lanes use both cores when the machine is idle and keep one going when
-# either core is busy (benchmarks/bench_browser.py measures the first views).
+# either core is busy (benchmarks/bench_browser.py measures the first views; benchmarks/bench_sweep_workers.py
+# the sweep both ways: 0.67 of the 2-thread team's time under a training job, the same table).
 SWEEP_LANE = ("robustness sweep of test",)
-# The sweep's shift levels are measured by this many single-threaded workers (core.robustness.sweep), so that
-# with lane 1 running beside them the Limitations page's results take both cores until the sweep is done.
+# The sweep's shift levels are measured by this many single-threaded workers (core.robustness.sweep; threads
+# inherit the nice +10 of lane 0, which starts them), so that with lane 1 running beside them the Limitations
+# page's results take both cores until the sweep is done.
 SWEEP_WORKERS = 2
 
 
