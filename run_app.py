@@ -52,6 +52,10 @@ CORE_MODULES = ["archive", "audit_cache", "compare", "figures", "forensics", "ge
                 "labels", "limitations", "metrics", "models", "predict", "report", "robustness", "shifts", "slices",
                 "stability", "threads", "verdict"]
 WARM_UP_NICE = 10                   # the warm-up's CPU priority below the server's and the pages' threads
+# ... and in Linux's SCHED_IDLE class (core.threads.lower_priority): at nice +10 alone the lanes and sweep
+# workers still took a share of the cores a page opened on a fresh server computes on (quiet machine, same
+# run against b3b1fa1e: Forensics 13.4 s vs 10.9 s, Error slices 10.2 vs 8.8, Model & data 8.5 vs 6.5).
+WARM_UP_IDLE = True
 FIRST_STEP_TIMEOUT = 120            # s; the server starts anyway after this (the pages then compute themselves)
 
 
@@ -198,7 +202,7 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
             first_done.set()
     from core.threads import start_single_threaded
     for t in start_single_threaded([lambda lane=lane: run(lane) for lane in lanes_of(steps[1:])], nice=WARM_UP_NICE,
-                                   name="warm-up lane"):
+                                   name="warm-up lane", idle=WARM_UP_IDLE):
         t.join()
     log(WARM_UP_DONE)
     order = [name for name, _ in steps]

@@ -19,16 +19,23 @@ import threading
 import torch
 
 
-def lower_priority(nice: int) -> None:
+def lower_priority(nice: int, idle: bool = False) -> None:
     """Lower the calling thread's CPU priority by `nice` (Linux: nice is per thread; threads it starts,
-    such as torch's intra-op pool, inherit it). Elsewhere a no-op."""
-    if nice <= 0:
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):
-        pass
+    such as torch's intra-op pool, inherit it). With `idle`, also put it in Linux's SCHED_IDLE class: it
+    then runs only on a core no other (normal) thread wants, so a page computing its own first result, or
+    the browser drawing one, never shares a core with it; nice +10 still left it about a tenth of a busy
+    core. Threads it starts inherit the class. Elsewhere (or where refused) a no-op."""
+    tid = threading.get_native_id()
+    if nice > 0:
+        try:
+            os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        except (AttributeError, OSError):
+            pass
+    if idle:
+        try:
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
 
 
 def process_threads() -> int:
@@ -48,9 +55,10 @@ def _set_process_threads(n: int) -> None:
     t.join()
 
 
-def start_single_threaded(targets: list, nice: int = 0, name: str = "worker") -> list[threading.Thread]:
+def start_single_threaded(targets: list, nice: int = 0, name: str = "worker", idle: bool = False
+                          ) -> list[threading.Thread]:
     """Start one daemon thread per callable in `targets`, each running torch on one intra-op thread (and
-    at nice +`nice`); returns the started threads (join them). The calling thread, threads that exist
+    at nice +`nice`, in SCHED_IDLE with `idle`: `lower_priority`); returns the started threads (join them). The calling thread, threads that exist
     already and threads started later keep their torch thread count (a thread started in the instant
     between a worker's setting and its reset would get 1)."""
     n = process_threads()
@@ -59,7 +67,7 @@ def start_single_threaded(targets: list, nice: int = 0, name: str = "worker") ->
         ready = threading.Event()
 
         def run(target=target, ready=ready):
-            lower_priority(nice)
+            lower_priority(nice, idle)
             torch.get_num_threads()             # this thread takes the process value first (torch's lazy init) ...
             torch.set_num_threads(1)            # ... then one thread for itself (and, for an instant, the process)
             ready.set()

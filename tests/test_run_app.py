@@ -228,6 +228,31 @@ def test_warm_up_lanes_run_side_by_side_on_one_torch_thread_each(monkeypatch):
         torch.set_num_threads(n0)
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="Linux scheduling classes")
+def test_warm_up_lanes_run_in_sched_idle_and_their_threads_inherit_it(monkeypatch):
+    """The first step keeps the caller's scheduling class; both lanes, and a thread a lane starts (the sweep's
+    workers), run in SCHED_IDLE, so a page computing on a fresh server never shares a core with them."""
+    import run_app
+    seen = {}
+
+    def policy():
+        return os.sched_getscheduler(threading.get_native_id())
+
+    def starts_a_worker():
+        seen["sweep"] = policy()
+        t = threading.Thread(target=lambda: seen.__setitem__("worker", policy()))
+        t.start()
+        t.join()
+    steps = [("evaluation of test", lambda: seen.__setitem__("first", policy())),
+             ("evaluation of ood", lambda: seen.__setitem__("ood", policy())),
+             ("robustness sweep of test", starts_a_worker)]
+    monkeypatch.setattr(run_app, "warm_up_steps", lambda: steps)
+    main_before = policy()
+    run_app.warm_up(log=lambda *a: None)
+    assert seen == {"first": main_before, "ood": os.SCHED_IDLE, "sweep": os.SCHED_IDLE, "worker": os.SCHED_IDLE}
+    assert policy() == main_before
+
+
 def test_lanes_of_the_shipped_steps():
     """Lane 0: the sweep, then the other splits; lane 1: every other page result in menu order."""
     import run_app
