@@ -58,6 +58,12 @@ def calibration_band_share(lm, alpha: float) -> float:
     return float(np.mean(np.asarray(v) == UNSURE))
 
 
+def _shown(path: str) -> str:
+    """A path as the results file records it: relative to the repository when inside it."""
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else path
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", default=str(REPO / "weights" / "default.pt"))
@@ -95,8 +101,7 @@ def main(argv=None) -> int:
                 "held_out_max_share_wrong_decided": wd[worst], "held_out_worst": worst,
                 "held_out_share_wrong_decided": wd,
             })
-    out = {"weights": str(Path(args.weights).resolve().relative_to(REPO)) if Path(args.weights).resolve().is_relative_to(REPO) else args.weights,
-           "weights_sha256": lm.sha256, "logo": args.logo, "test_n": int(len(test)),
+    out = {"weights": _shown(args.weights), "weights_sha256": lm.sha256, "logo": _shown(args.logo), "test_n": int(len(test)),
            "calibration_n": int(len(lm.verdict.cal_logits)),
            "calibration_error_rate": float(np.mean((np.asarray(lm.verdict.cal_logits) >= 0).astype(int)
                                                    != np.asarray(lm.verdict.cal_labels))),

@@ -131,6 +131,8 @@ PHOTOS = [
         "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird",
         "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower")],
 ]
+# A photo's file name -> its group (what a manifest's origin names -> its group column).
+GROUP_OF_PHOTO = {Path(rel).name: g for _, rel, g in PHOTOS}
 # True 32x32 CIFAR photos, used as they are (no crop) in the held-out splits only: the
 # generators must not see them, and 40 tiny images add little to training anyway.
 CIFAR_GLOB = "foolbox/data/cifar*.png"
@@ -428,8 +430,7 @@ def photo_group(origin: str) -> str:
     """The PHOTOS group of the photo an origin names ("" for an image no photo was cut into): crops of
     a stereo pair's two photos share it, so splits made by group (core.train's calibration split)
     never put one photo of a pair on each side."""
-    by_name = {Path(rel).name: g for _, rel, g in PHOTOS}
-    return by_name.get(group_of_origin(origin), "")
+    return GROUP_OF_PHOTO.get(group_of_origin(origin), "")
 
 
 def write_manifest(path: Path, rows) -> None:
