@@ -7,32 +7,41 @@
 on the first browser session, and a first visit to any evaluation page then evaluates the sample: the
 first view waits for all of it. This launcher instead:
 
-1. imports torch and core, then starts the warm-up thread, which computes the default model's evaluation
-   of data/sample/test (what most pages show first) while this thread imports streamlit and plotly;
+1. starts the warm-up process (this file again, WARM_UP_PROCESS), which imports torch and core and computes
+   the default model's evaluation of data/sample/test (what most pages show first), while this process
+   imports streamlit, plotly, torch and core;
 2. starts the server once that evaluation is stored (so a browser can only connect after it; the wait
    is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
-3. goes on, in the background, with every other result a page shows first, in two lanes that run side by
+3. the warm-up process goes on with every other result a page shows first, in two lanes that run side by
    side on one torch thread each (lanes_of, core.threads): Limitations' sweep (about 7,200 of
    its 9,800 forward passes on the sample, core.limitations.first_view_forwards), then the other splits;
    and, in the menu's order (WARM_UP_ORDER), the sample's ood evaluation, Limitations' stability battery
-   and Grad-CAM audit, Forensics' analysis, Compare's default model B and Error slices' image properties.
+   and Grad-CAM audit, Forensics' analysis, Compare's default model B and Error slices' image properties;
+   then it exits (and it exits with the server's process).
+
+Why a process: the warm-up's steps are mostly Python around small forward passes (decoding, shifts,
+metrics, file headers); as threads of the server's process they held its interpreter lock for part of
+every second, which a page that computed or drew meanwhile had to wait for (session 6 measured the
+pages computed on a fresh server 1.08-1.29x slower beside the lanes, even in SCHED_IDLE).
 
 Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data
 fingerprint and result format), so pages read the results from disk; a page that asks for one while it
-is being computed waits for it (core.checkpoint.result_lock) instead of computing it a second time, and
-the Limitations page receives the sweep's levels as they are measured (core.robustness.cached_sweep).
-After the first step the warm-up runs at a lower CPU priority (nice +10, in threads of its own, they and
-the torch threads they start), so a page that computes something itself, or only draws, is not slowed by
-it. Only the defaults are warmed: any other model or data is computed by the pages as before. Any failure
-in the warm-up is printed and left to the pages, which compute and report as usual. The server also starts
+is being computed waits for it (core.checkpoint.result_lock, which holds across processes) instead of
+computing it a second time, and the Limitations page receives the sweep's levels as they are measured
+(core.robustness.cached_sweep, through the sweep's partial-rows file). After the first step the warm-up
+runs at a lower CPU priority (nice +10 and SCHED_IDLE, its lanes and the torch threads they start), so a
+page that computes something itself, or only draws, is not slowed by it. Only the defaults are warmed:
+any other model or data is computed by the pages as before. Any failure in the warm-up is printed and left to the pages, which compute and report as usual. The server also starts
 with Streamlit's pages-directory mode off (navigation_from_the_first_run), so a first deep link is one
 script run, not two.
 """
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -43,8 +52,7 @@ HERE = Path(__file__).resolve().parent
 WARM_UP_DONE = "warm-up: default results stored"      # benchmarks/bench_browser.py waits for this line
 
 
-# The core modules the first step needs, imported before the warm-up thread starts (two threads importing
-# the same modules would serialise on the import lock anyway).
+# The core modules the warm-up process imports before its first step (the rest as its steps need them).
 COMPUTE_MODULES = ["checkpoint", "datasets", "evaluate"]
 # Every other core module a page imports (core never imports streamlit); pages_support itself is left to
 # the first script run: its st.cache_data functions must be created inside the Streamlit runtime.
@@ -225,19 +233,77 @@ def navigation_from_the_first_run() -> None:
     PagesManager.uses_pages_directory = False
 
 
-def _warm_up_in_background() -> tuple[threading.Thread, threading.Event]:
+WARM_UP_PROCESS = "--warm-up-process"     # run_app.py's own first argument in the warm-up process main() starts
+PARENT_POLL_S = 0.5                         # the warm-up process exits within this long after the server's
+
+
+def _warm_up_in_background() -> tuple[subprocess.Popen, threading.Event]:
+    """Start the warm-up process (this file, WARM_UP_PROCESS); returns it and an Event set once its first step
+    is stored, or failed, or the process has exited.
+
+    A process, not a thread of the server's: its steps are mostly Python (decoding, shifts, metrics, file
+    headers), and as threads they held the server's interpreter lock for part of every second, which a page
+    computing or drawing meanwhile waited for. Its output goes where the server's goes."""
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(HERE / "run_app.py"), WARM_UP_PROCESS, str(w), str(os.getpid())],
+                            pass_fds=(w,), cwd=HERE)
+    os.close(w)
     first_done = threading.Event()
 
-    def run():
+    def wait_for_first_step():
         try:
-            warm_up(log=lambda msg: print(msg, file=sys.stderr, flush=True), first_done=first_done)
-        except Exception:                   # the pages compute (and report) it themselves
+            os.read(r, 1)       # one byte once the first step is stored; b"" when the process has exited
+        finally:
+            os.close(r)
             first_done.set()
-            print("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc(),
-                  file=sys.stderr, flush=True)
-    t = threading.Thread(target=run, name="warm-up", daemon=True)
-    t.start()
-    return t, first_done
+    threading.Thread(target=wait_for_first_step, name="warm-up first step", daemon=True).start()
+    atexit.register(_stop_process, proc)
+    return proc, first_done
+
+
+def _stop_process(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+class _PipeSignal:
+    """threading.Event's set() for warm_up's first_done, across processes: one byte down the pipe to main()."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def set(self) -> None:
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            try:
+                os.write(fd, b"1")
+            finally:
+                os.close(fd)
+
+
+def warm_up_process(signal_fd: int, parent_pid: int) -> int:
+    """The warm-up process's body: `warm_up`, with the first step signalled on signal_fd, exiting as soon as
+    the server's process (parent_pid) is gone."""
+    def exit_with_parent():
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        os._exit(0)
+    threading.Thread(target=exit_with_parent, name="parent watch", daemon=True).start()
+    signal = _PipeSignal(signal_fd)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
+    try:
+        import_compute_modules()
+        warm_up(log=log, first_done=signal)
+    except Exception:                       # the pages compute (and report) it themselves
+        log("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc())
+        return 1
+    finally:
+        signal.set()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -245,9 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
     t0 = time.perf_counter()
-    import_compute_modules()
     _, first_done = _warm_up_in_background()
-    import_heavy_modules()                  # meanwhile, on the other core
+    import_heavy_modules()                  # meanwhile, on the other core (the warm-up imports its own)
     t1 = time.perf_counter()
     print(f"imported the app's modules in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
     if not first_done.wait(FIRST_STEP_TIMEOUT):
@@ -262,4 +327,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == [WARM_UP_PROCESS]:
+        sys.exit(warm_up_process(int(sys.argv[2]), int(sys.argv[3])))
     main()

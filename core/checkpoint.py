@@ -19,6 +19,11 @@ import time
 import zipfile
 from dataclasses import dataclass, field
 
+try:
+    import fcntl                    # POSIX: result locks across processes
+except ImportError:                 # elsewhere: across this process's threads only
+    fcntl = None
+
 import numpy as np
 import torch
 
@@ -135,20 +140,78 @@ def atomic_write_dir(out_dir, write) -> Path:
     return out_dir
 
 
-_RESULT_LOCKS: dict[str, "threading.Lock"] = {}
+class ResultLock:
+    """The lock of one stored result (a runs/ folder or file), held around "read it, else compute and write it",
+    across the threads of this process (a threading.Lock) and across processes (an flock on
+    `<parent>/.locks/<name>.lock`): run_app.py's warm-up runs in a process of its own, beside the server's.
+
+    A second caller of the same result (the warm-up and a first page view, two sessions, two processes) waits
+    for the first and reads what it wrote instead of computing it again on the same cores. The kernel drops a
+    process's flock when it exits, so a crashed holder never leaves the result locked. Where the lock file
+    cannot be opened (a read-only runs/, no fcntl), only this process's threads are coordinated.
+    """
+
+    def __init__(self, out_path: str):
+        head, name = os.path.split(out_path)
+        self.file = os.path.join(head, ".locks", name + ".lock")
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._thread.acquire(blocking):
+            return False
+        try:
+            fd = self._open()
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                except BlockingIOError:          # another process holds it
+                    os.close(fd)
+                    self._thread.release()
+                    return False
+            self._fd = fd
+            return True
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def _open(self) -> int | None:
+        if fcntl is None:
+            return None
+        try:
+            os.makedirs(os.path.dirname(self.file), exist_ok=True)
+            return os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)                         # closing the descriptor drops the flock
+        self._thread.release()
+
+    def locked(self) -> bool:
+        """Held by a thread of this process (another process's hold shows only as a failed acquire)."""
+        return self._thread.locked()
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+_RESULT_LOCKS: dict[str, ResultLock] = {}
 _RESULT_LOCKS_GUARD = threading.Lock()
 
 
-def result_lock(out_path) -> threading.Lock:
-    """The one lock of a stored result (a runs/ folder or file) in this process.
-
-    Held around "read it, else compute and write it", so a second caller of the same result (the app's
-    warm-up at server start and a first page view, two sessions) waits for the first and reads what it
-    wrote instead of computing it again on the same cores.
-    """
+def result_lock(out_path) -> ResultLock:
+    """The one ResultLock of a stored result (a runs/ folder or file) in this process: with it, threads of
+    this process and other processes (the app's warm-up) compute the result once."""
     key = os.path.abspath(os.fspath(out_path))
     with _RESULT_LOCKS_GUARD:
-        return _RESULT_LOCKS.setdefault(key, threading.Lock())
+        return _RESULT_LOCKS.setdefault(key, ResultLock(key))
 
 
 def make_checkpoint(model, arch: str, model_args: dict, preprocess: PreprocessConfig, *, temperature: float = 1.0,

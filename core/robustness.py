@@ -256,51 +256,30 @@ def sweep_path(runs_dir, lm: LoadedModel, ds: ImageDataset) -> Path:
     return Path(runs_dir) / f"sweep-{key}.csv"
 
 
-class _LiveSweep:
-    """The rows of a sweep being computed in this process, for callers that arrive meanwhile."""
-
-    def __init__(self, total: int):
-        self.rows: list[dict] = []
-        self.total = total              # shift levels, without the clean row
-        self.done = False
-        self.cond = threading.Condition()
-
-    def add(self, row: dict) -> None:
-        with self.cond:
-            self.rows.append(row)
-            self.cond.notify_all()
-
-    def finish(self) -> None:
-        with self.cond:
-            self.done = True
-            self.cond.notify_all()
+def partial_path(path: Path) -> Path:
+    """The rows of the sweep stored at `path` while it is being computed: one JSON object per line, appended
+    as each level is measured, removed when the table is stored (read by callers in other threads and
+    processes, such as a Limitations page while the app's warm-up process computes the sweep)."""
+    return path.with_name(path.name + ".partial")
 
 
-_LIVE_SWEEPS: dict[str, _LiveSweep] = {}
+def _json_row(row: dict) -> str:
+    return json.dumps({k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()})
 
 
-def _follow(key: str, lock: threading.Lock, progress=None, on_row=None) -> None:
-    """Replay, then stream, the rows of the sweep another thread is computing under `lock`; returns when
-    it has finished (or when no one holds the lock any more)."""
-    seen = 0
-    while True:
-        live = _LIVE_SWEEPS.get(key)
-        if live is None:                # not registered yet, or already finished
-            if not lock.locked():
-                return
-            time.sleep(0.05)
-            continue
-        with live.cond:
-            live.cond.wait_for(lambda: len(live.rows) > seen or live.done, timeout=1.0)
-            new, done = live.rows[seen:], live.done
-        for row in new:
-            seen += 1
-            if on_row:
-                on_row(row)
-            if progress and seen > 1:
-                progress(seen - 1, live.total)
-        if done:
-            return
+def _read_new_rows(partial: Path, offset: int) -> tuple[list[dict], int]:
+    """Complete lines of `partial` after byte `offset` as rows, and the offset after the last of them."""
+    try:
+        with open(partial, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except OSError:                     # not started yet, or already stored and removed
+        return [], offset
+    end = data.rfind(b"\n") + 1        # a line being written is read on the next call
+    return [json.loads(line) for line in data[:end].splitlines() if line.strip()], offset + end
+
+
+FOLLOW_POLL_S = 0.1     # how often a caller of a sweep in progress looks for new rows
 
 
 def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=None, on_row=None,
@@ -308,39 +287,51 @@ def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=No
     """`sweep` computed once per `sweep_path` key, stored as CSV atomically; the result format is in the
     key, so a sweep made by older code is never read.
 
-    A caller that arrives while another thread of this process computes the same sweep (the app's
-    warm-up, another session) is not kept waiting blind: it receives the rows already measured and
-    then each new one through its own `on_row` / `progress`, in its own thread, and then the stored result.
+    A caller that arrives while another thread or process computes the same sweep (the app's warm-up
+    process, another session) is not kept waiting blind: it receives the rows already measured and then
+    each new one (from `partial_path`, every FOLLOW_POLL_S) through its own `on_row` / `progress`, in its
+    own thread, and then the stored result. If the computing process dies, the caller computes the sweep
+    itself (its `on_row` then sees the rows measured so far a second time).
     `workers`: `sweep`'s (the key does not depend on it: the numbers do not).
     """
     path = sweep_path(runs_dir, lm, ds)
-    key = str(path.resolve())
+    partial = partial_path(path)
     lock = result_lock(path)
-    if not lock.acquire(blocking=False):
-        _follow(key, lock, progress, on_row)
-        lock.acquire()
+    total = sum(len(v) for v in SWEEP_LEVELS.values())
+    seen, offset = 0, 0
+    while not lock.acquire(blocking=False):
+        rows, offset = _read_new_rows(partial, offset)
+        for row in rows:
+            seen += 1
+            if on_row:
+                on_row(row)
+            if progress and seen > 1:
+                progress(seen - 1, total)
+        time.sleep(FOLLOW_POLL_S)
     try:
         if path.is_file():
             try:
                 return pd.read_csv(path)
             except (OSError, ValueError):
                 pass
-        live = _LIVE_SWEEPS[key] = _LiveSweep(sum(len(v) for v in SWEEP_LEVELS.values()))
-
-        def add(row):
-            live.add(row)
-            if on_row:
-                on_row(row)
-        try:
-            df = sweep(lm, ds, progress=progress, on_row=add, workers=workers)
-        finally:
-            live.finish()
-            _LIVE_SWEEPS.pop(key, None)
         path.parent.mkdir(parents=True, exist_ok=True)
+        with open(partial, "w") as live:
+
+            def add(row):
+                live.write(_json_row(row) + "\n")
+                live.flush()
+                if on_row:
+                    on_row(row)
+            try:
+                df = sweep(lm, ds, progress=progress, on_row=add, workers=workers)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-sweep-", suffix=".csv")
         os.close(fd)
         df.to_csv(tmp, index=False)
         os.replace(tmp, path)
+        partial.unlink(missing_ok=True)
         return df
     finally:
         lock.release()

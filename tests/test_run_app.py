@@ -9,7 +9,10 @@ computed, once, under the pages' keys, at a lower CPU priority.
 - the warm-up computes each page's result through the page's own call (same runs/ key), in WARM_UP_ORDER,
   in a thread at nice +10;
 - the launcher, started like the README says, stores the evaluation of the sample's test split before
-  the server answers, then the rest, at exactly the paths the pages look up.
+  the server answers, then the rest, at exactly the paths the pages look up, from a process of its own
+  (never a thread holding the server's interpreter lock), which exits when the server's process does;
+- result_lock holds across processes (a page waits for the warm-up process's result, or computes it when
+  that process died), and a sweep another process computes streams its rows to a caller in this one.
 """
 from __future__ import annotations
 
@@ -85,8 +88,10 @@ def test_launcher_stores_the_default_results_before_any_session(tiny_cifake, tra
         want = [ev.evaluation_dir(runs, lm, test, None) / "metrics.json", robustness.sweep_path(runs, lm, test)]
         end = time.time() + 240
         health = False
+        warm_up_pids = set()
         while time.time() < end and not (health and all(p.is_file() for p in want)):
             assert proc.poll() is None, log.read_text()
+            warm_up_pids |= _warm_up_children(proc.pid)
             try:
                 with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as r:
                     if r.status == 200 and not health:
@@ -103,8 +108,117 @@ def test_launcher_stores_the_default_results_before_any_session(tiny_cifake, tra
         assert stored is not None and len(stored[0]) == len(test)
         assert "warm-up: evaluation of test ready" in text
         assert "No runtime found" not in text           # no st.cache_data created outside the runtime
+        # the warm-up ran in a process of its own, a child of the server's, seen while it computed
+        assert warm_up_pids and proc.pid not in warm_up_pids, text
     finally:
         stop_process(proc)
+
+
+def _warm_up_children(pid: int) -> set[int]:
+    import psutil
+    import run_app
+    try:
+        return {c.pid for c in psutil.Process(pid).children(recursive=True)
+                if run_app.WARM_UP_PROCESS in c.cmdline()}
+    except psutil.Error:
+        return set()
+
+
+def test_warm_up_process_exits_with_the_server_process(tiny_cifake, trained_ckpt, tmp_path):
+    """A server process killed outright (no atexit) leaves no warm-up process behind."""
+    import psutil
+    import run_app
+    weights, runs = tmp_path / "weights", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    env = {**os.environ, "AUDIT_WEIGHTS_DIR": str(weights), "AUDIT_SAMPLE_DIR": str(tiny_cifake),
+           "AUDIT_RUNS_DIR": str(runs), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # a stand-in for the server: starts the warm-up process as main() does, then waits to be killed
+    server = subprocess.Popen([sys.executable, "-c", "import sys, time, run_app\n"
+                               "proc, first = run_app._warm_up_in_background()\n"
+                               "print(proc.pid, flush=True)\ntime.sleep(600)"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        child = psutil.Process(int(server.stdout.readline()))
+        assert run_app.WARM_UP_PROCESS in child.cmdline() and child.ppid() == server.pid
+        server.kill()
+        server.wait(10)
+        child.wait(timeout=10 * run_app.PARENT_POLL_S + 5)     # raises psutil.TimeoutExpired if still running
+    finally:
+        stop_process(server)
+
+
+def test_result_lock_holds_across_processes(tmp_path):
+    """Another process holding a result's lock: acquire(blocking=False) fails here, a blocking acquire waits
+    for its release; a holder killed outright releases it (the kernel drops its flock)."""
+    from core.checkpoint import result_lock
+    out = tmp_path / "runs" / "eval-abc"
+    holder = ("import sys, time\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+              "lock.acquire()\nprint('held', flush=True)\ntime.sleep(float(sys.argv[2]))\nlock.release()\n"
+              "print('released', flush=True)\ntime.sleep(30)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for hold, kill in ((1.0, False), (60.0, True)):
+        p = subprocess.Popen([sys.executable, "-c", holder, str(out), str(hold)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "held"
+            lock = result_lock(out)
+            assert not lock.acquire(blocking=False)
+            assert not lock.locked()                   # no thread of this process holds it
+            t0 = time.perf_counter()
+            if kill:
+                p.kill()
+            assert lock.acquire()
+            waited = time.perf_counter() - t0
+            lock.release()
+            assert waited < 10 if kill else waited > 0.3
+        finally:
+            stop_process(p)
+
+
+def test_a_caller_of_a_sweep_another_process_computes_receives_its_rows_as_they_come(tiny_cifake, trained_ckpt,
+                                                                                     tmp_path):
+    """The app's warm-up process computes the sweep; a Limitations page in the server's process receives each
+    row as that process measures it, then the stored table, without computing anything itself."""
+    import pandas as pd
+    rows = [{"shift": "none", "level": 0.0, "n": 6}, {"shift": "blur", "level": 1.0, "n": 6},
+            {"shift": "blur", "level": 2.0, "n": 6}]
+    computer = ("import sys, time, json\nimport pandas as pd\nfrom core import robustness\n"
+                "from core.checkpoint import load_checkpoint\nfrom core.datasets import open_dataset\n"
+                "rows = json.loads(sys.argv[3])\n"
+                "def slow_sweep(lm, ds, progress=None, on_row=None, **kw):\n"
+                "    for r in rows:\n"
+                "        on_row(dict(r)); print('row', time.time(), flush=True); time.sleep(0.5)\n"
+                "    print('done', time.time(), flush=True)\n"
+                "    return pd.DataFrame(rows)\n"
+                "robustness.sweep = slow_sweep\n"
+                "robustness.cached_sweep(load_checkpoint(sys.argv[1]), open_dataset(sys.argv[2], split='test'), "
+                "sys.argv[4])\n")
+    import json
+    p = subprocess.Popen([sys.executable, "-c", computer, str(trained_ckpt), str(tiny_cifake), json.dumps(rows),
+                          str(tmp_path)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().startswith("row")          # the first row is measured
+        lm = load_checkpoint(trained_ckpt)
+        ds = open_dataset(tiny_cifake, split="test")
+
+        def fail(*a, **k):
+            raise AssertionError("computed here, not followed")
+        real, robustness.sweep = robustness.sweep, fail
+        try:
+            got = []
+            df = robustness.cached_sweep(lm, ds, tmp_path, on_row=lambda r: got.append((r, time.time())))
+        finally:
+            robustness.sweep = real
+        lines = [p.stdout.readline().split() for _ in range(3)]
+        done_at = float(lines[-1][1])
+        assert [r for r, _ in got] == rows
+        assert got[1][1] < done_at                            # streamed before the other process had finished
+        assert df.to_dict("records") == rows
+        assert not robustness.partial_path(robustness.sweep_path(tmp_path, lm, ds)).exists()
+    finally:
+        stop_process(p)
 
 
 def _count_calls(monkeypatch, module, name, delay=0.5):
@@ -328,7 +442,6 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     from streamlit.web import cli
     first_done = threading.Event()
     order = []
-    monkeypatch.setattr(run_app, "import_compute_modules", lambda: order.append("compute imports"))
     monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
 
     def fake_background():
@@ -345,5 +458,5 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     with pytest.raises(SystemExit):
         run_app.main([])
     # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
-    assert order == ["compute imports", "warm-up started", "heavy imports",
+    assert order == ["warm-up started", "heavy imports",
                      "server (first step done: True, pages directory mode: False)"]
