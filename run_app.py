@@ -77,9 +77,12 @@ def import_compute_modules() -> None:
 
 
 def import_heavy_modules() -> None:
-    """The rest of what a first script run would import: streamlit, plotly and the other core modules."""
+    """The rest of what a first script run would import: streamlit, altair, plotly, torch and the core modules
+    (tests/test_run_app.py checks that every module a page or pages_support imports at its top is among them)."""
     import importlib
 
+    import altair  # noqa: F401            (every page but Predict draws Vega-Lite charts: 0.5-1.5 s to import)
+    import pandas.io.formats.style  # noqa: F401       (st.table's Styler, pages_support.views.static_table)
     import plotly.graph_objects  # noqa: F401
     import plotly.subplots  # noqa: F401
     import streamlit  # noqa: F401

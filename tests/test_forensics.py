@@ -86,6 +86,49 @@ def test_dataset_spectra_per_class_and_source(tmp_path):
     assert back["count"] == sp["count"] and set(back["radial"]) == set(sp["radial"])
 
 
+def _spectrum_one_at_a_time(arr, sigma=forensics.RESIDUAL_SIGMA):
+    # The per-image definition the vectorised pass replaced (blur over H and W only, FFT, mean of channels).
+    from scipy.ndimage import gaussian_filter
+    a = np.asarray(arr, dtype=np.float64)
+    f = np.fft.fft2(a - gaussian_filter(a, sigma=(sigma, sigma, 0), mode="wrap"), axes=(0, 1))
+    return np.fft.fftshift(np.log1p(np.abs(f)).mean(axis=2))
+
+
+def test_vectorised_spectra_equal_one_image_at_a_time(tmp_path, monkeypatch):
+    """residual_spectra of a batch = each image's spectrum on its own (no blur across the batch); dataset_spectra
+    in batches that straddle classes and sources = the per-image means, counts in first-seen order."""
+    rng = np.random.default_rng(1)
+    imgs = rng.integers(0, 256, (5, 16, 16, 3)).astype(np.uint8)
+    imgs[2] = 0                                                   # a flat image between two noisy ones
+    batch = forensics.residual_spectra(imgs)
+    for k in range(5):
+        np.testing.assert_allclose(batch[k], _spectrum_one_at_a_time(imgs[k]), rtol=0, atol=1e-12)
+    assert np.allclose(batch[2], 0.0)                             # its neighbours' noise did not leak in
+    for i in range(7):
+        _save(smooth_image(rng), tmp_path / "REAL" / f"{i}.png", "PNG")
+        _save(Image.fromarray(rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)), tmp_path / "FAKE" / f"{i}.png", "PNG")
+    (tmp_path / "manifest.csv").write_text("file,label,source\n" + "".join(
+        f"REAL/{i}.png,0,{'a' if i % 2 else 'b'}\nFAKE/{i}.png,1,{'c' if i < 3 else ''}\n" for i in range(7)))
+    ds = open_dataset(tmp_path)
+    monkeypatch.setattr(forensics, "SPECTRA_PIXELS", 3 * 32 * 32)        # batches of 3 images
+    sp = forensics.dataset_spectra(ds, crop=32)
+    want, counts = {}, {}
+    for i in range(len(ds)):
+        _, label, source = ds.items[i][:3]
+        s = _spectrum_one_at_a_time(np.asarray(ds.load(i).image))
+        for name in (forensics.CLASS_NAMES[int(label)], f"source:{source}" if source else None):
+            if name:
+                want.setdefault(name, []).append(s)
+                counts[name] = counts.get(name, 0) + 1
+    assert sp["count"] == {k: v for k, v in counts.items() if not k.startswith("source:")}
+    assert list(sp["count"]) == [k for k in counts if not k.startswith("source:")]
+    assert sp["source_count"] == {k[7:]: v for k, v in counts.items() if k.startswith("source:")}
+    assert list(sp["source_count"]) == [k[7:] for k in counts if k.startswith("source:")]
+    for name, specs in want.items():
+        got = sp["source_mean"][name[7:]] if name.startswith("source:") else sp["mean"][name]
+        np.testing.assert_allclose(got, np.mean(specs, axis=0), rtol=1e-12, atol=1e-12)
+
+
 # ----------------------------------------------------------------------------- file properties
 
 @pytest.mark.parametrize("quality", [10, 35, 50, 51, 75, 90, 95, 100])
