@@ -18,7 +18,8 @@ first view waits for all of it. This launcher instead:
    side on one torch thread each (lanes_of, core.threads): Limitations' sweep (about 7,200 of
    its 9,800 forward passes on the sample, core.limitations.first_view_forwards), then the other splits;
    and, in the menu's order (WARM_UP_ORDER), the sample's ood evaluation, Limitations' stability battery
-   and Grad-CAM audit, Forensics' analysis, Compare's default model B and Error slices' image properties;
+   and Grad-CAM audit, Forensics' analysis, Compare's default model B and its comparison (bootstrap at
+   threshold 0.5), and Error slices' image properties;
    then it exits (and it exits with the server's process).
 
 Why a process: the warm-up's steps are mostly Python around small forward passes (decoding, shifts,
@@ -115,10 +116,12 @@ def warm_up_steps() -> list[tuple[str, object]]:
         page_steps.append(rest.pop(0))
 
     def compare_b():
-        # Compare's default model B: the first shipped checkpoint other than default.pt (pages/9_compare.py).
+        # Compare's default model B: the first shipped checkpoint other than default.pt (pages/9_compare.py),
+        # and the comparison at the sidebar's default threshold (0.5).
+        from core.compare import cached_comparison
         others = [p for p in shipped_weights() if p != DEFAULT_WEIGHTS]
         if others:
-            cached_evaluation(load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR)
+            cached_comparison(lm, load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR, threshold=0.5)
 
     def properties():
         from core.slices import cached_properties

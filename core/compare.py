@@ -151,6 +151,32 @@ def compare_predictions(joined: pd.DataFrame, threshold: float = 0.5, n_boot: in
             "per_source": per_source}
 
 
+def cached_comparison(lm_a, lm_b, ds, runs_dir="runs", threshold: float = 0.5, n_boot: int = 1000,
+                      seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """(join_predictions table, compare_predictions result) of two models on ds, from their stored evaluations
+    (core.evaluate.cached_evaluation, computed when missing); the result is computed once per (weights A,
+    weights B, dataset, threshold, n_boot, seed) and stored as runs/compare-KEY/compare.json (the bootstrap
+    was 1-4 s of the Compare page's first view, every time a new server process drew it).
+
+    The result is returned as read back from that JSON, so a first and a later call give the same types.
+    Raises CompareError as join_predictions does.
+    """
+    from .audit_cache import json_bytes, result_dir, write_result_dir
+    from .checkpoint import result_lock
+    from .evaluate import cached_evaluation, dataset_fingerprint
+    joined = join_predictions(cached_evaluation(lm_a, ds, runs_dir)[0], cached_evaluation(lm_b, ds, runs_dir)[0])
+    out = result_dir(runs_dir, "compare", lm_a.sha256, lm_b.sha256, dataset_fingerprint(ds), float(threshold),
+                     int(n_boot), int(seed))
+    with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
+        try:
+            return joined, json.loads((out / "compare.json").read_text())
+        except (OSError, ValueError):
+            pass
+        data = json_bytes(compare_predictions(joined, threshold, n_boot, seed))
+        write_result_dir(out, {"compare.json": data})
+        return joined, json.loads(data)
+
+
 def disagreement_cells(joined: pd.DataFrame, threshold: float = 0.5) -> pd.Series:
     """Per image: which of CELLS it falls in at `threshold`."""
     y = joined["label"].to_numpy()

@@ -13,20 +13,21 @@ import pandas as pd
 import streamlit as st
 
 from core.checkpoint import CheckpointError
-from core.compare import (CELL_MEANING, CELLS, CompareError, compare_predictions, disagreement_cells,
-                          join_predictions, metrics_table, roc_table)
+from core.compare import (CELL_MEANING, CELLS, CompareError, cached_comparison, disagreement_cells, metrics_table,
+                          roc_table)
 from core.labels import CLASS_NAMES
 from pages_support import charts
-from pages_support.common import Context, _file_sha, evaluation_ui, get_context, load_model_cached, shipped_weights
+from pages_support.common import (RUNS_DIR, Context, _file_sha, evaluation_ui, get_context, load_model_cached,
+                                  shipped_weights)
 from pages_support.views import gallery, num, pct
 
-N_BOOT = 1000
+N_BOOT = 1000          # core.compare's default, as `python -m core.compare` uses
 
 
-@st.cache_data(show_spinner="Bootstrap intervals...", max_entries=16)
-def _compare(df_a: pd.DataFrame, df_b: pd.DataFrame, threshold: float, key: tuple) -> tuple[pd.DataFrame, dict]:
-    joined = join_predictions(df_a, df_b)
-    return joined, compare_predictions(joined, threshold, N_BOOT)
+def compare_ui(ctx: Context, lm_b) -> tuple[pd.DataFrame, dict]:
+    """core.compare.cached_comparison (stored under runs/; the app's warm-up stores the default pair's at 0.5)."""
+    with st.spinner(f"Bootstrap intervals ({N_BOOT:,} paired resamples)..."):
+        return cached_comparison(ctx.lm, lm_b, ctx.ds, RUNS_DIR, ctx.threshold, N_BOOT)
 
 
 def model_b_ui(ctx: Context) -> tuple[object, str] | None:
@@ -65,7 +66,7 @@ def main() -> None:
         st.stop()
     name_a, name_b = Path(ctx.weights_path).name, Path(path_b).name
     try:
-        joined, res = _compare(res_a[0], res_b[0], ctx.threshold, (ctx.lm.sha256, lm_b.sha256, tuple(ctx.dataset_key)))
+        joined, res = compare_ui(ctx, lm_b)
     except CompareError as e:
         st.error(f"These evaluations cannot be compared: {e}")
         st.stop()

@@ -75,6 +75,29 @@ def test_bootstrap_is_seeded_and_paired():
     assert r["mcnemar_p"] == 1.0 and r["only_a"] == r["only_b"] == 0
 
 
+def test_cached_comparison_is_the_core_result_stored_once(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
+    """The Compare page's result: compare_predictions on the two stored evaluations, stored per threshold under
+    runs/ and read back (the same numbers, the same types either way); another threshold is another result."""
+    import json
+    from core.checkpoint import load_checkpoint
+    from core.datasets import open_dataset
+    from core.evaluate import cached_evaluation
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")
+    joined, first = compare.cached_comparison(lm, lm, ds, tmp_path, 0.5, n_boot=50)
+    df = cached_evaluation(lm, ds, tmp_path)[0]
+    want = compare.compare_predictions(compare.join_predictions(df, df), 0.5, n_boot=50)
+    assert first == json.loads(json.dumps(want, default=float))
+    assert first["metrics"]["a"]["accuracy"]["value"] == pytest.approx(float(((df["prob_fake"] >= 0.5).astype(int) == df["label"]).mean()))
+    calls = []
+    monkeypatch.setattr(compare, "compare_predictions", lambda *a, **k: calls.append(a) or want)
+    again = compare.cached_comparison(lm, lm, ds, tmp_path, 0.5, n_boot=50)[1]
+    assert again == first and not calls                          # read back, not computed
+    compare.cached_comparison(lm, lm, ds, tmp_path, 0.7, n_boot=50)
+    assert len(calls) == 1                                        # another threshold: computed
+    assert len(joined) == len(df)
+
+
 def test_join_refuses_different_data():
     a = _joined()[["path", "label", "source"]].assign(prob_fake=0.5)
     with pytest.raises(compare.CompareError, match="no image in common"):

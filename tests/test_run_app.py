@@ -240,12 +240,14 @@ def _run_both(fn):
         t.join()
 
 
-@pytest.mark.parametrize("kind", ["properties", "forensics", "stability", "gradcam-audit"])
+@pytest.mark.parametrize("kind", ["properties", "forensics", "stability", "gradcam-audit", "compare"])
 def test_every_warmed_result_is_computed_once_under_concurrency(kind, tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
-    from core import forensics, slices, stability
+    from core import compare, forensics, slices, stability
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     module, inner, call = {
+        "compare": (compare, "compare_predictions",
+                    lambda: compare.cached_comparison(lm, lm, ds, tmp_path, 0.5, n_boot=50)),
         "properties": (slices, "image_properties", lambda: slices.cached_properties(ds, tmp_path)),
         "forensics": (forensics, "analyse", lambda: forensics.cached_analysis(ds, tmp_path)),
         "stability": (stability, "dataset_stability",
@@ -419,14 +421,17 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
     assert first.is_set()
     assert done == run_app.WARM_UP_ORDER, log
     # The pages' calls, each of which must now read from disk.
+    from core import compare
     for module, name in ((ev, "evaluate"), (robustness, "sweep"), (robustness, "gradcam_audit_dataset"),
-                         (slices, "image_properties"), (forensics, "analyse"), (stability, "dataset_stability")):
+                         (slices, "image_properties"), (forensics, "analyse"), (stability, "dataset_stability"),
+                         (compare, "compare_predictions")):
         monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} recomputed: not warmed"))
     lm, lm_b = load_checkpoint(weights / "default.pt"), load_checkpoint(weights / "b.pt")
     test = open_dataset(str(sample), split="test", fmt="cifake")
     for split in ("test", "ood", "train"):
         ev.cached_evaluation(lm, open_dataset(str(sample), split=split, fmt="cifake"), runs)
     ev.cached_evaluation(lm_b, test, runs)
+    compare.cached_comparison(lm, lm_b, test, runs, 0.5)         # pages/9_compare.py at the default threshold
     slices.cached_properties(test, runs)
     forensics.cached_analysis(test, runs)
     robustness.cached_sweep(lm, test, runs)
