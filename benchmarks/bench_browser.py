@@ -2,6 +2,7 @@
 
     python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20] [--out NAME]
     python benchmarks/bench_browser.py --baseline REV --idle-seconds 0 --out NAME   # HEAD against commit REV
+    python benchmarks/bench_browser.py --warm --idle-seconds 0               # every result on disk: drawing only
 
 For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
 empty, as after the README's install), the running Python's environment linked in as the clone's
@@ -15,13 +16,20 @@ PyPI; never `playwright install`) opening the page's URL. Times from the request
 - complete: the script run has finished (the app's data-test-script-state is "notRunning" for 1 s, no
   spinner or progress bar left) with the page's content drawn: no stSkeleton left (the placeholder the
   frontend shows while it loads an element's code, e.g. plotly.js, metrics, data frames: without this rule
-  Confusion counted as complete before any of its numbers was drawn); any st.exception element fails the page.
+  Confusion counted as complete before any of its numbers was drawn); any st.exception element fails the page;
+- script done (`script_done_s`): the start of the last stretch in which the script run had finished
+  ("notRunning", content drawn). complete - script done is the frontend drawing what the script sent (loading
+  each element type's code, laying out charts and images), script done the server's share plus the page load.
 
 `server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
 what a user who starts the app and opens the page at once waits (`from_command_s`).
 
 With --baseline REV every page is measured on a clone of REV too, alternating with HEAD (on a shared
 machine a same-run baseline is the only fair comparison).
+
+With --warm, one server per version instead: once its warm-up has stored every default result, Predict is
+opened once (the server process loads the model) and then every page, each in a new browser context: the
+script only reads from disk, so the times are the pages' own drawing (plus the frontend's page load).
 
 Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
 over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
@@ -123,7 +131,7 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False,
     page = ctx.new_page()
     t0 = time.perf_counter()
     page.goto(url, wait_until="commit")
-    first = complete = None
+    first = complete = script_done = None
     quiet_since = None
     end = t0 + timeout
     while time.perf_counter() < end:
@@ -138,9 +146,14 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False,
         })""", NUMBERS)
         if state["exception"]:
             ctx.close()
-            return {"first_numbers_s": first, "complete_s": None, "error": "st.exception on the page", "context": None}
+            return {"first_numbers_s": first, "script_done_s": script_done, "complete_s": None,
+                    "error": "st.exception on the page", "context": None}
         if state["numbers"] and first is None:
             first = now
+        if state["content"] >= 1 and not state["running"]:
+            script_done = now if script_done is None else script_done
+        else:
+            script_done = None
         if state["content"] >= 1 and not state["running"] and not state["spinner"]:
             if quiet_since is None:
                 quiet_since = now
@@ -157,7 +170,8 @@ def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False,
     error = None if complete else f"not complete in {timeout} s"
     if complete and title is not None and heading != title:
         error, complete = f"landed on {heading!r}, not {title!r}", None
-    return {"first_numbers_s": first, "complete_s": complete, "context": ctx if keep_open else None, "error": error}
+    return {"first_numbers_s": first, "script_done_s": script_done, "complete_s": complete,
+            "context": ctx if keep_open else None, "error": error}
 
 
 def idle_cpu(server: subprocess.Popen, browser, url: str, seconds: float) -> float:
@@ -176,6 +190,31 @@ def idle_cpu(server: subprocess.Popen, browser, url: str, seconds: float) -> flo
     return used
 
 
+def warm_views(browser, tmp: Path, wanted: list[str], revs: list, plain: bool) -> list[dict]:
+    """--warm: per version one clone and server; once its warm-up is done (every default result on disk), Predict
+    once (the server process loads the model), then each page in a new browser context."""
+    rows = []
+    for rev in revs:
+        clone = fresh_clone(tmp / f"clone-warm-{rev or 'HEAD'}", rev)
+        port = _free_port()
+        server = start_server(clone, port, launcher=not plain)
+        try:
+            if not plain:
+                wait_warm_up(clone)
+            first_view(browser, f"http://localhost:{port}/")
+            for path in wanted:
+                load = os.getloadavg()[0]
+                res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
+                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)",
+                             "first_numbers_s": res["first_numbers_s"], "script_done_s": res["script_done_s"],
+                             "complete_s": res["complete_s"], "load_before": load, "error": res["error"]})
+                print(rows[-1], flush=True)
+        finally:
+            stop(server)
+            shutil.rmtree(clone, ignore_errors=True)
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pages", default=",".join(p or "predict" for p in PAGES),
@@ -187,6 +226,11 @@ def main():
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also measure commit REV, alternating with HEAD page by page (which goes first alternates "
                          "too), so both see the same machine; rows carry `version` (default: HEAD only)")
+    ap.add_argument("--warm", action="store_true",
+                    help="instead of a fresh server per page: one server per version, every page opened (each in a new "
+                         "browser context, after one visit to Predict) once the warm-up has stored every default "
+                         "result, i.e. the script reads from disk: what is left is the pages' own drawing; results "
+                         "in browser_warm.json (default: fresh servers)")
     ap.add_argument("--out", default=None,
                     help="results name under benchmarks/results/ (default: browser, or browser_plain with --plain); "
                          "use another name for trial runs, e.g. on a loaded machine")
@@ -200,7 +244,10 @@ def main():
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
             runs = [(path, None) for path in wanted]
-            if args.baseline:
+            if args.warm:
+                rows += warm_views(browser, tmp, wanted, [None] + ([args.baseline] if args.baseline else []), args.plain)
+                runs = []
+            if args.baseline and not args.warm:
                 runs = [r for k, path in enumerate(wanted)
                         for r in ([(path, None), (path, args.baseline)] if k % 2 == 0 else
                                   [(path, args.baseline), (path, None)])]
@@ -220,7 +267,7 @@ def main():
                     (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
                 res.pop("context", None)
                 rows.append({"page": PAGES[path], "version": rev or "HEAD", "first_numbers_s": res["first_numbers_s"],
-                             "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
+                             "script_done_s": res["script_done_s"], "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
                              "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
                              "load_before": load, "error": res["error"]})
@@ -244,11 +291,11 @@ def main():
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print_table(rows, ["page", "version", "first_numbers_s", "complete_s", "target", "meets", "server_start_s", "from_command_s",
-                       "load_before"])
+    print_table(rows, ["page", "version", "first_numbers_s", "script_done_s", "complete_s", "target", "meets",
+                       "server_start_s", "from_command_s", "load_before"])
     for k, v in idle.items():
         print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
-    save(args.out or ("browser_plain" if args.plain else "browser"),
+    save(args.out or ("browser_warm" if args.warm else "browser_plain" if args.plain else "browser"),
          {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py",
           "head": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(), "baseline": args.baseline, "pages": rows,

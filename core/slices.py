@@ -35,12 +35,31 @@ N_BINS = 4
 
 def measure(img) -> dict:
     """Brightness, saturation and sharpness of one decoded RGB PIL image (see module docstring)."""
-    from scipy.ndimage import laplace
-    rgb = np.asarray(img, dtype=np.float64)                       # (H, W, 3)
-    luma = rgb @ np.array([0.299, 0.587, 0.114])
-    sat = np.asarray(img.convert("HSV"), dtype=np.float64)[..., 1] / 255.0
-    return {"brightness": float(luma.mean()), "saturation": float(sat.mean()),
-            "sharpness": float(laplace(luma, mode="reflect").var())}
+    b, s, k = measure_batch(np.asarray(img, dtype=np.uint8)[None])
+    return {"brightness": float(b[0]), "saturation": float(s[0]), "sharpness": float(k[0])}
+
+
+def measure_batch(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """uint8 (B, H, W, 3) images of one size -> (brightness, saturation, sharpness), each float64 (B,).
+
+    Saturation is Pillow's HSV S channel (Convert.c rgb2hsv: S = trunc(255 * float32((max - min) / max)), 0 for
+    grey), computed here for the whole batch: the same byte as img.convert("HSV") for every one of the 2^24
+    colours (checked once); tests/test_compare_slices.py checks it against Pillow on random images."""
+    from scipy.ndimage import correlate1d
+    x = np.asarray(rgb, dtype=np.uint8)
+    luma = x.astype(np.float64) @ np.array([0.299, 0.587, 0.114])             # (B, H, W)
+    mx, mn = x.max(axis=3), x.min(axis=3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = (mx.astype(np.float32) - mn.astype(np.float32)) / mx.astype(np.float32)
+    sat = np.where(mx == mn, 0, np.clip(np.floor(s.astype(np.float64) * 255.0), 0, 255)).astype(np.uint8)
+    # scipy.ndimage.laplace(luma, mode="reflect") per image: [1, -2, 1] along H, plus the same along W
+    lap = correlate1d(luma, [1, -2, 1], axis=1, mode="reflect") + correlate1d(luma, [1, -2, 1], axis=2, mode="reflect")
+    return (luma.mean(axis=(1, 2)), (sat.astype(np.float64) / 255.0).mean(axis=(1, 2)), lap.var(axis=(1, 2)))
+
+
+# Pixels per vectorised measure_batch call: the sample's 3,000 images one at a time were 2.2 s of the slices'
+# 6.1 s of image properties (cProfile, one core, under load), mostly Python and Pillow's per-call overhead.
+MEASURE_PIXELS = 512 * 32 * 32
 
 
 def image_properties(ds, progress=None) -> pd.DataFrame:
@@ -49,20 +68,31 @@ def image_properties(ds, progress=None) -> pd.DataFrame:
     from .forensics import file_properties, item_bytes
     from .images import load_image
     rows = []
+    pending: dict[tuple, list] = {}           # decoded size -> [(row index, uint8 (H, W, 3))]
+
+    def flush(shape):
+        items = pending.pop(shape)
+        for (k, _), b, s, sh in zip(items, *measure_batch(np.stack([a for _, a in items]))):
+            rows[k].update({"brightness": float(b), "saturation": float(s), "sharpness": float(sh)})
     for i in range(len(ds)):
         row = {"path": ds.item_id(i), "error": ""}
+        rows.append(row)
         try:
             data = item_bytes(ds, i)
             loaded = load_image(data)
-            row.update(measure(loaded.image))
+            arr = loaded.pixels.permute(1, 2, 0).numpy()                   # (H, W, 3) uint8
             row["jpeg_quality"] = file_properties(data)["jpeg_quality"]
             w, h = loaded.original_size
             row.update({"width": w, "height": h, "original_size": f"{w}x{h}"})
+            pending.setdefault(arr.shape, []).append((i, arr))
+            if len(pending[arr.shape]) * arr.shape[0] * arr.shape[1] >= MEASURE_PIXELS:
+                flush(arr.shape)
         except ImageError as e:
             row["error"] = str(e)
-        rows.append(row)
         if progress and (i % 64 == 0 or i + 1 == len(ds)):
             progress(i + 1, len(ds))
+    for shape in list(pending):
+        flush(shape)
     cols = ["path", "brightness", "saturation", "sharpness", "jpeg_quality", "width", "height", "original_size", "error"]
     return pd.DataFrame(rows, columns=cols)
 

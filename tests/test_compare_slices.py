@@ -141,6 +141,43 @@ def test_measure_hand_checked():
     assert slices.measure(sharp)["sharpness"] > 10 * slices.measure(sharp.filter(ImageFilter.GaussianBlur(2)))["sharpness"]
 
 
+def _measure_one_at_a_time(img):
+    # The per-image definition the vectorised measure_batch replaced: Pillow's HSV, scipy's Laplacian.
+    from scipy.ndimage import laplace
+    rgb = np.asarray(img, dtype=np.float64)
+    luma = rgb @ np.array([0.299, 0.587, 0.114])
+    sat = np.asarray(img.convert("HSV"), dtype=np.float64)[..., 1] / 255.0
+    return luma.mean(), sat.mean(), laplace(luma, mode="reflect").var()
+
+
+def test_vectorised_measurements_equal_pillow_and_scipy_one_image_at_a_time(tmp_path, monkeypatch):
+    """measure_batch = Pillow's HSV saturation and scipy's Laplacian per image (grey, black and saturated
+    pixels included); image_properties over mixed sizes, in batches, gives each row its own image's numbers."""
+    from conftest import make_cifake
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 9, 7, 3)).astype(np.uint8)
+    x[0] = 0                                                      # black: max = 0
+    x[1, :, :, :] = x[1, :, :, :1]                                # grey: max = min
+    x[2, ::2, ::2] = (255, 0, 0)
+    b, sat, sh = slices.measure_batch(x)
+    for k in range(6):
+        assert (b[k], sat[k], sh[k]) == pytest.approx(_measure_one_at_a_time(Image.fromarray(x[k])), rel=1e-12, abs=1e-12)
+    root = make_cifake(tmp_path / "d", n_train=1, n_test=5)
+    big = Image.fromarray(rng.integers(0, 256, (40, 48, 3)).astype(np.uint8))
+    big.save(root / "test" / "REAL" / "big.png")                  # another size: its own batch
+    from core.datasets import open_dataset
+    from core.images import load_image
+    ds = open_dataset(root, split="test")
+    monkeypatch.setattr(slices, "MEASURE_PIXELS", 3 * 32 * 32)    # batches of 3 32x32 images
+    props = slices.image_properties(ds)
+    assert props["path"].tolist() == [ds.item_id(i) for i in range(len(ds))]
+    for i in range(len(ds)):
+        want = _measure_one_at_a_time(load_image(ds.read_bytes(ds.items[i][0])).image)
+        got = props.loc[i, ["brightness", "saturation", "sharpness"]].to_numpy(float)
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    assert (props["original_size"] == "48x40").sum() == 1
+
+
 def _merged():
     """8 images: source a holds 0-3 (1 error), b holds 4-7 (3 errors); brightness 10..80."""
     df = pd.DataFrame({"path": [f"p{k}" for k in range(8)], "label": [0, 0, 1, 1, 0, 1, 1, 0],
