@@ -200,7 +200,7 @@ def warm_views(browser, tmp: Path, wanted: list[str], revs: list, plain: bool) -
         server = start_server(clone, port, launcher=not plain)
         try:
             if not plain:
-                wait_warm_up(clone)
+                wait_warm_up(clone, timeout=1800)      # SCHED_IDLE beside other work: slow, not broken
             first_view(browser, f"http://localhost:{port}/")
             for path in wanted:
                 load = os.getloadavg()[0]

@@ -448,6 +448,7 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     first_done = threading.Event()
     order = []
     monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
+    monkeypatch.setattr(run_app, "prime_charts", lambda: order.append("charts primed"))
 
     def fake_background():
         order.append("warm-up started")
@@ -463,7 +464,7 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     with pytest.raises(SystemExit):
         run_app.main([])
     # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
-    assert order == ["warm-up started", "heavy imports",
+    assert order == ["warm-up started", "heavy imports", "charts primed",
                      "server (first step done: True, pages directory mode: False)"]
 
 
@@ -484,3 +485,20 @@ def test_the_launcher_imports_every_module_the_pages_import_before_the_server_an
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
     assert {"altair", "streamlit", "pandas"} <= wanted          # the scan found the pages' imports
+
+
+def test_prime_charts_converts_one_chart_of_every_kind_the_pages_draw(monkeypatch):
+    """Every chart helper of pages_support.charts is built and converted to its spec (Altair's first conversion
+    in a process is what the priming takes off a first page view)."""
+    import inspect
+
+    import run_app
+    from pages_support import charts
+    helpers = {n for n, f in inspect.getmembers(charts, inspect.isfunction)
+               if f.__module__ == charts.__name__ and not n.startswith("_") and n != "thin"}   # thin: rows, not a chart
+    called = set()
+    for name in helpers:
+        real = getattr(charts, name)
+        monkeypatch.setattr(charts, name, lambda *a, _n=name, _f=real, **k: called.add(_n) or _f(*a, **k))
+    assert run_app.prime_charts() >= 7
+    assert called == helpers
