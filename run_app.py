@@ -270,13 +270,21 @@ WARM_UP_PROCESS = "--warm-up-process"     # run_app.py's own first argument in t
 PARENT_POLL_S = 0.5                         # the warm-up process exits within this long after the server's
 
 
-def _warm_up_in_background() -> tuple[subprocess.Popen, threading.Event]:
+# The warm-up process needs POSIX (pass_fds; result locks across processes are flocks): elsewhere it runs in
+# a thread of the server's process, as before session 7.
+WARM_UP_IN_PROCESS = os.name == "posix"
+
+
+def _warm_up_in_background() -> tuple[subprocess.Popen | threading.Thread, threading.Event]:
     """Start the warm-up process (this file, WARM_UP_PROCESS); returns it and an Event set once its first step
     is stored, or failed, or the process has exited.
 
     A process, not a thread of the server's: its steps are mostly Python (decoding, shifts, metrics, file
     headers), and as threads they held the server's interpreter lock for part of every second, which a page
-    computing or drawing meanwhile waited for. Its output goes where the server's goes."""
+    computing or drawing meanwhile waited for. Its output goes where the server's goes. Without
+    WARM_UP_IN_PROCESS, a thread of this process instead."""
+    if not WARM_UP_IN_PROCESS:
+        return _warm_up_in_a_thread()
     r, w = os.pipe()
     proc = subprocess.Popen([sys.executable, str(HERE / "run_app.py"), WARM_UP_PROCESS, str(w), str(os.getpid())],
                             pass_fds=(w,), cwd=HERE)
@@ -292,6 +300,23 @@ def _warm_up_in_background() -> tuple[subprocess.Popen, threading.Event]:
     threading.Thread(target=wait_for_first_step, name="warm-up first step", daemon=True).start()
     atexit.register(_stop_process, proc)
     return proc, first_done
+
+
+def _warm_up_in_a_thread() -> tuple[threading.Thread, threading.Event]:
+    first_done = threading.Event()
+
+    def run():
+        try:
+            import_compute_modules()
+            warm_up(log=lambda msg: print(msg, file=sys.stderr, flush=True), first_done=first_done)
+        except Exception:                   # the pages compute (and report) it themselves
+            print("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc(),
+                  file=sys.stderr, flush=True)
+        finally:
+            first_done.set()
+    t = threading.Thread(target=run, name="warm-up", daemon=True)
+    t.start()
+    return t, first_done
 
 
 def _stop_process(proc: subprocess.Popen) -> None:

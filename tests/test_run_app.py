@@ -502,3 +502,24 @@ def test_prime_charts_converts_one_chart_of_every_kind_the_pages_draw(monkeypatc
         monkeypatch.setattr(charts, name, lambda *a, _n=name, _f=real, **k: called.add(_n) or _f(*a, **k))
     assert run_app.prime_charts() >= 7
     assert called == helpers
+
+
+def test_without_posix_the_warm_up_runs_in_a_thread_of_the_server(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
+    """WARM_UP_IN_PROCESS off (not POSIX): the same warm-up, in a thread of this process; first_done is set once
+    the test evaluation is stored."""
+    import run_app
+    from pages_support import paths
+    weights, runs = tmp_path / "weights", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", Path(tiny_cifake)), ("RUNS_DIR", runs),
+                        ("DEFAULT_WEIGHTS", weights / "default.pt")):
+        monkeypatch.setattr(paths, name, value)
+    monkeypatch.setattr(run_app, "WARM_UP_IN_PROCESS", False)
+    worker, first = run_app._warm_up_in_background()
+    assert isinstance(worker, threading.Thread)
+    assert first.wait(120)
+    lm = load_checkpoint(weights / "default.pt")
+    test = open_dataset(str(tiny_cifake), split="test", fmt="cifake")
+    assert (ev.evaluation_dir(runs, lm, test, None) / "metrics.json").is_file()
+    worker.join(300)
