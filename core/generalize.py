@@ -18,6 +18,7 @@ per-source leaderboard of the Generalization page.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -85,9 +86,13 @@ def families_of(ds) -> list[str]:
     return sorted({src for _, label, src in ds.items if label == 1 and src})
 
 
-def _complete(fdir: Path) -> bool:
+def _complete(fdir: Path, fingerprint: str | None = None) -> bool:
+    """model.pt and an evaluation of the current result format, made on the test data of `fingerprint`."""
     from .evaluate import load_evaluation
-    return (fdir / "model.pt").is_file() and load_evaluation(fdir / "eval") is not None
+    if not (fdir / "model.pt").is_file():
+        return False
+    res = load_evaluation(fdir / "eval")
+    return res is not None and (fingerprint is None or res[1].get("test_fingerprint") == fingerprint)
 
 
 def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test", families=None, log=print,
@@ -125,15 +130,18 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
 def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag: str = "logo",
               progress=None) -> list[dict]:
     """For each held-out family: `make_fold(fam, fdir)` writes fdir/model.pt unless it is there, then it is
-    evaluated on that family (`evaluate_fold`) unless a current evaluation is stored; returns the
-    leaderboard rows. Resumable; a new result format re-evaluates the stored models, never retrains them."""
+    evaluated on that family (`evaluate_fold`) unless a current evaluation of this test data is stored; returns
+    the leaderboard rows. Resumable; a new result format or rebuilt test data re-evaluates the stored models,
+    never retrains them."""
     rows = []
+    fingerprint = test_fingerprint(test_ds)
     for k, fam in enumerate(fams):
         fdir = Path(out_dir) / fam
-        if _complete(fdir):
+        if _complete(fdir, fingerprint):
             log(f"[{tag}] {fam}: complete, reused ({k + 1}/{len(fams)})")
         elif (fdir / "model.pt").is_file():      # saved only when its training finished (atomic write)
-            log(f"[{tag}] {fam}: model reused, evaluation (missing or of another result format) recomputed")
+            log(f"[{tag}] {fam}: model reused, evaluation (missing, of another result format or of other test "
+                "data) recomputed")
             evaluate_fold(fdir, fam, test_ds)
         else:
             fdir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +163,7 @@ def evaluate_fold(fdir: Path, fam: str, test_ds) -> None:
     keep = [i for i, (_, label, src) in enumerate(test_ds.items) if label == 0 or src == fam]
     df, m = evaluate(lm, test_ds.subset(keep))
     m["held_out"] = fam
+    m["test_fingerprint"] = test_fingerprint(test_ds)
     write_evaluation(fdir / "eval", df, m)
 
 
@@ -165,7 +174,8 @@ def write_leaderboard(out_dir: Path, rows: list[dict], test_ds, config: dict) ->
     board.to_csv(tmp, index=False)
     os.replace(tmp, out_dir / "leaderboard.csv")
     from .evaluate import RESULT_FORMAT
-    summary = {**summarize(board), "test_root": str(test_ds.root), "config": config, "result_format": RESULT_FORMAT}
+    summary = {**summarize(board), "test_root": str(test_ds.root), "test_fingerprint": test_fingerprint(test_ds),
+               "config": config, "result_format": RESULT_FORMAT}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return board
 
@@ -230,6 +240,32 @@ def logo_frames(out_dir) -> list[tuple[str, pd.DataFrame, VerdictModel | None, f
             vm, temp = None, 1.0
         frames.append((f"held out: {fam}", ev[0], vm, temp))
     return frames
+
+
+def test_fingerprint(ds) -> str:
+    """Which test images a leaderboard was evaluated on, in a form a fresh clone reproduces (no mtimes, unlike
+    core.evaluate.dataset_fingerprint): every item's path relative to the root, label, and byte size. A rebuilt
+    sample (new images under the same names) gets another fingerprint, so its stored rows are not shown as
+    images of the current files."""
+    h = hashlib.sha256()
+    for ref, label, _ in ds.items:
+        size = os.path.getsize(ref) if isinstance(ref, str) and os.path.isfile(ref) else -1
+        rel = os.path.relpath(ref, ds.root) if isinstance(ref, str) else repr(ref)
+        h.update(f"{rel}|{label}|{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def same_test_data(summary: dict, root) -> bool | None:
+    """Whether the data at `root` is what the stored leaderboard was evaluated on (None: it does not say, or
+    the data cannot be opened)."""
+    from .datasets import DatasetError, open_dataset
+    stored = summary.get("test_fingerprint")
+    if not stored:
+        return None
+    try:
+        return test_fingerprint(open_dataset(str(root))) == stored
+    except (DatasetError, OSError, ValueError):
+        return None
 
 
 def summarize(board: pd.DataFrame) -> dict:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.generalize import load_leaderboard, source_table
+from core.generalize import load_leaderboard, same_test_data, source_table
 from core.images import ImageError, load_image
 from core.labels import CLASS_NAMES
 from core.verdict import UNSURE, VerdictModel, decide
@@ -62,6 +62,11 @@ def per_source_section(ctx, df: pd.DataFrame) -> None:
         gallery(ctx, part.head(24))
 
 
+@st.cache_data(ttl=60, show_spinner=False)
+def _same_test_data(fingerprint: str | None, root: str) -> bool | None:
+    return same_test_data({"test_fingerprint": fingerprint}, root)
+
+
 def logo_section(threshold: float) -> None:
     st.subheader("Leave one generator out: the shipped recipe")
     res = load_leaderboard(LOGO_DIR)
@@ -72,6 +77,9 @@ def logo_section(threshold: float) -> None:
         return
     board, summary = res
     cfg = summary.get("config", {})
+    root = Path(summary.get("test_root", ""))
+    root = root if root.is_absolute() else ROOT / root
+    same = _same_test_data(summary.get("test_fingerprint"), str(root))
     a, b, c = st.columns(3)
     a.metric("Mean AUC on unseen families", num(summary["mean_auc"]))
     b.metric("Worst family AUC", num(summary["min_auc"]), help=f"held out: {summary['worst_family']}")
@@ -79,6 +87,10 @@ def logo_section(threshold: float) -> None:
     st.caption("Each row: a model trained without that family's fakes, tested on the test REAL images plus "
                "that family's test fakes (threshold 0.5, as stored). "
                + (f"Recipe: {cfg.get('recipe', '')}." if cfg.get("recipe") else ""))
+    if same is False:
+        st.warning(f"This leaderboard was evaluated on other files than those now in {summary.get('test_root')} "
+                   "(the data was rebuilt since): its numbers describe the data it was run on, and its images are "
+                   "not shown. `python -m core.generalize` with the same options on the current data makes a new one.")
     shown = board.rename(columns=COLUMNS)
     ev = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
                       column_config=_fmt(shown), key="gen_logo")
@@ -86,6 +98,9 @@ def logo_section(threshold: float) -> None:
     if i is None:
         return
     fam = board.loc[i, "held_out"]
+    if same is False:
+        st.info(f"{fam}: the images this row was measured on are no longer in {summary.get('test_root')}.")
+        return
     from core.checkpoint import read_checkpoint
     from core.evaluate import load_evaluation
     fold = LOGO_DIR / fam
@@ -108,8 +123,6 @@ def logo_section(threshold: float) -> None:
     st.markdown(f"**{fam}** held out: {len(fakes):,} fakes at threshold {threshold:.2f}: "
                 f"{v.get('FAKE', 0):,} FAKE, {v.get(UNSURE, 0):,} UNSURE, {v.get('REAL', 0):,} called REAL. "
                 "Most convincing first.")
-    root = Path(summary.get("test_root", ""))
-    root = root if root.is_absolute() else ROOT / root
     cols = st.columns(6)
     for k, (_, r) in enumerate(fakes.head(24).iterrows()):
         with cols[k % 6]:

@@ -593,3 +593,14 @@ def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypa
     board = _table(at2, "held_out")
     assert board["held_out"].tolist() == ["gen"] and board["ROC AUC"].iloc[0] == pytest.approx(row["auc"])
     assert {m.label: m.value for m in at2.metric}["Mean AUC on unseen families"] == f"{row['auc']:.3f}"
+    assert not any("other files than those now in" in w.value for w in at2.warning)
+    # The same leaderboard, recorded as evaluated on other files (a sample rebuilt since): the page says so.
+    from core.datasets import open_dataset
+    from core.generalize import test_fingerprint
+    summary = json.loads((weights / "logo" / "summary.json").read_text())
+    for fingerprint, warned in ((test_fingerprint(open_dataset(app_dirs["sample"] / "test")), False),
+                                ("0123456789abcdef", True)):
+        (weights / "logo" / "summary.json").write_text(json.dumps({**summary, "test_fingerprint": fingerprint}))
+        at3 = _page(AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run(), "7_generalization")
+        assert not at3.exception
+        assert any("other files than those now in" in w.value for w in at3.warning) == warned

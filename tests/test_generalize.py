@@ -1,6 +1,8 @@
 """Leave-one-generator-out on a tiny 3-family fixture, and the familiarity score on a trained model."""
 import csv
 import json
+import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,7 @@ from conftest import jpeg_bytes
 from core.checkpoint import load_checkpoint
 from core.evaluate import evaluate, load_evaluation
 from core.datasets import open_dataset
-from core.generalize import LEADERBOARD_COLUMNS, families_of, run_logo, source_table
+from core.generalize import LEADERBOARD_COLUMNS, families_of, run_logo, same_test_data, source_table
 from core.predict import predict_many
 from core.train import TrainConfig, train
 from core.verdict import UNSURE, WHY_UNFAMILIAR, VerdictModel
@@ -102,7 +104,6 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
     # Resume: a complete family is reused; a family whose evaluation was lost (or is of another result
     # format) is re-evaluated with its stored model, not retrained; a family whose model was lost is retrained.
     stamp = {f: (out / f / "model.pt").stat().st_mtime_ns for f in board["held_out"]}
-    import shutil
     shutil.rmtree(out / "noise" / "eval")
     (out / "stripes" / "model.pt").unlink()
     board2 = run_logo(cfg, out, log=lambda *a: None)
@@ -110,6 +111,26 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
     assert (out / "noise" / "model.pt").stat().st_mtime_ns == stamp["noise"]
     assert (out / "stripes" / "model.pt").stat().st_mtime_ns != stamp["stripes"]
     pd.testing.assert_frame_equal(board2.drop(index=2), board.drop(index=2))   # noise re-evaluated: same row
+    # Rebuilt test data (other images under the same names, as a new sample version gives): the stored
+    # evaluations describe the old files, so every fold is re-evaluated on the new ones (never retrained), and
+    # the old summary no longer matches the data while the new one does.
+    old_summary = json.loads((out / "summary.json").read_text())
+    assert same_test_data(old_summary, families_root / "test") is True
+    rebuilt = make_families(tmp_path / "rebuilt", seed=7)
+    shutil.copytree(families_root / "train", rebuilt / "train", dirs_exist_ok=True)
+    assert same_test_data(old_summary, rebuilt / "test") is False
+    stamp = {f: (out / f / "model.pt").stat().st_mtime_ns for f in board["held_out"]}
+    board3 = run_logo(replace(cfg, data=str(rebuilt)), out, log=lambda *a: None)
+    assert all((out / f / "model.pt").stat().st_mtime_ns == stamp[f] for f in board["held_out"])
+    for f in board["held_out"]:
+        df3, _ = load_evaluation(out / f / "eval")
+        lm = load_checkpoint(out / f / "model.pt")
+        ds = open_dataset(rebuilt, split="test")
+        keep = [i for i, (_, label, src) in enumerate(ds.items) if label == 0 or src == f]
+        want, _ = evaluate(lm, ds.subset(keep))
+        np.testing.assert_allclose(np.sort(df3["prob_fake"]), np.sort(want["prob_fake"]), atol=1e-6)
+    assert same_test_data(json.loads((out / "summary.json").read_text()), rebuilt / "test") is True
+    assert not board3["auc"].equals(board2["auc"])
 
 
 def test_source_table_rows_are_real_vs_each_source(families_root, tmp_path):
