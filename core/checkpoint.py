@@ -312,6 +312,20 @@ def with_crops(lm: LoadedModel, crops: int | None) -> LoadedModel:
     return dataclasses.replace(lm, preprocess=dataclasses.replace(lm.preprocess, crops=crops))
 
 
+def with_verdict_alpha(source_path, alpha: float, out_path) -> None:
+    """Save a copy of a checkpoint whose conformal band is at level alpha (its stored calibration logits are
+    unchanged: the band's quantile is computed from them at that level). The original is not modified."""
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"alpha must be in (0, 0.5), got {alpha}")
+    ckpt, _ = read_checkpoint(source_path)
+    cal = (ckpt.get("verdict") or {}).get("calibration")
+    if not cal:
+        raise CheckpointError(f"{source_path} has no calibration split: retrain it with core.train for a band")
+    cal["alpha"] = float(alpha)
+    ckpt.setdefault("metrics", {})["verdict_alpha_set"] = float(alpha)
+    save_checkpoint(ckpt, out_path)
+
+
 def with_temperature(source_path, temperature: float, out_path) -> None:
     """Save a copy of a checkpoint with a fitted temperature (the original is not modified)."""
     ckpt, _ = read_checkpoint(source_path)

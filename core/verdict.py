@@ -409,7 +409,20 @@ def main(argv=None) -> int:
     p.add_argument("--threshold", type=float, default=0.5, help="default: 0.5")
     p.add_argument("--fit-temperature", metavar="OUT",
                    help="write a copy of --weights to OUT with T fitted on its stored calibration split")
+    p.add_argument("--set-alpha", nargs=2, metavar=("ALPHA", "OUT"),
+                   help="write a copy of --weights to OUT whose 'near the threshold' band is at conformal level "
+                        "ALPHA (at most ALPHA of in-distribution images decided wrongly; smaller: wider band)")
     args = p.parse_args(argv)
+    if args.set_alpha:
+        from .checkpoint import with_verdict_alpha
+        try:
+            alpha = float(args.set_alpha[0])
+            with_verdict_alpha(args.weights, alpha, args.set_alpha[1])
+        except (CheckpointError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"alpha = {alpha} -> {args.set_alpha[1]}")
+        return 0
     if args.fit_temperature:
         from .checkpoint import read_checkpoint, with_temperature
         try:

@@ -208,6 +208,36 @@ def test_calibration_temperature_recovers_a_planted_scale_and_cli_writes_a_copy(
     assert "no calibration split" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
+def test_set_alpha_writes_a_copy_whose_band_is_at_that_level(tmp_path, capsys):
+    """--set-alpha 0.3 writes a copy whose band is at the 0.3 level (quantile worked out by hand below), leaves the
+    original alone, and refuses a checkpoint without calibration data or an alpha outside (0, 0.5)."""
+    import torch
+    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
+    from core.models import build_model
+    from core.preprocess import PreprocessConfig
+    from core.verdict import main
+    # REAL calibration images at logits 0.5, 1.5, ..., 9.5 (threshold 0.5: margins m = z, scores s = m): wrong
+    # side, so s = +z. ceil((n + 1)(1 - alpha)) / n with n = 10: alpha 0.05 -> rank 11 > n -> q = inf (band is
+    # everything); alpha 0.3 -> rank ceil(7.7) = 8 -> q = 7.5.
+    z = torch.arange(10, dtype=torch.float32) + 0.5
+    meta = {"calibration": {"logits": z, "labels": torch.zeros(10, dtype=torch.int64), "alpha": 0.05, "n": 10}}
+    args = {"input_size": 32, "channels": [4, 8, 8], "hidden": 8}
+    model = build_model("seed-v1", **args)
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig(), verdict=meta), tmp_path / "m.pt")
+    before = file_sha256(tmp_path / "m.pt")
+    assert main(["--weights", str(tmp_path / "m.pt"), "--set-alpha", "0.3", str(tmp_path / "a.pt")]) == 0
+    vm = load_checkpoint(tmp_path / "a.pt").verdict
+    assert vm.alpha == pytest.approx(0.3) and vm.quantile(0.5) == pytest.approx(7.5)
+    assert load_checkpoint(tmp_path / "m.pt").verdict.quantile(0.5) == np.inf
+    assert file_sha256(tmp_path / "m.pt") == before
+    assert main(["--weights", str(tmp_path / "m.pt"), "--set-alpha", "0.7", str(tmp_path / "b.pt")]) == 2
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
+    assert main(["--weights", str(tmp_path / "old.pt"), "--set-alpha", "0.1", str(tmp_path / "c.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "alpha must be in" in err and "no calibration split" in err
+    assert not (tmp_path / "b.pt").exists() and not (tmp_path / "c.pt").exists()
+
+
 def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
     from core.generalize import held_out_row
     vm = VerdictModel(cal_logits=np.array([3.0, -3.0, -2.0, 2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
