@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,6 +73,12 @@ def mahalanobis(train_f, y):
     return lambda f: np.sqrt(np.maximum(0, np.min([((f - m) @ precision * (f - m)).sum(1) for m in means], 0)))
 
 
+def _shown(path) -> str:
+    """A path as the results file records it: relative to the repository when inside it (no machine paths)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--weights", default=str(ROOT / "weights" / "logo" / "ddpm" / "model.pt"))
@@ -123,7 +130,7 @@ def main() -> None:
         r = rows[name]
         print(f"{name:52s} REAL {r['real_flagged']:.3f}  other families {r['other_fakes_flagged']:.3f}  "
               f"{args.held_out} {r['held_out_flagged']:.3f}")
-    save("familiarity_layers", {"weights": args.weights, "held_out": args.held_out, "data": args.data,
+    save("familiarity_layers", {"weights": _shown(args.weights), "held_out": args.held_out, "data": _shown(args.data),
                                 "train_images": len(y_tr), "test_images": len(y_te), "flag_rate": FLAG_RATE,
                                 "rows": rows})
 
