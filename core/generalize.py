@@ -142,11 +142,11 @@ def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag
         elif (fdir / "model.pt").is_file():      # saved only when its training finished (atomic write)
             log(f"[{tag}] {fam}: model reused, evaluation (missing, of another result format or of other test "
                 "data) recomputed")
-            evaluate_fold(fdir, fam, test_ds)
+            evaluate_fold(fdir, fam, test_ds, fingerprint)
         else:
             fdir.mkdir(parents=True, exist_ok=True)
             make_fold(fam, fdir)
-            evaluate_fold(fdir, fam, test_ds)
+            evaluate_fold(fdir, fam, test_ds, fingerprint)
         rows.append(leaderboard_row(fdir, fam))
         log(f"[{tag}] {fam}: AUC {rows[-1]['auc']:.4f}, fake recall {rows[-1]['fake_recall']:.3f} "
             f"({k + 1}/{len(fams)})")
@@ -155,7 +155,7 @@ def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag
     return rows
 
 
-def evaluate_fold(fdir: Path, fam: str, test_ds) -> None:
+def evaluate_fold(fdir: Path, fam: str, test_ds, fingerprint: str | None = None) -> None:
     """Evaluate the fold's model.pt on the test REALs plus family `fam`'s test FAKEs into fdir/eval."""
     from .checkpoint import load_checkpoint
     from .evaluate import evaluate, write_evaluation
@@ -163,7 +163,7 @@ def evaluate_fold(fdir: Path, fam: str, test_ds) -> None:
     keep = [i for i, (_, label, src) in enumerate(test_ds.items) if label == 0 or src == fam]
     df, m = evaluate(lm, test_ds.subset(keep))
     m["held_out"] = fam
-    m["test_fingerprint"] = test_fingerprint(test_ds)
+    m["test_fingerprint"] = fingerprint or test_fingerprint(test_ds)
     write_evaluation(fdir / "eval", df, m)
 
 
