@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import tempfile
 import threading
 import time
@@ -332,3 +333,52 @@ def with_temperature(source_path, temperature: float, out_path) -> None:
     ckpt["temperature"] = float(temperature)
     ckpt.setdefault("metrics", {})["temperature_fitted"] = float(temperature)
     save_checkpoint(ckpt, out_path)
+
+
+def logit_bias_key(state_dict: dict) -> str:
+    """The state_dict key of the bias of the layer that outputs the logit: the last one-output Linear of
+    `classifier` (every single-model architecture in core.models ends so)."""
+    keys = [k for k, v in state_dict.items() if re.fullmatch(r"classifier\.\d+\.bias", k) and v.numel() == 1]
+    if not keys:
+        raise CheckpointError("this checkpoint's model has no single-logit classifier layer (an ensemble is "
+                              "calibrated through its members: calibrate each, then rebuild it)")
+    return keys[-1]
+
+
+def platt_calibrated(ckpt: dict) -> dict:
+    """A copy of checkpoint dict `ckpt` Platt-calibrated on its stored calibration split (`ckpt` is not modified).
+
+    (T, b) minimise the NLL of sigmoid(logit / T + b) on the calibration logits (core.metrics.fit_platt).
+    The offset b * T is added to the bias of the layer that outputs the logit and to the stored
+    calibration logits, and T becomes the checkpoint's temperature, so every consumer (evaluation, the
+    band, Grad-CAM, the sweep) sees P(FAKE) = sigmoid(logit / T) = the Platt-calibrated probability with
+    no new field to read. Features (familiarity) do not change. Calibrating a calibrated checkpoint again
+    leaves it as it is (b is then 0 and T 1 relative to its logits' scale).
+    """
+    from .metrics import fit_platt
+    cal = (ckpt.get("verdict") or {}).get("calibration")
+    if not cal or not len(cal["logits"]):
+        raise CheckpointError("this checkpoint has no calibration split to fit on: retrain it with core.train")
+    t, b = fit_platt(cal["logits"].double().numpy(), cal["labels"].numpy())
+    offset = b * t
+    key = logit_bias_key(ckpt["state_dict"])
+    out = dict(ckpt)
+    out["state_dict"] = {**ckpt["state_dict"], key: ckpt["state_dict"][key] + offset}
+    out["verdict"] = {**ckpt["verdict"], "calibration": {**cal, "logits": cal["logits"] + offset}}
+    out["temperature"] = float(t)
+    out["metrics"] = {**(ckpt.get("metrics") or {}),
+                      "platt": {"temperature": float(t), "b": float(b), "logit_offset": float(offset),
+                                "calibration_images": int(len(cal["logits"]))}}
+    return out
+
+
+def is_platt_calibrated(ckpt: dict) -> bool:
+    return "platt" in (ckpt.get("metrics") or {})
+
+
+def with_platt(source_path, out_path) -> dict:
+    """Save a Platt-calibrated copy of a checkpoint (`platt_calibrated`); returns its metrics["platt"]."""
+    ckpt, _ = read_checkpoint(source_path)
+    out = platt_calibrated(ckpt)
+    save_checkpoint(out, out_path)
+    return out["metrics"]["platt"]

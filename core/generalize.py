@@ -91,8 +91,10 @@ def _complete(fdir: Path, fingerprint: str | None = None) -> bool:
     from .evaluate import load_evaluation
     if not (fdir / "model.pt").is_file():
         return False
+    from .checkpoint import file_sha256
     res = load_evaluation(fdir / "eval")
-    return res is not None and (fingerprint is None or res[1].get("test_fingerprint") == fingerprint)
+    return (res is not None and (fingerprint is None or res[1].get("test_fingerprint") == fingerprint)
+            and res[1].get("weights_sha256") == file_sha256(fdir / "model.pt"))
 
 
 def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test", families=None, log=print,
@@ -118,6 +120,9 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
                                                      "test_data": test_data or cfg.data, "test_split": test_split},
                                                     indent=2, default=str))
 
+    if getattr(cfg, "fit_platt", False):
+        platt_stored_folds(out_dir, fams, log)
+
     def make_fold(fam: str, fdir: Path) -> None:
         log(f"[logo] {fam}: training without it")
         train(replace(cfg, exclude_fake_sources=[fam], out=str(fdir / "model.pt"), name=f"logo-{fam}"),
@@ -125,6 +130,23 @@ def run_logo(cfg, out_dir, test_data: str | None = None, test_split: str = "test
     rows = run_folds(out_dir, fams, test_ds, make_fold, log, "logo", progress)
     return write_leaderboard(out_dir, rows, test_ds, {
         "recipe": recipe_text(cfg), "arch": cfg.arch, "epochs": cfg.epochs, "finetune_epochs": cfg.finetune_epochs})
+
+
+def platt_stored_folds(out_dir: Path, fams: list[str], log=print) -> None:
+    """Platt-calibrate the stored fold models trained before the recipe had --fit-platt: the same step that
+    core.train does after training, on the fold's own calibration split (no retraining); their
+    evaluations are then redone (`_complete` compares the model's hash)."""
+    from .checkpoint import is_platt_calibrated, platt_calibrated, read_checkpoint, save_checkpoint
+    for fam in fams:
+        path = Path(out_dir) / fam / "model.pt"
+        if path.is_file():
+            ckpt, _ = read_checkpoint(path)
+            if not is_platt_calibrated(ckpt):
+                out = platt_calibrated(ckpt)
+                save_checkpoint(out, path)
+                pl = out["metrics"]["platt"]
+                log(f"[logo] {fam}: stored model Platt-calibrated (T {pl['temperature']:.4f}, "
+                    f"logit offset {pl['logit_offset']:+.4f})")
 
 
 def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag: str = "logo",
@@ -206,6 +228,8 @@ def recipe_text(cfg) -> str:
         bits.append(f"label smoothing {cfg.label_smoothing:g}")
     if cfg.robust_aug:
         bits.append("robust-aug")
+    if getattr(cfg, "fit_platt", False):
+        bits.append("Platt-calibrated")
     return ", ".join(bits)
 
 

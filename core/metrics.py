@@ -258,6 +258,58 @@ def fit_temperature(logits, y, bounds: tuple[float, float] = (0.05, 20.0)) -> fl
     return float(math.exp((a + b) / 2))
 
 
+def fit_platt(logits, y, t_bounds: tuple[float, float] = (0.05, 20.0)) -> tuple[float, float]:
+    """Platt scaling: the (T, b) minimising the negative log-likelihood of sigmoid(logit / T + b).
+
+    A one-feature logistic regression, s = a * logit + c with T = 1 / a and b = c, fitted by Newton's
+    method with step halving (the NLL is convex in (a, c)). T is kept within `t_bounds` (a model whose
+    calibration logits separate the classes perfectly has no finite optimum); at a bound, b alone is
+    refitted. Returns (T, b); P(FAKE) = sigmoid(logit / T + b), so a model's logit shifted by b * T and
+    divided by T gives the calibrated probability.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(z) == 0 or len(np.unique(y)) < 2:
+        raise ValueError("Platt scaling needs calibration images of both classes")
+    lo, hi = 1.0 / t_bounds[1], 1.0 / t_bounds[0]
+
+    def nll(a, c):
+        s = a * z + c
+        return float(np.mean(np.logaddexp(0, s) - y * s))
+
+    def newton(a, c, fix_a: bool):
+        f = nll(a, c)
+        for _ in range(100):
+            s = a * z + c
+            p = 1.0 / (1.0 + np.exp(-s))
+            w = p * (1 - p) + 1e-12
+            g = np.array([np.mean((p - y) * z), np.mean(p - y)])
+            if fix_a:
+                step = np.array([0.0, g[1] / np.mean(w)])
+            else:
+                h = np.array([[np.mean(w * z * z), np.mean(w * z)], [np.mean(w * z), np.mean(w)]])
+                step = np.linalg.solve(h + 1e-12 * np.eye(2), g)
+            k = 1.0
+            while k > 1e-8:
+                na, nc = a - k * step[0], c - k * step[1]
+                if (fix_a or lo <= na <= hi) and nll(na, nc) <= f:
+                    break
+                k /= 2
+            else:
+                return a, c, False
+            a, c, f_new = na, nc, nll(na, nc)
+            if f - f_new < 1e-12 and np.abs(step).max() * k < 1e-10:
+                return a, c, True
+            f = f_new
+        return a, c, True
+
+    a, c, ok = newton(min(max(1.0, lo), hi), 0.0, fix_a=False)
+    if not ok or not lo <= a <= hi:                  # the optimum lies beyond a bound: T at the bound, b refitted
+        a = min(max(a, lo), hi)
+        a, c, _ = newton(a, c, fix_a=True)
+    return float(1.0 / a), float(c)
+
+
 def temperature_scaling_split(logits, y, fit_fraction: float = 0.5, seed: int = 0, n_bins: int = 10,
                               current_temperature: float = 1.0) -> dict:
     """Fit a temperature on a seeded random `fit_fraction` of (logits, y); measure before/after on the rest.

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from .augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, parse_pseudo_fake_kinds,
                       pseudo_fakes)
-from .checkpoint import make_checkpoint, save_checkpoint
+from .checkpoint import make_checkpoint, platt_calibrated, save_checkpoint
 from .datasets import DatasetError, open_dataset
 from .evaluate import decode_dataset
 from .labels import LabelMappingError, parse_class_map
@@ -79,6 +79,7 @@ class TrainConfig:
     pseudo_fakes: float = 0.0         # share of REAL images also added as self-synthesised FAKEs (core.augment)
     pseudo_fake_kinds: str = ",".join(PSEUDO_FAKE_KINDS)   # their traces, comma list (core.augment)
     fit_temperature: bool = False     # store T fitted on the calibration split (core.verdict.calibration_temperature)
+    fit_platt: bool = False           # Platt-calibrate (T and a logit offset) on the calibration split (core.checkpoint)
     exclude_fake_sources: list = field(default_factory=list)   # FAKE sources left out (leave-one-generator-out)
     calib_fraction: float = 0.1       # share of train held out from fitting AND selection, for verdicts
     calib_split: str = "group"        # "group": whole photos (ds.groups()) go to calibration, so its guarantees
@@ -485,6 +486,13 @@ def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResul
                            train_config=train_cfg, history=history,
                            metrics={"val": final_val}, name=cfg.name or os.path.splitext(os.path.basename(cfg.out))[0],
                            verdict=verdict)
+    if cfg.fit_platt and verdict:
+        ckpt = platt_calibrated(ckpt)
+        getattr(model, "module", model).load_state_dict(ckpt["state_dict"])
+        ckpt["metrics"]["val"] = evaluate(model, data.x_val, data.y_val, device)
+        pl = ckpt["metrics"]["platt"]
+        log(f"Platt calibration on the calibration split: T {pl['temperature']:.4f}, logit offset "
+            f"{pl['logit_offset']:+.4f} (val acc {ckpt['metrics']['val']['accuracy']:.4f} after it)")
     if rank == 0:
         save_checkpoint(ckpt, cfg.out)
         log(f"saved {cfg.out} (best val acc {final_val['accuracy']:.4f}, {wall:.0f} s)")
@@ -538,6 +546,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         f"(default: {d.pseudo_fake_kinds})")
     p.add_argument("--fit-temperature", action="store_true",
                    help="fit the temperature on the calibration split and store it (default: off, T = 1)")
+    p.add_argument("--fit-platt", action="store_true",
+                   help="Platt-calibrate on the calibration split: fit T and a logit offset b (P(FAKE) = "
+                        "sigmoid(logit / T + b)), folded into the logit layer's bias (default: off)")
     p.add_argument("--exclude-fake-sources", default="",
                    help="comma list of FAKE sources to leave out of training (default: none)")
     p.add_argument("--calib-fraction", type=float, default=d.calib_fraction,

@@ -397,14 +397,15 @@ def calibration_temperature(verdict_meta: dict) -> float | None:
 
 
 def main(argv=None) -> int:
-    """Print the verdict summary of a checkpoint on a dataset (per source too), or, with
-    --fit-temperature, write a copy of the checkpoint with its temperature fitted on its calibration split."""
+    """Print the verdict summary of a checkpoint on a dataset (per source too), or write a copy of the
+    checkpoint with its temperature (--fit-temperature), Platt calibration (--fit-platt) or conformal level
+    (--set-alpha) set from its calibration split."""
     from .checkpoint import CheckpointError, load_checkpoint
     from .datasets import DatasetError, open_dataset
     from .evaluate import evaluate
     p = argparse.ArgumentParser(description="Verdict summary (REAL/FAKE/UNSURE) of a checkpoint on a dataset.")
     p.add_argument("--weights", default="weights/default.pt", help="default: weights/default.pt")
-    p.add_argument("--data", help="dataset path (required unless --fit-temperature)")
+    p.add_argument("--data", help="dataset path (required unless a copy is written)")
     p.add_argument("--split", default="test", help="default: test")
     p.add_argument("--threshold", type=float, default=0.5, help="default: 0.5")
     p.add_argument("--fit-temperature", metavar="OUT",
@@ -412,7 +413,20 @@ def main(argv=None) -> int:
     p.add_argument("--set-alpha", nargs=2, metavar=("ALPHA", "OUT"),
                    help="write a copy of --weights to OUT whose 'near the threshold' band is at conformal level "
                         "ALPHA (at most ALPHA of in-distribution images decided wrongly; smaller: wider band)")
+    p.add_argument("--fit-platt", metavar="OUT",
+                   help="write a copy of --weights to OUT Platt-calibrated on its stored calibration split: T and "
+                        "a logit offset (folded into the logit layer's bias) fitted together")
     args = p.parse_args(argv)
+    if args.fit_platt:
+        from .checkpoint import with_platt
+        try:
+            pl = with_platt(args.weights, args.fit_platt)
+        except (CheckpointError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"T = {pl['temperature']:.4f}, logit offset {pl['logit_offset']:+.4f} "
+              f"(b = {pl['b']:+.4f}, {pl['calibration_images']} calibration images) -> {args.fit_platt}")
+        return 0
     if args.set_alpha:
         from .checkpoint import with_verdict_alpha
         try:

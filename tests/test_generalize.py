@@ -66,7 +66,7 @@ def families_root(tmp_path_factory):
     return make_families(tmp_path_factory.mktemp("fam"))
 
 
-def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(families_root, tmp_path):
+def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(families_root, tmp_path, monkeypatch):
     out = tmp_path / "logo"
     cfg = TrainConfig(data=str(families_root), out=str(out / "unused.pt"), **TINY)
     assert families_of(open_dataset(families_root, split="train")) == ["blocky", "noise", "stripes"]
@@ -131,6 +131,17 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
         np.testing.assert_allclose(np.sort(df3["prob_fake"]), np.sort(want["prob_fake"]), atol=1e-6)
     assert same_test_data(json.loads((out / "summary.json").read_text()), rebuilt / "test") is True
     assert not board3["auc"].equals(board2["auc"])
+    # The recipe gains --fit-platt: the stored fold models are Platt-calibrated on their own calibration split
+    # (never retrained) and, their hash having changed, re-evaluated: every logit moves by the fold's offset.
+    import core.train
+    monkeypatch.setattr(core.train, "train", lambda *a, **k: pytest.fail("a fold was retrained"))
+    before = {f: load_evaluation(out / f / "eval")[0].set_index("path")["logit"] for f in board["held_out"]}
+    run_logo(replace(cfg, data=str(rebuilt), fit_platt=True), out, log=lambda *a: None)
+    for f in board["held_out"]:
+        pl = torch.load(out / f / "model.pt", weights_only=True)["metrics"]["platt"]
+        after = load_evaluation(out / f / "eval")[0].set_index("path")["logit"]
+        np.testing.assert_allclose(after - before[f].loc[after.index], pl["logit_offset"], atol=1e-4)
+    assert "Platt-calibrated" in json.loads((out / "summary.json").read_text())["config"]["recipe"]
 
 
 def test_source_table_rows_are_real_vs_each_source(families_root, tmp_path):

@@ -141,3 +141,28 @@ def test_calibration_split_keeps_photos_whole(tmp_path):
     assert 0 < float(d.y_cal.float().mean()) < 1                 # both classes, photos and single fakes
     r = load_data(TrainConfig(data=str(tmp_path / "manifest.csv"), calib_split="random", **TINY), log=lambda *a: None)
     assert {p for p in photos(r.x_cal) if p.endswith(".jpg")} & photos(r.x_train)
+
+
+def test_fit_platt_calibrates_the_saved_model_on_its_calibration_split(tiny_cifake, tmp_path):
+    """--fit-platt: the saved model's logits on the calibration images are the stored ones, those are
+    calibrated (fitting again finds b = 0 at the stored T), the returned model is the saved one, and the
+    offset is what a fit on the uncalibrated model's calibration logits gives."""
+    from core.checkpoint import load_checkpoint
+    from core.evaluate import predict_logits
+    from core.metrics import fit_platt
+    kw = dict(data=str(tiny_cifake), epochs=2, finetune_epochs=0, **TINY)
+    plain = train(TrainConfig(out=str(tmp_path / "plain.pt"), **kw), log=lambda *a: None)
+    res = train(TrainConfig(out=str(tmp_path / "platt.pt"), fit_platt=True, **kw), log=lambda *a: None)
+    pl = res.checkpoint["metrics"]["platt"]
+    z0 = plain.checkpoint["verdict"]["calibration"]["logits"].double().numpy()
+    labels = plain.checkpoint["verdict"]["calibration"]["labels"].numpy()
+    t, b = fit_platt(z0, labels)
+    assert (pl["temperature"], pl["logit_offset"]) == pytest.approx((t, b * t), abs=1e-4)
+    lm = load_checkpoint(tmp_path / "platt.pt")
+    z = predict_logits(lm.inference_model, res.data.x_cal, lm.device).numpy()
+    assert z == pytest.approx(lm.verdict.cal_logits, abs=1e-4)
+    assert z == pytest.approx(z0 + b * t, abs=1e-4)
+    assert lm.temperature == pytest.approx(t) and fit_platt(z, labels) == pytest.approx((t, 0.0), abs=1e-3)
+    assert predict_logits(res.model, res.data.x_cal, lm.device).numpy() == pytest.approx(z, abs=1e-4)
+    assert evaluate(res.model, res.data.x_val, res.data.y_val, torch.device("cpu")) == pytest.approx(
+        res.checkpoint["metrics"]["val"])

@@ -274,3 +274,66 @@ def test_verdict_cli_summary_uses_the_checkpoints_verdict_data(trained_ckpt, tin
     assert out["summary"]["all"]["share_unsure"] == pytest.approx((df["verdict"] == UNSURE).mean())
     assert out["describe"][0].startswith("UNSURE near the threshold")
     assert out["describe"][1].startswith("UNSURE unlike the training data")
+
+
+def test_fit_platt_by_hand_and_on_a_planted_model():
+    """Two logit values carry the whole fit: at z = +1 8 of 10 are FAKE, at z = -1 4 of 10. The saturated
+    logistic fit gives a + c = logit(0.8) = ln 4 and -a + c = logit(0.4) = ln(2/3), so a = ln(6) / 2 and
+    c = ln(8/3) / 2: T = 1 / a = 2 / ln 6 = 1.1162, b = c = 0.4904. A planted (T, b) is recovered from 20,000
+    draws; classes the logits separate perfectly put T at its lower bound; one class is refused."""
+    from core.metrics import fit_platt
+    z = np.r_[np.ones(10), -np.ones(10)]
+    y = np.r_[np.ones(8), np.zeros(2), np.ones(4), np.zeros(6)]
+    t, b = fit_platt(z, y)
+    assert t == pytest.approx(2 / math.log(6), abs=1e-6) and b == pytest.approx(math.log(8 / 3) / 2, abs=1e-6)
+    rng = np.random.default_rng(0)
+    zz = rng.normal(0, 3, 20000)
+    yy = (rng.random(20000) < 1 / (1 + np.exp(-(zz / 0.7 - 1.5)))).astype(int)
+    t, b = fit_platt(zz, yy)
+    assert t == pytest.approx(0.7, abs=0.03) and b == pytest.approx(-1.5, abs=0.1)
+    t, b = fit_platt([-2.0, -1.0, 1.0, 2.0], [0, 0, 1, 1])
+    assert t == pytest.approx(0.05) and abs(b) < 1e-3
+    with pytest.raises(ValueError, match="both classes"):
+        fit_platt([1.0, 2.0], [1, 1])
+
+
+def test_fit_platt_cli_folds_the_offset_into_the_model(tmp_path, capsys):
+    """--fit-platt on the hand case above: the copy's logits are the original's plus b * T = ln(8/3) / ln 6 on
+    any image, its temperature is T, its stored calibration logits moved by the same offset (so a second
+    calibration finds nothing left: T and b unchanged, offset 0), the original is untouched, and checkpoints
+    without calibration data or without a single-logit layer (an ensemble) are refused."""
+    import torch
+    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+    from core.metrics import fit_platt
+    from core.models import build_model
+    from core.preprocess import PreprocessConfig
+    from core.verdict import main
+    z = torch.tensor([1.0] * 10 + [-1.0] * 10)
+    labels = torch.tensor([1] * 8 + [0] * 2 + [1] * 4 + [0] * 6)
+    meta = {"calibration": {"logits": z, "labels": labels, "alpha": 0.3, "n": 20}}
+    args = {"input_size": 32, "channels": [4, 8, 8], "hidden": 8}
+    torch.manual_seed(0)
+    model = build_model("seed-v1", **args).eval()
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig(), verdict=meta), tmp_path / "m.pt")
+    before = file_sha256(tmp_path / "m.pt")
+    assert main(["--weights", str(tmp_path / "m.pt"), "--fit-platt", str(tmp_path / "p.pt")]) == 0
+    offset = math.log(8 / 3) / math.log(6)
+    assert f"logit offset {offset:+.4f}" in capsys.readouterr().out
+    old, new = load_checkpoint(tmp_path / "m.pt"), load_checkpoint(tmp_path / "p.pt")
+    x = torch.rand(5, 3, 32, 32)
+    with torch.no_grad():
+        np.testing.assert_allclose(new.model(x) - old.model(x), offset, atol=1e-5)
+        np.testing.assert_allclose(new.inference_model(x) - old.inference_model(x), offset, atol=1e-5)
+    assert new.temperature == pytest.approx(2 / math.log(6), abs=1e-6) and old.temperature == 1.0
+    np.testing.assert_allclose(new.verdict.cal_logits, z.numpy() + offset, atol=1e-6)
+    assert fit_platt(new.verdict.cal_logits, labels.numpy()) == pytest.approx((new.temperature, 0.0), abs=1e-5)
+    assert read_checkpoint(tmp_path / "p.pt")[0]["metrics"]["platt"]["logit_offset"] == pytest.approx(offset)
+    assert file_sha256(tmp_path / "m.pt") == before
+    save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
+    assert main(["--weights", str(tmp_path / "old.pt"), "--fit-platt", str(tmp_path / "x.pt")]) == 2
+    assert "no calibration split" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+    ck, _ = read_checkpoint(tmp_path / "m.pt")
+    ck["state_dict"] = {k.replace("classifier", "head"): v for k, v in ck["state_dict"].items()}
+    save_checkpoint(ck, tmp_path / "ens.pt")
+    assert main(["--weights", str(tmp_path / "ens.pt"), "--fit-platt", str(tmp_path / "y.pt")]) == 2
+    assert "single-logit" in capsys.readouterr().err and not (tmp_path / "y.pt").exists()
