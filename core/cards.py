@@ -47,8 +47,21 @@ def _members_line(lm: LoadedModel, tc: dict) -> str:
              f"epochs, pseudo-fakes {m.get('pseudo_fakes') or 0}, sha256 `{str(m.get('sha256'))[:16]}`; T "
              f"{m.get('temperature', 1.0):.3f}, weight {wi:g})" for m, wi in zip(members, w)]
     return (f"- Ensemble of {len(members)} (core.ensemble): " + "; ".join(parts) + f"; all trained on one split "
-            f"(seed {tc.get('seed')}, {tc.get('train_images', '?'):,} train / {tc.get('val_images', '?'):,} "
+            f"(seed {tc.get('seed')}, {_count(tc.get('train_images'))} train / {_count(tc.get('val_images'))} "
             "validation images)")
+
+
+def _count(n) -> str:
+    """1,234 for a number; "?" when the checkpoint does not say (one made outside core.train)."""
+    return f"{n:,}" if isinstance(n, (int, float)) else "?"
+
+
+def _platt_text(lm: LoadedModel) -> str:
+    pl = (lm.meta.get("metrics") or {}).get("platt")
+    if not pl:
+        return ""
+    return (f" (Platt calibration on {pl['calibration_images']:,} calibration images: logit offset "
+            f"{pl['logit_offset']:+.3f} folded into the last layer's bias)")
 
 
 def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
@@ -58,7 +71,7 @@ def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
     lines = [f"## `{Path(path).name}` — {lm.arch}", "",
              f"- Architecture: `{lm.arch}` with `{lm.meta.get('model_args')}`; {count_parameters(lm.model):,} parameters; "
              f"file {Path(path).stat().st_size / 1e6:.2f} MB, sha256 `{lm.sha256[:16]}`",
-             f"- Preprocessing: {lm.preprocess.describe()}; temperature {lm.temperature:g}",
+             f"- Preprocessing: {lm.preprocess.describe()}; temperature {lm.temperature:g}" + _platt_text(lm),
              f"- Trained on: {tc.get('dataset', '?')}",
              _members_line(lm, tc) if lm.arch == "ensemble" else
              f"- Training: {tc.get('epochs')} epochs one-cycle (peak lr {tc.get('lr')}, AdamW, weight decay "
@@ -68,7 +81,7 @@ def model_card(path: str, lm: LoadedModel, evals: dict[str, dict]) -> str:
              f"{'on' if tc.get('robust_aug') else 'off'}; pseudo-fakes {tc.get('pseudo_fakes', 0)}"
              f"{' (' + tc['pseudo_fake_kinds'].replace(',', ', ') + ')' if tc.get('pseudo_fakes') and tc.get('pseudo_fake_kinds') else ''}; "
              f"label smoothing {tc.get('label_smoothing', 0)}; "
-             f"seed {tc.get('seed')}; {tc.get('train_images', '?'):,} train / {tc.get('val_images', '?'):,} validation images",
+             f"seed {tc.get('seed')}; {_count(tc.get('train_images'))} train / {_count(tc.get('val_images'))} validation images",
              f"- Training time: {tc.get('train_seconds', '?')} s on {tc.get('device', '?')} "
              f"(torch {tc.get('torch', '?')}, {tc.get('world_size', 1)} process(es))",
              f"- Best validation epoch: {best.get('epoch')} ({best.get('phase')}), val accuracy {_pct(best.get('val_acc'))}, "

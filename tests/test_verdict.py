@@ -329,6 +329,9 @@ def test_fit_platt_cli_folds_the_offset_into_the_model(tmp_path, capsys):
     assert fit_platt(new.verdict.cal_logits, labels.numpy()) == pytest.approx((new.temperature, 0.0), abs=1e-5)
     assert read_checkpoint(tmp_path / "p.pt")[0]["metrics"]["platt"]["logit_offset"] == pytest.approx(offset)
     assert file_sha256(tmp_path / "m.pt") == before
+    from core.cards import model_card
+    assert f"logit offset {offset:+.3f} folded" in model_card(str(tmp_path / "p.pt"), new, {})
+    assert "Platt" not in model_card(str(tmp_path / "m.pt"), old, {})
     save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
     assert main(["--weights", str(tmp_path / "old.pt"), "--fit-platt", str(tmp_path / "x.pt")]) == 2
     assert "no calibration split" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
