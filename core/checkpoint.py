@@ -148,7 +148,8 @@ class ResultLock:
 
     A second caller of the same result (the warm-up and a first page view, two sessions, two processes) waits
     for the first and reads what it wrote instead of computing it again on the same cores. The kernel drops a
-    process's flock when it exits, so a crashed holder never leaves the result locked. Where the lock file
+    process's flock when it exits (and when the processes it forked meanwhile, which share the locked file
+    description, have exited too), so a crashed holder never leaves the result locked. Where the lock file
     cannot be opened (a read-only runs/, no fcntl), only this process's threads are coordinated.
     """
 
@@ -188,7 +189,14 @@ class ResultLock:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)                         # closing the descriptor drops the flock
+            # Unlock explicitly, then close: a process forked while the lock was held (a DataLoader worker of an
+            # evaluation in another thread) shares the locked file description, so closing only our descriptor
+            # left the result locked until that process exited (a Limitations page waited 20 s for the Grad-CAM
+            # audit's lock after the warm-up had stored the audit; tests/test_run_app.py).
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
         self._thread.release()
 
     def locked(self) -> bool:

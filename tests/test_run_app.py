@@ -176,6 +176,34 @@ def test_result_lock_holds_across_processes(tmp_path):
             stop_process(p)
 
 
+def test_a_released_result_lock_is_not_held_by_a_process_forked_meanwhile(tmp_path):
+    """A process forked while a result's lock is held (a DataLoader worker of an evaluation running beside it,
+    as the warm-up's evaluation of train was while its other lane held the Grad-CAM audit's lock) does not keep
+    the lock after its holder releases it: the Limitations page waited 20 s for the audit's lock after the audit
+    was stored, until that evaluation's workers exited (session 8, py-spy of a fresh server)."""
+    import multiprocessing
+
+    from core.checkpoint import result_lock
+    out = tmp_path / "runs" / "gradcam-audit-abc"
+    lock = result_lock(out)
+    lock.acquire()
+    forked = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,), daemon=True)
+    forked.start()                                     # as torch's DataLoader starts its workers on Linux
+    try:
+        lock.release()
+        probe = ("import sys\nfrom core.checkpoint import result_lock\n"
+                 "print(result_lock(sys.argv[1]).acquire(blocking=False))")
+        res = subprocess.run([sys.executable, "-c", probe, str(out)], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, timeout=120)
+        assert res.stdout.strip() == "True", res.stdout + res.stderr   # another process gets it at once
+        assert lock.acquire(blocking=False)                              # and so does this one
+        lock.release()
+    finally:
+        forked.kill()
+        forked.join()
+
+
+
 def test_a_caller_of_a_sweep_another_process_computes_receives_its_rows_as_they_come(tiny_cifake, trained_ckpt,
                                                                                      tmp_path):
     """The app's warm-up process computes the sweep; a Limitations page in the server's process receives each
