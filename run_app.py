@@ -15,12 +15,12 @@ first view waits for all of it. This launcher instead:
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
 3. the warm-up process goes on with every other result a page shows first, in two lanes that run side by
-   side on one torch thread each (lanes_of, core.threads): Limitations' sweep (about 7,200 of
-   its 9,800 forward passes on the sample, core.limitations.first_view_forwards), then the other splits;
-   and, in the menu's order (WARM_UP_ORDER), the sample's ood evaluation, Limitations' stability battery
-   and Grad-CAM audit, Forensics' analysis, Compare's default model B and its comparison (bootstrap at
-   threshold 0.5), and Error slices' image properties;
-   then it exits (and it exits with the server's process).
+   side on one torch thread each (lane_steps, core.threads): lane 0 starts with Limitations' sweep (about
+   7,200 of its 9,800 forward passes on the sample, core.limitations.first_view_forwards); lane 1 takes,
+   and lane 0 once its sweep is done, the next of the other steps from one queue, in WARM_UP_ORDER: the
+   sample's ood evaluation, Limitations' Grad-CAM audit and stability battery, Forensics' analysis,
+   Compare's default model B and its comparison (bootstrap at threshold 0.5), Error slices' image
+   properties, then the other splits; then it exits (and it exits with the server's process).
 
 Why a process: the warm-up's steps are mostly Python around small forward passes (decoding, shifts,
 metrics, file headers); as threads of the server's process they held its interpreter lock for part of
@@ -173,23 +173,30 @@ def warm_up_steps() -> list[tuple[str, object]]:
         from core.robustness import cached_gradcam_audit
         cached_gradcam_audit(lm, test, RUNS_DIR, n=min(AUDIT_IMAGES, len(test)), seed=0, top=AUDIT_TOP, threshold=0.5)
 
-    page_steps += [("robustness sweep of test", sweep), ("stability battery of test", stability),
-                   ("Grad-CAM audit of test", gradcam_audit), ("forensics analysis of test", forensics),
+    page_steps += [("robustness sweep of test", sweep), ("Grad-CAM audit of test", gradcam_audit),
+                   ("stability battery of test", stability), ("forensics analysis of test", forensics),
                    ("Compare's model B on test", compare_b), ("image properties of test", properties)]
     return first + page_steps + rest
 
 
-WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "stability battery of test",
-                 "Grad-CAM audit of test", "forensics analysis of test", "Compare's model B on test",
+WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "Grad-CAM audit of test",
+                 "stability battery of test", "forensics analysis of test", "Compare's model B on test",
                  "image properties of test", "evaluation of train"]   # on the shipped sample (tests check it)
-# After the first step the warm-up runs in two lanes, one thread each on one torch (OpenMP) thread: the sweep
-# (the largest single result, ~7,200 of the Limitations page's forward passes) and then the other splits in
-# lane 0, every other page result in menu order in lane 1. Why: one warm-up thread with a 2-thread torch team
-# at nice +10 stalls at every parallel region whose other thread has lost its core to a nice-0 thread (the
-# browser drawing a page, a page's own computation): the team waits for its slowest member, so one busy core
-# stopped both. Two single-threaded lanes use both cores when the machine is idle and keep one going when
-# either core is busy (benchmarks/bench_browser.py measures the first views; benchmarks/bench_sweep_workers.py
-# the sweep both ways: 0.67 of the 2-thread team's time under a training job, the same table).
+# The Grad-CAM audit before the stability battery: the Limitations page needs the battery right after the sweep
+# (its next section) and the audit four sections later, but the audit is the cheaper of the two (2.8 vs 5.9 CPU
+# seconds, benchmarks/results/warm_up_s7_under_load.json), so the page waited for an audit that started last,
+# on a busy machine (session 8: audit stored 5 s after the sweep, page complete 0.1 s later).
+# After the first step the warm-up runs in two lanes, one thread each on one torch (OpenMP) thread: lane 0 the
+# sweep (the largest single result, ~7,200 of the Limitations page's forward passes); lane 1 the other steps,
+# and lane 0 too once its sweep is done, each taking the next step from one queue in WARM_UP_ORDER (lane_steps).
+# Why two single-threaded lanes: one warm-up thread with a 2-thread torch team at nice +10 stalls at every
+# parallel region whose other thread has lost its core to a nice-0 thread (the browser drawing a page, a page's
+# own computation): the team waits for its slowest member, so one busy core stopped both. Two single-threaded
+# lanes use both cores when the machine is idle and keep one going when either core is busy
+# (benchmarks/bench_browser.py measures the first views; benchmarks/bench_sweep_workers.py the sweep both ways:
+# 0.67 of the 2-thread team's time under a training job, the same table). Why one queue: with fixed lanes,
+# lane 0 went from the sweep to the train split's evaluation (24 s, two DataLoader worker processes) while lane
+# 1 still had a Limitations result to compute, which then shared the cores with those three (session 8).
 SWEEP_LANE = ("robustness sweep of test",)
 # The sweep's shift levels are measured by this many single-threaded workers (core.robustness.sweep; threads
 # inherit the nice +10 of lane 0, which starts them), so that with lane 1 running beside them the Limitations
@@ -197,14 +204,10 @@ SWEEP_LANE = ("robustness sweep of test",)
 SWEEP_WORKERS = 2
 
 
-def lanes_of(steps: list) -> list[list]:
-    """The steps after the first, split into the two lanes (each keeps the steps' relative order): lane 0 the
-    sweep, then the evaluations of the other splits (everything after the page results); lane 1 the rest."""
-    page_results = [s for s in steps if s[0] not in SWEEP_LANE]
-    first_split = next((k for k, s in enumerate(page_results) if s[0].startswith("evaluation of ")
-                        and s[0] != "evaluation of ood"), len(page_results))
-    sweep = [s for s in steps if s[0] in SWEEP_LANE]
-    return [sweep + page_results[first_split:], page_results[:first_split]]
+def lane_steps(steps: list) -> tuple[list, list]:
+    """The steps after the first, as (lane 0's own first steps: the sweep; the queue both lanes take the other
+    steps from, in the steps' order: every page result, then the evaluations of the other splits)."""
+    return [s for s in steps if s[0] in SWEEP_LANE], [s for s in steps if s[0] not in SWEEP_LANE]
 
 
 def lower_priority(nice: int = WARM_UP_NICE) -> None:
@@ -219,7 +222,8 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
 
     The first step (the test evaluation, which the server waits for) runs in the calling thread at its
     priority and torch thread count; `first_done` is set once it is stored, or has failed. The other
-    steps then run in two lanes (lanes_of), threads at nice +WARM_UP_NICE on one torch thread each
+    steps then run in two lanes (lane_steps: lane 0 first the sweep; then each lane takes the next step of
+    one queue whenever it is free), threads at nice +WARM_UP_NICE on one torch thread each
     (core.threads.start_single_threaded), joined here.
     """
     done = []
@@ -241,9 +245,20 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     finally:
         if first_done is not None:
             first_done.set()
+    own, shared = lane_steps(steps[1:])
+    queue, guard = iter(shared), threading.Lock()
+
+    def lane(first: list) -> None:
+        run(first)
+        while True:
+            with guard:
+                step = next(queue, None)
+            if step is None:
+                return
+            run([step])
     from core.threads import start_single_threaded
-    for t in start_single_threaded([lambda lane=lane: run(lane) for lane in lanes_of(steps[1:])], nice=WARM_UP_NICE,
-                                   name="warm-up lane", idle=WARM_UP_IDLE):
+    for t in start_single_threaded([lambda: lane(own), lambda: lane([])], nice=WARM_UP_NICE, name="warm-up lane",
+                                   idle=WARM_UP_IDLE):
         t.join()
     log(WARM_UP_DONE)
     order = [name for name, _ in steps]

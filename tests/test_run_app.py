@@ -397,14 +397,41 @@ def test_warm_up_lanes_run_in_sched_idle_and_their_threads_inherit_it(monkeypatc
     assert policy() == main_before
 
 
-def test_lanes_of_the_shipped_steps():
-    """Lane 0: the sweep, then the other splits; lane 1: every other page result in menu order."""
+def test_lane_steps_of_the_shipped_steps():
+    """Lane 0 starts with the sweep; both lanes take every other step from one queue: the page results in menu
+    order (Limitations' Grad-CAM audit before its stability battery), then the other splits."""
     import run_app
     steps = [(name, None) for name in run_app.WARM_UP_ORDER[1:]]
-    lanes = [[name for name, _ in lane] for lane in run_app.lanes_of(steps)]
-    assert lanes == [["robustness sweep of test", "evaluation of train"],
-                     ["evaluation of ood", "stability battery of test", "Grad-CAM audit of test",
-                      "forensics analysis of test", "Compare's model B on test", "image properties of test"]]
+    own, shared = run_app.lane_steps(steps)
+    assert [name for name, _ in own] == ["robustness sweep of test"]
+    assert [name for name, _ in shared] == ["evaluation of ood", "Grad-CAM audit of test", "stability battery of test",
+                                            "forensics analysis of test", "Compare's model B on test",
+                                            "image properties of test", "evaluation of train"]
+
+
+def test_a_free_lane_takes_the_next_step_and_the_other_splits_start_last(monkeypatch):
+    """Once its sweep is done, lane 0 takes page results from the queue, and the train split's evaluation starts
+    only after every page result has started (with fixed lanes it started right after the sweep, beside lane 1's
+    remaining Limitations result)."""
+    import run_app
+    started, lock = [], threading.Lock()
+
+    def step(name, seconds):
+        def run():
+            with lock:
+                started.append((name, threading.current_thread().name))
+            time.sleep(seconds)
+        return name, run
+    pages = [f"page result {k}" for k in range(5)]
+    steps = [step("evaluation of test", 0), step("robustness sweep of test", 0.3),
+             *[step(name, 0.3) for name in pages], step("evaluation of train", 0)]
+    monkeypatch.setattr(run_app, "warm_up_steps", lambda: steps)
+    run_app.warm_up(log=lambda *a: None)
+    order = [name for name, _ in started]
+    assert order[0] == "evaluation of test"
+    assert [n for n in order if n != "robustness sweep of test"][1:] == pages + ["evaluation of train"]
+    sweep_lane = dict(started)["robustness sweep of test"]
+    assert any(lane == sweep_lane for name, lane in started if name in pages)     # lane 0 helped after its sweep
 
 
 def test_lower_priority_lowers_only_the_calling_thread():
