@@ -78,44 +78,17 @@ def import_compute_modules() -> None:
 
 
 def import_heavy_modules() -> None:
-    """The rest of what a first script run would import: streamlit, altair, plotly, torch and the core modules
-    (tests/test_run_app.py checks that every module a page or pages_support imports at its top is among them)."""
+    """The rest of what a first script run would import: streamlit, plotly, torch and the core modules
+    (tests/test_run_app.py checks that every module a page or pages_support imports at its top is among them).
+    Not altair: pages_support.charts writes the Vega-Lite specifications itself (session 8)."""
     import importlib
 
-    import altair  # noqa: F401            (every page but Predict draws Vega-Lite charts: 0.5-1.5 s to import)
     import pandas.io.formats.style  # noqa: F401       (st.table's Styler, pages_support.views.static_table)
     import plotly.graph_objects  # noqa: F401
     import plotly.subplots  # noqa: F401
     import streamlit  # noqa: F401
     for name in COMPUTE_MODULES + CORE_MODULES:
         importlib.import_module(f"core.{name}")
-
-
-def prime_charts() -> int:
-    """Build one chart of every kind pages_support.charts draws, with a few rows, and convert it to its
-    Vega-Lite spec as st.altair_chart does (to_dict, validated); returns how many. Why: Altair's first
-    conversion in a process loads and compiles its schema and validators and the regular expressions of its
-    shorthand parser, which a fresh server's first page view otherwise waits for (Confusion's first script
-    run: 3.0 s against 1.3 s for the next, most of it in Altair's to_dict, cProfile under load). Runs while
-    the server waits for the warm-up's first step. (pages_support.charts imports no streamlit.)"""
-    import numpy as np
-    import pandas as pd
-
-    from pages_support import charts
-    df = pd.DataFrame({"x": [0.0, 0.5, 1.0], "y": [0.2, 0.5, 0.9], "s": ["a", "b", "a"], "lo": [0.1, 0.4, 0.8],
-                       "hi": [0.3, 0.6, 1.0], "label": ["p", "q", "r"]})
-    sev = pd.DataFrame({"level": [0.0, 1.0], "accuracy": [0.9, 0.8], "recall_REAL": [0.9, 0.8], "recall_FAKE": [0.9, 0.7],
-                        "ece": [0.02, 0.05], "n": [10, 10], "accuracy_ci_low": [0.8, 0.7], "accuracy_ci_high": [0.95, 0.9]})
-    built = [charts.lines(df, "x", "y", series="s", dashed={"a": True}) + charts.diagonal("x", "y"),
-             charts.points(df, "x", "y", "label") + charts.rule_y(0.5, "r") + charts.rule_x(0.5, "r"),
-             charts.bars(df, "s", "y", series="s", lo="lo", hi="hi", text="label"),
-             charts.bars(df, "s", "y", lo="lo", hi="hi", horizontal=True),
-             charts.histogram({"a": np.array([0.1, 0.7])}, np.linspace(0, 1, 5), "x"),
-             charts.confusion_heatmap([[1, 2], [3, 4]], [["1", "2"], ["3", "4"]], "t"),
-             charts.severity(sev, "level", 0.9)]
-    for chart in built:
-        chart.to_dict()
-    return len(built)
 
 
 def warm_up_steps() -> list[tuple[str, object]]:
@@ -386,9 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     _, first_done = _warm_up_in_background()
     import_heavy_modules()                  # meanwhile, on the other core (the warm-up imports its own)
-    prime_charts()
     t1 = time.perf_counter()
-    print(f"imported the app's modules and primed Altair in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
+    print(f"imported the app's modules in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
     if not first_done.wait(FIRST_STEP_TIMEOUT):
         print(f"warm-up: the first step is not done after {FIRST_STEP_TIMEOUT} s; starting the server anyway",
               file=sys.stderr, flush=True)

@@ -46,9 +46,9 @@ def main() -> None:
     worst = table.head(N_CHART)
     labels = [f"{d}: {s}" for d, s in zip(worst["dimension"], worst["slice"])]
     shown = worst.assign(slice_name=labels, label=[f"{pct(a)} of {n:,}" for a, n in zip(worst["accuracy"], worst["images"])])
-    st.altair_chart(charts.bars(shown, "slice_name", "accuracy", lo="ci_low", hi="ci_high", y_title="accuracy",
-                                y_domain=[0, 1.02], horizontal=True, text="label", height=22 * len(worst) + 20),
-                    key="slices-chart")
+    chart = charts.bars(shown, "slice_name", "accuracy", lo="ci_low", hi="ci_high", y_title="accuracy",
+                        y_domain=[0, 1.02], horizontal=True, text="label", height=22 * len(worst) + 20)
+    st.vega_lite_chart(chart.to_dict(), key="slices-chart")
     st.dataframe(table, hide_index=True, key="slices-table")
     st.download_button("Slices (CSV)", table.assign(threshold=ctx.threshold).to_csv(index=False).encode(),
                        "slices.csv", "text/csv", key="slices-csv")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import altair as alt
 import streamlit as st
 
 from core.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
@@ -32,8 +31,8 @@ def curves_charts(y, p, cm):
     f1 = charts.diagonal("FPR", "TPR") + charts.lines(
         r.assign(curve="ROC"), "FPR", "TPR", x_title="false positive rate (REAL called FAKE)",
         y_title="true positive rate (FAKE caught)", height=340, y_domain=[0, 1],
-        tooltip=[alt.Tooltip("FPR:Q", format=".3f"), alt.Tooltip("TPR:Q", format=".3f"),
-                 alt.Tooltip("threshold:Q", format=".3f")])
+        tooltip=[charts.tip("FPR:Q", ".3f"), charts.tip("TPR:Q", ".3f"),
+                 charts.tip("threshold:Q", ".3f")])
     if fpr_t is not None and tpr_t is not None:
         f1 += charts.points(pd.DataFrame({"FPR": [fpr_t], "TPR": [tpr_t], "point": ["threshold"]}), "FPR", "TPR", "point")
     q = charts.thin(pd.DataFrame({"recall": pr["recall"], "precision": pr["precision"]}))
@@ -66,10 +65,10 @@ def main() -> None:
 
     counts, norm = np.array(cm), np.array(m["confusion_matrix_by_true_class"])
     a, b = st.columns(2)
-    a.altair_chart(charts.confusion_heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts"),
+    a.vega_lite_chart(charts.confusion_heatmap(counts, [[f"{v:,}" for v in r] for r in counts], "Counts").to_dict(),
                    key="cm_counts")
-    b.altair_chart(charts.confusion_heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class",
-                                            zmax=1), key="cm_norm")
+    shares = charts.confusion_heatmap(norm, [[f"{v:.1%}" for v in r] for r in norm], "Share of each true class", zmax=1)
+    b.vega_lite_chart(shares.to_dict(), key="cm_norm")
     static_table(cells_table(cm), {"share_of_true_class": pct})
 
     st.subheader("Per class")
@@ -84,10 +83,10 @@ def main() -> None:
         a, b = st.columns(2)
         with a:
             st.markdown(f"**ROC curve** · AUC = {m['roc_auc']:.4f}")
-            st.altair_chart(f1, key="roc")
+            st.vega_lite_chart(f1.to_dict(), key="roc")
         with b:
             st.markdown(f"**Precision-recall curve (FAKE as positive)** · AP = {m['average_precision']:.4f}")
-            st.altair_chart(f2, key="pr")
+            st.vega_lite_chart(f2.to_dict(), key="pr")
         st.caption("The red dot is the operating point of the sidebar threshold.")
 
     st.subheader("Images in a cell")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -28,27 +27,6 @@ from pages_support.views import num, pct, static_table
 @st.cache_data(show_spinner="Bootstrapping the ECE...", max_entries=16)
 def _bootstrap(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return bootstrap_ece(y, p, n_boot=200, seed=0)
-
-
-def reliability_chart(curves: dict[str, list[dict]]) -> alt.VConcatChart:
-    """curves: {name: reliability bins}; accuracy vs confidence on top, images per bin below (log scale)."""
-    pts = pd.DataFrame([{"curve": name, "confidence": b["confidence"], "accuracy": b["accuracy"], "images": b["count"]}
-                        for name, bins in curves.items() for b in bins if b["count"]])
-    counts = pd.DataFrame([{"curve": name, "from": b["lo"], "to": b["hi"], "images": b["count"]}
-                           for name, bins in curves.items() for b in bins if b["count"]])
-    x = alt.Scale(domain=[0.5, 1.0], nice=False)
-    top = alt.Chart(pts).mark_line(point=True).encode(
-        x=alt.X("confidence:Q", scale=x, title=None), y=alt.Y("accuracy:Q", scale=alt.Scale(domain=[0, 1], nice=False),
-                                                             title="accuracy"),
-        color=alt.Color("curve:N", title=None, legend=alt.Legend(orient="bottom")),
-        tooltip=["curve", alt.Tooltip("confidence:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"), "images"])
-    bottom = alt.Chart(counts).mark_bar(opacity=0.6).encode(
-        x=alt.X("from:Q", bin="binned", scale=x, title="confidence of the predicted class"), x2="to:Q",
-        y=alt.Y("images:Q", scale=alt.Scale(type="log"), title="images", stack=None),
-        color=alt.Color("curve:N", title=None), tooltip=["curve", "from", "to", "images"])
-    top = top + charts.diagonal("confidence", "accuracy", 0.5, 1.0, "perfect calibration")
-    return alt.vconcat(top.properties(height=300, width=620), bottom.properties(height=100, width=620)
-                       ).resolve_scale(color="shared")
 
 
 def safe_checkpoint_name(text: str) -> str | None:
@@ -105,7 +83,7 @@ def main() -> None:
 
     st.subheader("Reliability diagram")
     bins = reliability_bins(y, p)
-    st.altair_chart(reliability_chart({"model": bins}), key="reliability")
+    st.vega_lite_chart(charts.reliability({"model": bins}).to_dict(), key="reliability")
     static_table([{"bin": f"{b['lo']:.2f}-{b['hi']:.2f}", "images": b["count"], "mean confidence": b["confidence"],
                    "accuracy": b["accuracy"], "gap": b["gap"]} for b in bins],
                  {c: "{:.4f}" for c in ("mean confidence", "accuracy", "gap")})
@@ -113,11 +91,11 @@ def main() -> None:
     st.subheader("Confidence of correct and wrong calls")
     calls = annotate_calls(df, ctx.threshold)
     conf, correct = calls["confidence"], calls["correct"]
-    st.altair_chart(charts.histogram(
+    st.vega_lite_chart(charts.histogram(
         {f"correct ({int(correct.sum()):,})": conf[correct].to_numpy(), f"wrong ({int((~correct).sum()):,})":
          conf[~correct].to_numpy()}, np.linspace(0, 1, 41), "confidence in the predicted class", "% of the group",
         normalize=True, colors={f"correct ({int(correct.sum()):,})": "#2ca02c",
-                                f"wrong ({int((~correct).sum()):,})": "#d62728"}), key="conf_hist")
+                                f"wrong ({int((~correct).sum()):,})": "#d62728"}).to_dict(), key="conf_hist")
     n_wrong, hi_wrong = m["errors"], m["errors_confidence_over_0.9"]
     st.markdown(f"{n_wrong:,} wrong call(s); {hi_wrong:,} of them ({pct(m['share_of_errors_confidence_over_0.9'])}) "
                 f"with confidence above {HIGH_CONFIDENCE}. Confidence = P(AI) for images called FAKE, 1 - P(AI) "
@@ -150,8 +128,9 @@ def main() -> None:
                       {"temperature": f"fitted T = {t_fit:.4g}", "ECE": after["ece"], "MCE": after["mce"],
                        "Brier": after["brier"], "log loss": after["log_loss"]}],
                      {c: "{:.4f}" for c in ("ECE", "MCE", "Brier", "log loss")})
-        st.altair_chart(reliability_chart({f"before (T = {before['temperature']:.3g})": before["bins"],
-                                           f"after (T = {t_fit:.3g})": after["bins"]}), key="reliability_ts")
+        chart = charts.reliability({f"before (T = {before['temperature']:.3g})": before["bins"],
+                                    f"after (T = {t_fit:.3g})": after["bins"]})
+        st.vega_lite_chart(chart.to_dict(), key="reliability_ts")
         st.caption(f"Evaluated on the {len(ts['eval_idx']):,} images not used for fitting. Temperature scaling never "
                    "changes which side of 0.5 an image falls on, so accuracy at threshold 0.5 is unchanged.")
         save_ui(ctx, t_fit)
@@ -162,10 +141,10 @@ def main() -> None:
     ab = abstention(y, p, ctx.threshold, abstain / 100)
     keep, acc_kept = ab["kept"], ab["accuracy_kept"]
     curve = charts.thin(pd.DataFrame({"coverage": rc["coverage"], "accuracy": rc["accuracy"]}))
-    st.altair_chart(charts.lines(curve, "coverage", "accuracy", x_title="coverage (share of images answered)",
+    st.vega_lite_chart((charts.lines(curve, "coverage", "accuracy", x_title="coverage (share of images answered)",
                                  y_title="accuracy on answered images", x_reverse=True, height=300)
                     + charts.points(pd.DataFrame({"coverage": [keep / len(y)], "accuracy": [acc_kept],
-                                                  "point": ["chosen"]}), "coverage", "accuracy", "point"),
+                                                  "point": ["chosen"]}), "coverage", "accuracy", "point")).to_dict(),
                     key="risk_coverage")
     st.markdown(f"Abstaining on the **{abstain}%** least confident calls (lowest probability of the called class) "
                 f"gives accuracy "
@@ -192,11 +171,12 @@ def main() -> None:
                           "curve": "UNSURE at conformal level alpha"}),
             charts.thin(pd.DataFrame({"coverage": rc["coverage"], "accuracy": rc["accuracy"]})).assign(
                 alpha=np.nan, curve="abstaining by confidence")])
-        st.altair_chart(charts.lines(both, "coverage", "accuracy", series="curve", x_title="coverage (share decided)",
-                                     y_title="accuracy on decided images", x_reverse=True, height=300,
-                                     dashed={"abstaining by confidence": True},
-                                     tooltip=["curve", "alpha", alt.Tooltip("coverage:Q", format=".3f"),
-                                              alt.Tooltip("accuracy:Q", format=".4f")]), key="unsure_coverage")
+        chart = charts.lines(both, "coverage", "accuracy", series="curve", x_title="coverage (share decided)",
+                             y_title="accuracy on decided images", x_reverse=True, height=300,
+                             dashed={"abstaining by confidence": True},
+                             tooltip=["curve", "alpha", charts.tip("coverage:Q", ".3f"),
+                                      charts.tip("accuracy:Q", ".4f")])
+        st.vega_lite_chart(chart.to_dict(), key="unsure_coverage")
         static_table(curve, {c: "{:.4f}" for c in ("coverage", "accuracy_decided", "errors_caught_by_unsure",
                                                    "share_wrong_decided")})
 

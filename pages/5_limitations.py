@@ -132,7 +132,8 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
             verdict = lim.shift_verdict(base, rows, name)
             record(verdicts, verdict)
             st.markdown(f"**{name}** — {verdict.text}")
-            st.altair_chart(charts.severity(curve, AXIS[name], float(base["accuracy"]), reverse=name == "jpeg"),
+            chart = charts.severity(curve, AXIS[name], float(base["accuracy"]), reverse=name == "jpeg")
+            st.vega_lite_chart(chart.to_dict(),
                             key=f"sev-{name}")
             if name == "jpeg":
                 st.caption("The x axis runs from quality 100 (the clean set; the sample is itself stored as "
@@ -246,14 +247,16 @@ def gradcam_section(ctx: Context, verdicts: list) -> None:
     record(verdicts, v)
     st.markdown(f"**Verdict.** {v.text}")
     a, b = st.columns(2)
-    a.altair_chart(charts.histogram({"images": audit["concentration"]}, np.linspace(0, 1, 41), "concentration per image",
-                                    height=240) + charts.rule_x(0.1, "uniform"), key="cam_conc")
+    conc = charts.histogram({"images": audit["concentration"]}, np.linspace(0, 1, 41), "concentration per image",
+                            height=240) + charts.rule_x(0.1, "uniform")
+    a.vega_lite_chart(conc.to_dict(), key="cam_conc")
     drops = np.r_[audit["drop_cam"], audit["drop_random"]]
     edges = np.linspace(min(0.0, float(np.nanmin(drops))) if len(drops) else 0.0,
                         max(0.0, float(np.nanmax(drops))) if len(drops) else 1.0, 41)
-    b.altair_chart(charts.histogram({"hottest 10% removed": audit["drop_cam"], "random 10% removed": audit["drop_random"]},
-                                    edges if edges[-1] > edges[0] else np.linspace(0, 1, 41),
-                                    "fall in P(called class)", height=240), key="cam_drop")
+    drop = charts.histogram({"hottest 10% removed": audit["drop_cam"], "random 10% removed": audit["drop_random"]},
+                            edges if edges[-1] > edges[0] else np.linspace(0, 1, 41), "fall in P(called class)",
+                            height=240)
+    b.vega_lite_chart(drop.to_dict(), key="cam_drop")
 
 
 def confidence_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> None:

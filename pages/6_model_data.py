@@ -11,7 +11,6 @@ import json
 import re
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -38,40 +37,6 @@ def _flatten(d: dict, prefix: str = "") -> list[dict]:
     return rows
 
 
-def history_chart(hist: pd.DataFrame) -> alt.HConcatChart:
-    """Loss, accuracy and validation ECE / learning rate per epoch, side by side; a dashed rule marks the first
-    fine-tuning epoch."""
-    panels = []
-    ft = None
-    if "phase" in hist and hist["phase"].nunique() > 1:
-        ft = float(hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()) - 0.5
-    for title, cols in (("loss", (("train_loss", "train loss"), ("val_loss", "val loss"))),
-                        ("accuracy", (("train_acc", "train acc"), ("val_acc", "val acc"))),
-                        ("validation ECE / learning rate", (("val_ece", "val ECE"), ("lr", "learning rate")))):
-        have = [(c, n) for c, n in cols if c in hist]
-        if not have:
-            continue
-        long = pd.concat([pd.DataFrame({"epoch": hist["epoch_index"], "value": hist[c], "series": n,
-                                        "phase": hist["phase"] if "phase" in hist else ""}) for c, n in have])
-        enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
-                   color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
-                   tooltip=["series", "epoch", alt.Tooltip("value:Q", format=".4g"), "phase"])
-        if title.startswith("validation"):
-            # ECE and learning rate differ by orders of magnitude: each on its own axis (left ECE, right lr).
-            ece = alt.Chart(long[long["series"] == "val ECE"]).mark_line(point=True).encode(
-                y=alt.Y("value:Q", title="val ECE"), **enc)
-            lr = alt.Chart(long[long["series"] == "learning rate"]).mark_line(strokeDash=[4, 3]).encode(
-                y=alt.Y("value:Q", title="learning rate", axis=alt.Axis(orient="right", format=".1e")), **enc)
-            chart = alt.layer(ece, lr).resolve_scale(y="independent")
-        else:
-            chart = alt.Chart(long).mark_line(point=True).encode(y=alt.Y("value:Q", title=None,
-                                                                         scale=alt.Scale(zero=False)), **enc)
-        if ft is not None:
-            chart = alt.layer(chart, charts.rule_x(ft))
-        panels.append(chart.properties(title=title, height=260, width=230))
-    return alt.hconcat(*panels).resolve_scale(color="independent")
-
-
 def model_card(ctx) -> None:
     lm = ctx.lm
     st.header("Model card")
@@ -93,7 +58,7 @@ def model_card(ctx) -> None:
         st.info("This checkpoint stores no training history.")
     else:
         hist["epoch_index"] = np.arange(1, len(hist) + 1)
-        st.altair_chart(history_chart(hist), key="history")
+        st.vega_lite_chart(charts.history(hist).to_dict(), key="history")
         total = hist["seconds"].sum() if "seconds" in hist else None
         if total is not None:
             st.caption(f"{len(hist)} epochs, {total:,.1f} s of training"

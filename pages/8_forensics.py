@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import altair as alt
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -88,9 +87,10 @@ def spectra_section(res: dict) -> None:
     shown = [c for c in tab.columns[2:] if c != "FAKE-REAL"]
     long = pd.concat([pd.DataFrame({"cycles_per_pixel": tab["cycles_per_pixel"], "value": tab[c], "series": c})
                       for c in shown])
-    st.altair_chart(charts.lines(long, "cycles_per_pixel", "value", series="series", x_title="frequency (cycles/pixel)",
-                                 y_title="mean log(1+|F|)", height=340, sort_series=shown,
-                                 dashed={c: c.startswith("source:") for c in shown}), key="spec-1d")
+    chart = charts.lines(long, "cycles_per_pixel", "value", series="series", x_title="frequency (cycles/pixel)",
+                         y_title="mean log(1+|F|)", height=340, sort_series=shown,
+                         dashed={c: c.startswith("source:") for c in shown})
+    st.vega_lite_chart(chart.to_dict(), key="spec-1d")
     with st.expander("1-D spectra: numbers"):
         st.dataframe(tab, hide_index=True, key="spec-table")
     a, b = st.columns(2)
@@ -124,10 +124,10 @@ def shortcut_section(res: dict) -> None:
         part = dist[dist["property"] == g]
         if part.empty:
             continue
-        st.altair_chart(charts.bars(part.assign(value=part["value"].astype(str)), "value", "share", series="class",
+        st.vega_lite_chart(charts.bars(part.assign(value=part["value"].astype(str)), "value", "share", series="class",
                                     y_title="share of the class", y_format=".0%", height=240,
                                     title=PROPERTY_TITLES[g],
-                                    tooltip=["value", "class", "count", alt.Tooltip("share:Q", format=".1%")]),
+                                    tooltip=["value", "class", "count", charts.tip("share:Q", ".1%")]).to_dict(),
                         key=f"dist-{g}")
     with st.expander("Distributions: numbers"):
         st.dataframe(dist, hide_index=True, key="shortcut-dist")

@@ -82,9 +82,9 @@ def main() -> None:
     names = {m: f"{m} = {name_a if m == 'A' else name_b} (AUC {num(res['metrics'][m.lower()]['roc_auc']['value'], '.4f')})"
              for m in roc["model"].unique()}
     curves = pd.concat([charts.thin(g).assign(curve=names[m]) for m, g in roc.groupby("model")])
-    st.altair_chart(charts.diagonal("fpr", "tpr") + charts.lines(
+    st.vega_lite_chart((charts.diagonal("fpr", "tpr") + charts.lines(
         curves, "fpr", "tpr", series="curve", x_title="false positive rate", y_title="true positive rate", height=340,
-        y_domain=[0, 1]), key="cmp-roc")
+        y_domain=[0, 1])).to_dict(), key="cmp-roc")
     st.download_button("ROC curves (CSV)", roc.to_csv(index=False).encode(), "roc.csv", "text/csv", key="cmp-roc-csv")
 
     st.header("Where they disagree")
@@ -118,8 +118,8 @@ def main() -> None:
         long = pd.concat([pd.DataFrame({"source": per["source"].astype(str), "model": m, "accuracy": per[f"accuracy_{k}"],
                                         "ci_low": per[f"ci_low_{k}"], "ci_high": per[f"ci_high_{k}"]})
                           for m, k in (("A", "a"), ("B", "b"))])
-        st.altair_chart(charts.bars(long, "source", "accuracy", series="model", lo="ci_low", hi="ci_high",
-                                    y_title="accuracy (95% Wilson)", y_domain=[0, 1.05]), key="cmp-src")
+        st.vega_lite_chart(charts.bars(long, "source", "accuracy", series="model", lo="ci_low", hi="ci_high",
+                                    y_title="accuracy (95% Wilson)", y_domain=[0, 1.05]).to_dict(), key="cmp-src")
         st.dataframe(per, hide_index=True, key="cmp-per-source")
         st.download_button("Per source (CSV)", per.to_csv(index=False).encode(), "per_source.csv", "text/csv",
                            key="cmp-src-csv")

@@ -141,9 +141,9 @@ def flip_rate_section(ctx: Context, verdicts: list) -> None:
     verdicts.append({"limitation": "Verdict stability", "verdict": v})
     st.markdown(f"**Verdict.** {v}")
     rows = table[table["change"] != "any"]
-    st.altair_chart(charts.bars(rows.assign(label=[pct(v) for v in rows["flip_rate"]]), "description", "flip_rate",
+    st.vega_lite_chart(charts.bars(rows.assign(label=[pct(v) for v in rows["flip_rate"]]), "description", "flip_rate",
                                 lo="ci_low", hi="ci_high", x_title="change (bars: 95% Wilson interval)",
-                                y_title="flip rate", y_format=".1%", text="label"), key="flip_rates")
+                                y_title="flip rate", y_format=".1%", text="label").to_dict(), key="flip_rates")
     st.dataframe(table, hide_index=True, key="flip_table")
     st.download_button("Flip rates (CSV)", table.to_csv(index=False).encode(), "flip_rates.csv", "text/csv",
                        key="flip_csv")

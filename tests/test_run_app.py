@@ -503,7 +503,6 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     first_done = threading.Event()
     order = []
     monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
-    monkeypatch.setattr(run_app, "prime_charts", lambda: order.append("charts primed"))
 
     def fake_background():
         order.append("warm-up started")
@@ -519,13 +518,13 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     with pytest.raises(SystemExit):
         run_app.main([])
     # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
-    assert order == ["warm-up started", "heavy imports", "charts primed",
+    assert order == ["warm-up started", "heavy imports",
                      "server (first step done: True, pages directory mode: False)"]
 
 
 def test_the_launcher_imports_every_module_the_pages_import_before_the_server_answers():
     """What a page (or pages_support) imports at its top, other than the app's own modules, is imported by
-    run_app.import_heavy_modules, so a fresh server's first page view does not wait for it (altair: 0.5-1.5 s)."""
+    run_app.import_heavy_modules, so a fresh server's first page view does not wait for it (plotly, pandas' Styler)."""
     import ast
     wanted = set()
     for f in sorted((ROOT / "pages").glob("*.py")) + sorted((ROOT / "pages_support").glob("*.py")) + [ROOT / "dashboard.py"]:
@@ -539,24 +538,7 @@ def test_the_launcher_imports_every_module_the_pages_import_before_the_server_an
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
-    assert {"altair", "streamlit", "pandas"} <= wanted          # the scan found the pages' imports
-
-
-def test_prime_charts_converts_one_chart_of_every_kind_the_pages_draw(monkeypatch):
-    """Every chart helper of pages_support.charts is built and converted to its spec (Altair's first conversion
-    in a process is what the priming takes off a first page view)."""
-    import inspect
-
-    import run_app
-    from pages_support import charts
-    helpers = {n for n, f in inspect.getmembers(charts, inspect.isfunction)
-               if f.__module__ == charts.__name__ and not n.startswith("_") and n != "thin"}   # thin: rows, not a chart
-    called = set()
-    for name in helpers:
-        real = getattr(charts, name)
-        monkeypatch.setattr(charts, name, lambda *a, _n=name, _f=real, **k: called.add(_n) or _f(*a, **k))
-    assert run_app.prime_charts() >= 7
-    assert called == helpers
+    assert {"streamlit", "pandas"} <= wanted and "altair" not in wanted     # the scan found the pages' imports
 
 
 def test_without_posix_the_warm_up_runs_in_a_thread_of_the_server(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
