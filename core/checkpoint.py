@@ -360,8 +360,10 @@ def platt_calibrated(ckpt: dict) -> dict:
     The offset b * T is added to the bias of the layer that outputs the logit and to the stored
     calibration logits, and T becomes the checkpoint's temperature, so every consumer (evaluation, the
     band, Grad-CAM, the sweep) sees P(FAKE) = sigmoid(logit / T) = the Platt-calibrated probability with
-    no new field to read. Features (familiarity) do not change. Calibrating a calibrated checkpoint again
-    leaves it as it is (b is then 0 and T 1 relative to its logits' scale).
+    no new field to read. Features (familiarity) do not change. metrics["platt"] records T, the total
+    offset added to the trained model's logit and b = offset / T (P(FAKE) = sigmoid(trained logit / T + b)),
+    so calibrating a calibrated checkpoint again leaves it and its record as they are (the new fit's
+    offset is 0).
     """
     from .metrics import fit_platt
     cal = (ckpt.get("verdict") or {}).get("calibration")
@@ -369,13 +371,14 @@ def platt_calibrated(ckpt: dict) -> dict:
         raise CheckpointError("this checkpoint has no calibration split to fit on: retrain it with core.train")
     t, b = fit_platt(cal["logits"].double().numpy(), cal["labels"].numpy())
     offset = b * t
+    total = offset + float(((ckpt.get("metrics") or {}).get("platt") or {}).get("logit_offset", 0.0))
     key = logit_bias_key(ckpt["state_dict"])
     out = dict(ckpt)
     out["state_dict"] = {**ckpt["state_dict"], key: ckpt["state_dict"][key] + offset}
     out["verdict"] = {**ckpt["verdict"], "calibration": {**cal, "logits": cal["logits"] + offset}}
     out["temperature"] = float(t)
     out["metrics"] = {**(ckpt.get("metrics") or {}),
-                      "platt": {"temperature": float(t), "b": float(b), "logit_offset": float(offset),
+                      "platt": {"temperature": float(t), "b": total / t, "logit_offset": total,
                                 "calibration_images": int(len(cal["logits"]))}}
     return out
 

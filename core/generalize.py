@@ -162,7 +162,7 @@ def run_folds(out_dir: Path, fams: list[str], test_ds, make_fold, log=print, tag
         if _complete(fdir, fingerprint):
             log(f"[{tag}] {fam}: complete, reused ({k + 1}/{len(fams)})")
         elif (fdir / "model.pt").is_file():      # saved only when its training finished (atomic write)
-            log(f"[{tag}] {fam}: model reused, evaluation (missing, of another result format or of other test "
+            log(f"[{tag}] {fam}: model reused, evaluation (missing, of another result format, model or test "
                 "data) recomputed")
             evaluate_fold(fdir, fam, test_ds, fingerprint)
         else:

@@ -328,6 +328,11 @@ def test_fit_platt_cli_folds_the_offset_into_the_model(tmp_path, capsys):
     np.testing.assert_allclose(new.verdict.cal_logits, z.numpy() + offset, atol=1e-6)
     assert fit_platt(new.verdict.cal_logits, labels.numpy()) == pytest.approx((new.temperature, 0.0), abs=1e-5)
     assert read_checkpoint(tmp_path / "p.pt")[0]["metrics"]["platt"]["logit_offset"] == pytest.approx(offset)
+    assert main(["--weights", str(tmp_path / "p.pt"), "--fit-platt", str(tmp_path / "pp.pt")]) == 0   # again: no change
+    pp = read_checkpoint(tmp_path / "pp.pt")[0]
+    assert pp["metrics"]["platt"]["logit_offset"] == pytest.approx(offset, abs=1e-5)
+    assert pp["metrics"]["platt"]["b"] == pytest.approx(math.log(8 / 3) / 2, abs=1e-5)
+    assert pp["temperature"] == pytest.approx(new.temperature, abs=1e-5)
     assert file_sha256(tmp_path / "m.pt") == before
     from core.cards import model_card
     assert f"logit offset {offset:+.3f} folded" in model_card(str(tmp_path / "p.pt"), new, {})
