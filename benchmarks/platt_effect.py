@@ -107,6 +107,12 @@ def main(argv=None) -> int:
              for v, sh in shifts.items()}
     results["alpha_by_rule"] = alpha
     results["best_cut_accuracy"] = {split: best_cut_accuracy(df) for split, df in frames.items()}
+    if lm.verdict.has_band:
+        zc, yc = lm.verdict.cal_logits, lm.verdict.cal_labels
+        results["calibration_split"] = {
+            v: {"n": int(len(yc)), "accuracy": float(((zc - sh > 0) == (yc == 1)).mean()),
+                "recall_real": float((zc[yc == 0] - sh <= 0).mean()), "recall_fake": float((zc[yc == 1] - sh > 0).mean())}
+            for v, sh in shifts.items()}
     for split, df in frames.items():
         r = {v: row(df, lm, sh, alpha[v]) for v, sh in shifts.items()}
         results["splits"][split] = r
@@ -134,6 +140,9 @@ def main(argv=None) -> int:
           f"{lm.verdict.alpha}; alpha by the rule (test UNSURE <= {MAX_TEST_UNSURE:.0%}): before {alpha['before']}, "
           f"after {alpha['after']}")
     print("\n".join(lines))
+    for v, c in results.get("calibration_split", {}).items():
+        print(f"calibration split ({c['n']:,} images) {v} Platt: accuracy {c['accuracy']:.2%}, recall REAL "
+              f"{c['recall_real']:.2%}, FAKE {c['recall_fake']:.2%}")
     print("best accuracy of any cut on the logit (a ceiling, chosen on the data itself): "
           + ", ".join(f"{k} {v:.2%}" for k, v in results["best_cut_accuracy"].items()))
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
