@@ -10,7 +10,9 @@ first view waits for all of it. This launcher instead:
 1. starts the warm-up process (this file again, WARM_UP_PROCESS), which imports torch and core and computes
    the default model's evaluation of data/sample/test (what most pages show first), while this process
    imports streamlit, plotly, torch and core;
-2. starts the server once that evaluation is stored (so a browser can only connect after it; the wait
+2. meanwhile loads what a first script run would (prime_first_run: pages_support, the default models and
+   dataset into st.cache_resource; gc.freeze() of all of it, so Streamlit's collection after every script
+   run skips it), then starts the server once that evaluation is stored (so a browser can only connect after it; the wait
    is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
    applies: localhost, upload cap, no file watcher);
@@ -55,8 +57,8 @@ WARM_UP_DONE = "warm-up: default results stored"      # benchmarks/bench_browser
 
 # The core modules the warm-up process imports before its first step (the rest as its steps need them).
 COMPUTE_MODULES = ["checkpoint", "datasets", "evaluate"]
-# Every other core module a page imports (core never imports streamlit); pages_support itself is left to
-# the first script run: its st.cache_data functions must be created inside the Streamlit runtime.
+# Every other core module a page imports (core never imports streamlit); pages_support is imported by
+# prime_first_run (its st.cache_data functions are only called inside the Streamlit runtime).
 CORE_MODULES = ["archive", "audit_cache", "compare", "figures", "forensics", "generalize", "gradcam", "images",
                 "labels", "limitations", "metrics", "models", "predict", "report", "robustness", "shifts", "slices",
                 "stability", "threads", "verdict"]
@@ -89,6 +91,73 @@ def import_heavy_modules() -> None:
     import streamlit  # noqa: F401
     for name in COMPUTE_MODULES + CORE_MODULES:
         importlib.import_module(f"core.{name}")
+
+
+def prime_first_run() -> list[str]:
+    """In the server's process, before it answers: what a fresh server's first script run would otherwise do
+    before drawing anything, so that a first page view does not wait for it. Returns what was primed.
+
+    - pages_support and scikit-learn imported (Forensics' shortcut check fits its trees in this process);
+    - the sidebar's default model, Compare's default model B and the sidebar's default dataset (the sample's
+      first split in the sidebar's order) loaded into their st.cache_resource entries, with the sidebar's
+      own arguments (so the same keys): read-only objects shared by every session, as after any first load;
+    - gc.freeze(): everything loaded so far moves to the collector's permanent generation. Streamlit runs a
+      full collection after every script run (runner.postScriptGC); over the ~475,000 objects the imports
+      leave (torch, pandas, streamlit) that was 0.23-0.29 CPU s per run here, and in py-spy of a fresh server
+      (under load) the Model & data page's first run spent 113 of its 229 samples in it. Frozen objects are
+      skipped; what a script run creates is still collected.
+
+    Runs while the server's process waits for the warm-up's first step (the test evaluation): those seconds
+    were idle in this process. No st.cache_data function is called here (its storage must be the runtime's,
+    which does not exist yet); st.cache_resource needs no runtime.
+    """
+    import gc
+    import importlib
+    import logging
+
+    done = []
+    try:
+        for name in ("sklearn.model_selection", "sklearn.tree"):
+            importlib.import_module(name)
+        from core.checkpoint import file_sha256
+        # Decorating a function with st.cache_data checks its options against a throwaway in-memory storage,
+        # which logs "No runtime found" outside the runtime; the storage the function then uses is made at
+        # its first call (DataCaches.get_cache), i.e. in a script run, inside the runtime. Only the decoration
+        # warning is silenced: a call here would still log it (tests/test_run_app.py checks the log).
+        caching_log = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+        level = caching_log.level
+        caching_log.setLevel(logging.ERROR)
+        try:
+            for name in PAGES_SUPPORT_MODULES:
+                importlib.import_module(f"pages_support.{name}")
+        finally:
+            caching_log.setLevel(level)
+        from pages_support import common
+        done.append("modules")
+        # A cached function called outside a script run warns "missing ScriptRunContext" once per call: expected here.
+        logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.ERROR)
+        weights = common.shipped_weights()
+        if weights:
+            model_a = str(common.WEIGHTS_DIR / weights[0].name)      # the sidebar's default choice
+            others = [str(p) for p in weights if str(p) != model_a][:1]    # pages/9_compare.py's default B
+            for path in [model_a] + others:
+                common.load_model_cached(path, file_sha256(path))
+                done.append(Path(path).name)
+        splits = sorted(common.sample_splits(), key=lambda s: (s != "test", s != "ood", s))   # the sidebar's order
+        if splits:
+            sample = str(common.SAMPLE_DIR)
+            common.open_dataset_cached(sample, splits[0], "cifake", None, Path(sample).stat().st_mtime)
+            done.append(f"sample {splits[0]}")
+    except Exception:                       # the pages load (and report) it themselves
+        print("priming the first run failed; the pages will load it themselves:\n" + traceback.format_exc(),
+              file=sys.stderr, flush=True)
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.NOTSET)
+    gc.freeze()
+    return done
+
+
+# The pages_support modules prime_first_run imports (tests/test_run_app.py checks the list is complete).
+PAGES_SUPPORT_MODULES = ["charts", "common", "forensics_views", "paths", "views"]
 
 
 def warm_up_steps() -> list[tuple[str, object]]:
@@ -360,7 +429,10 @@ def main(argv: list[str] | None = None) -> None:
     _, first_done = _warm_up_in_background()
     import_heavy_modules()                  # meanwhile, on the other core (the warm-up imports its own)
     t1 = time.perf_counter()
-    print(f"imported the app's modules in {t1 - t0:.1f} s", file=sys.stderr, flush=True)
+    primed = prime_first_run()              # in the time this process would wait for the first step anyway
+    print(f"imported the app's modules in {t1 - t0:.1f} s, primed the first run ({', '.join(primed)}) in "
+          f"{time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
+    t1 = time.perf_counter()
     if not first_done.wait(FIRST_STEP_TIMEOUT):
         print(f"warm-up: the first step is not done after {FIRST_STEP_TIMEOUT} s; starting the server anyway",
               file=sys.stderr, flush=True)

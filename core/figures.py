@@ -31,8 +31,10 @@ def colormap(v: np.ndarray, diverging: bool = False) -> np.ndarray:
 
 
 def png_bytes(img: Image.Image) -> bytes:
+    # zlib's default level, not optimize=True (level 9 and a filter search): 18 heat maps of 320 px took
+    # 0.15 CPU s against 0.51 s, for files 6% larger (measured here, one core).
     buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
+    img.save(buf, format="PNG")
     return buf.getvalue()
 
 

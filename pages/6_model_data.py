@@ -119,7 +119,11 @@ def render_markdown_with_images(path: Path) -> None:
         st.markdown(text[pos:mt.start()])
         img = (path.parent / mt.group(2)).resolve()
         if img.is_file() and path.parent.resolve() in img.parents:
-            st.image(str(img), caption=mt.group(1) or None)
+            # The file's own bytes for a PNG: with output_format "auto" Streamlit decodes an RGB PNG and
+            # re-encodes it as JPEG on every first run (the data card's nine figures: about half of this
+            # page's script time in py-spy of a fresh server, under load).
+            st.image(str(img), caption=mt.group(1) or None,
+                     output_format="PNG" if img.suffix.lower() == ".png" else "auto")
         pos = mt.end()
     st.markdown(text[pos:])
 

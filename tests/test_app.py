@@ -496,6 +496,33 @@ def test_model_and_data_cards(app, app_dirs):
     assert "epochs" in set(_table(at, "setting")["setting"])
 
 
+def test_model_and_data_page_sends_the_data_cards_png_figures_as_they_are(app_dirs, tmp_path, monkeypatch):
+    """The data card's figures (data/card/*.png, RGB) reach the browser as the files' own bytes: with Streamlit's
+    output_format "auto" each was decoded and re-encoded as JPEG on every first view."""
+    from PIL import Image
+    from streamlit.elements.lib import image_utils
+    import shutil
+    sample = tmp_path / "data" / "sample"
+    shutil.copytree(app_dirs["sample"], sample)
+    (tmp_path / "data" / "card").mkdir()
+    fig = tmp_path / "data" / "card" / "fig.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 300, 3), dtype=np.uint8)).save(fig)
+    (tmp_path / "data" / "README.md").write_text("# Card\n\nA figure: ![one figure](card/fig.png)\n")
+    sent = {}
+    real = image_utils._ensure_image_size_and_format
+
+    def spy(data, *a, **k):
+        out = real(data, *a, **k)
+        sent[data] = out
+        return out
+    monkeypatch.setattr(image_utils, "_ensure_image_size_and_format", spy)
+    _point_app_at(monkeypatch, app_dirs["weights"], sample, tmp_path / "runs")
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at = _page(at, "6_model_data")
+    assert fig.read_bytes() in sent, "the data card's figure was not drawn"
+    assert sent[fig.read_bytes()] == fig.read_bytes()
+
+
 def test_helpers_added_to_core():
     """core.metrics.temperature_scaling_split and core.shifts.shift_array (added for these pages)."""
     from core.metrics import temperature_scaling_split

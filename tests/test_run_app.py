@@ -503,6 +503,7 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     first_done = threading.Event()
     order = []
     monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
+    monkeypatch.setattr(run_app, "prime_first_run", lambda: order.append("first run primed") or [])
 
     def fake_background():
         order.append("warm-up started")
@@ -518,8 +519,54 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
     with pytest.raises(SystemExit):
         run_app.main([])
     # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
-    assert order == ["warm-up started", "heavy imports",
+    assert order == ["warm-up started", "heavy imports", "first run primed",
                      "server (first step done: True, pages directory mode: False)"]
+
+
+def test_the_server_process_primes_the_sidebars_models_and_dataset_and_freezes_the_imports(
+        trained_ckpt, tmp_path, monkeypatch):
+    """prime_first_run: the sidebar's default model, Compare's default model B and the default split are in
+    st.cache_resource under the keys the pages use, so a fresh server's first script run loads nothing (its
+    loaders are made to fail here); what was loaded is frozen out of the collector (gc.freeze), so Streamlit's
+    collection after each script run no longer walks it; a missing weights folder is no traceback."""
+    import gc
+
+    import run_app
+    from streamlit.testing.v1 import AppTest
+
+    import pages_support.common as common
+    from core.checkpoint import CheckpointError, file_sha256
+    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    ck, _ = read_checkpoint(str(trained_ckpt))
+    ck["name"] = "model-b"
+    save_checkpoint(ck, weights / "b.pt")
+    make_cifake(sample, n_train=4, n_test=6)
+    shutil.copytree(sample / "test", sample / "ood")
+    from test_app import _point_app_at
+    _point_app_at(monkeypatch, weights, sample, runs)
+    gc.unfreeze()
+    try:
+        assert run_app.prime_first_run() == ["modules", "default.pt", "b.pt", "sample test"]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+    def no_loading(*a, **k):
+        raise CheckpointError("loaded again: not primed")
+    monkeypatch.setattr(common, "load_checkpoint", no_loading)
+    monkeypatch.setattr(common, "open_dataset", lambda *a, **k: pytest.fail("dataset indexed again: not primed"))
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    assert not at.exception and not at.sidebar.error, [e.value for e in at.sidebar.error]
+    assert at.session_state["selection"]["dataset_key"] == (str(sample), "test", "cifake", None)
+    path_b = str(common.shipped_weights()[1])                   # pages/9_compare.py's default model B
+    assert common.load_model_cached(path_b, file_sha256(path_b)).name == "model-b"
+    assert sorted(run_app.PAGES_SUPPORT_MODULES) == sorted(p.stem for p in (ROOT / "pages_support").glob("*.py")
+                                                           if p.stem != "__init__")
+    monkeypatch.setattr(common, "WEIGHTS_DIR", tmp_path / "none")
+    assert run_app.prime_first_run() == ["modules", "sample test"]     # no weights: no model, no traceback
+    gc.unfreeze()
 
 
 def test_the_launcher_imports_every_module_the_pages_import_before_the_server_answers():
