@@ -326,22 +326,34 @@ def load_spectra_npz(path) -> dict:
             "n_resized": meta["n_resized"], "skipped": []}
 
 
+def spectrum_figure_name(key: str) -> str:
+    """The file name of one heat map of `spectrum_figures`: key a class name, "diff" or "source:NAME"."""
+    if key.startswith("source:"):
+        return "spectrum_source_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in key[7:]) + ".png"
+    return f"spectrum_{key}.png"
+
+
+def spectrum_figure(spectra: dict, key: str) -> bytes:
+    """One heat map of `spectrum_figures` as PNG bytes (the Forensics page shows these files): a class's or a
+    source's mean spectrum on the scale they all share, or "diff" (FAKE - REAL, centred on 0)."""
+    from .figures import heatmap_png
+    if key == "diff":
+        return heatmap_png(spectra["diff"], "FAKE - REAL", diverging=True)
+    allv = list(spectra["mean"].values()) + list(spectra["source_mean"].values())
+    lo, hi = float(min(v.min() for v in allv)), float(max(v.max() for v in allv))
+    if key.startswith("source:"):
+        name = key[7:]
+        return heatmap_png(spectra["source_mean"][name], f"{name} (n = {spectra['source_count'][name]:,})",
+                           vmin=lo, vmax=hi)
+    return heatmap_png(spectra["mean"][key], f"{key} (n = {spectra['count'][key]:,})", vmin=lo, vmax=hi)
+
+
 def spectrum_figures(spectra: dict) -> dict[str, bytes]:
     """{file name: PNG bytes}: per-class mean spectra on one shared scale, FAKE - REAL, each source, 1-D."""
-    from .figures import heatmap_png, line_plot_png
-    figs = {}
-    allv = list(spectra["mean"].values()) + list(spectra["source_mean"].values())
-    lo = float(min(v.min() for v in allv)) if allv else 0.0
-    hi = float(max(v.max() for v in allv)) if allv else 1.0
-    for k, v in spectra["mean"].items():
-        figs[f"spectrum_{k}.png"] = heatmap_png(v, f"{k}: mean log(1+|F|) of residual (n={spectra['count'][k]})",
-                                                vmin=lo, vmax=hi)
-    if spectra.get("diff") is not None:
-        figs["spectrum_diff.png"] = heatmap_png(spectra["diff"], "FAKE - REAL mean spectrum", diverging=True)
-    for k, v in spectra["source_mean"].items():
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in k)
-        figs[f"spectrum_source_{safe}.png"] = heatmap_png(v, f"source {k} (n={spectra['source_count'][k]})",
-                                                          vmin=lo, vmax=hi)
+    from .figures import line_plot_png
+    keys = list(spectra["mean"]) + (["diff"] if spectra.get("diff") is not None else []) + \
+        [f"source:{k}" for k in spectra["source_mean"]]
+    figs = {spectrum_figure_name(k): spectrum_figure(spectra, k) for k in keys}
     tab = radial_table(spectra)
     series = [{"x": tab["cycles_per_pixel"], "y": tab[c], "name": c, "dash": c.startswith("source:")}
               for c in tab.columns if c not in ("radius", "cycles_per_pixel", "FAKE-REAL")]
@@ -542,16 +554,21 @@ def reencoding_control(lm, ds, quality: int = 90, threshold: float = 0.5, clean_
 
 # ----------------------------------------------------------------------------- everything, cached
 
-def analyse(ds, crop: int | None = None, sigma: float = RESIDUAL_SIGMA, progress=None) -> dict:
+def analyse(ds, crop: int | None = None, sigma: float = RESIDUAL_SIGMA, progress=None, on_shortcuts=None) -> dict:
     """File properties, shortcut check and spectra of a dataset (model-independent).
 
     Returns {"props": DataFrame, "shortcuts": dict, "spectra": dict}. progress(done, total) covers both passes.
+    on_shortcuts({"props", "shortcuts", "distributions"}), if given, is called with the shortcut check as soon
+    as it is done, before the spectra (the second and longer pass): the Forensics page draws it meanwhile.
     """
     n = len(ds)
     props = scan_files(ds, progress=(lambda d, t: progress(d, 2 * t)) if progress else None)
+    shortcuts = shortcut_check(props)
+    if on_shortcuts is not None:
+        on_shortcuts({"props": props, "shortcuts": dict(shortcuts),
+                      "distributions": distributions_table(shortcuts["per_class"])})
     crop = crop or auto_crop(props[props["error"].isna()])
     spectra = dataset_spectra(ds, crop, sigma, progress=(lambda d, t: progress(n + d, 2 * t)) if progress else None)
-    shortcuts = shortcut_check(props)
     shortcuts["spectrum_crop"] = crop
     shortcuts["spectrum_images_enlarged"] = spectra["n_resized"]
     return {"props": props, "shortcuts": shortcuts, "spectra": spectra}
@@ -568,13 +585,14 @@ def result_files(res: dict) -> dict[str, bytes]:
     return files
 
 
-def cached_analysis(ds, runs_dir="runs", progress=None) -> Path:
-    """`analyse` once per dataset fingerprint; returns the folder holding result_files (runs/forensics-*)."""
+def cached_analysis(ds, runs_dir="runs", progress=None, on_shortcuts=None) -> Path:
+    """`analyse` once per dataset fingerprint; returns the folder holding result_files (runs/forensics-*).
+    on_shortcuts: see `analyse` (called only when the analysis is computed here)."""
     from .checkpoint import result_lock
     out = analysis_dir(ds, runs_dir)
     with result_lock(out):           # a concurrent caller (the app's warm-up, another session) waits, then reads it
         if not (out / "shortcuts.json").is_file():
-            write_result_dir(out, result_files(analyse(ds, progress=progress)))
+            write_result_dir(out, result_files(analyse(ds, progress=progress, on_shortcuts=on_shortcuts)))
     return out
 
 

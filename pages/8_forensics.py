@@ -9,13 +9,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached_analysis, cached_reencoding,
-                            load_spectra_npz, radial_table, reencoding_dir)
-from core.figures import heatmap_png
+                            load_spectra_npz, radial_table, reencoding_dir, spectrum_figure, spectrum_figure_name)
 from core.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, get_context
@@ -34,24 +32,29 @@ def _read_analysis(out_dir: str) -> dict:
             "shortcuts": json.loads((d / "shortcuts.json").read_text()),
             "props": pd.read_csv(d / "file_properties.csv", keep_default_na=False),
             "distributions": pd.read_csv(d / "shortcut_distributions.csv", keep_default_na=False),
-            "npz": (d / "spectra.npz").read_bytes()}
+            "npz": (d / "spectra.npz").read_bytes(),
+            # The heat maps `python -m core.forensics --out DIR` writes, stored with the analysis: drawing 18 of
+            # them again was a tenth of this page's first script run (py-spy, fresh server).
+            "figures": {f.name: f.read_bytes() for f in d.glob("spectrum_*.png")}}
 
 
-def analysis_ui(ctx: Context) -> dict:
+def analysis_ui(ctx: Context, on_shortcuts=None) -> dict:
+    """The stored analysis; computed here when missing, with on_shortcuts(part) called as soon as its shortcut
+    check is done (core.forensics.analyse), before the spectra."""
     out = analysis_dir(ctx.ds, RUNS_DIR)
     if not (out / "shortcuts.json").is_file():
         bar = st.progress(0.0, text=f"Reading {len(ctx.ds):,} files (headers, spectra)...")
         cached_analysis(ctx.ds, RUNS_DIR, progress=lambda d, t: bar.progress(min(1.0, d / max(t, 1)),
-                                                                             text=f"Forensics: {d:,}/{t:,}"))
+                                                                             text=f"Forensics: {d:,}/{t:,}"),
+                        on_shortcuts=on_shortcuts)
         bar.empty()
     return _read_analysis(str(out))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def _heat(z: np.ndarray, title: str, zmin=None, zmax=None, diverging=False) -> bytes:
-    # A static PNG (core.figures.heatmap_png, the same figure `python -m core.forensics --out DIR` writes): a
+def _heat(res: dict, key: str) -> bytes:
+    # A static PNG (core.forensics.spectrum_figure, the file `python -m core.forensics --out DIR` writes): a
     # spectrum's hover values add little to the picture, and its numbers are in spectra.npz below.
-    return heatmap_png(z, title, diverging=diverging, side=320, vmin=zmin, vmax=zmax)
+    return res["figures"].get(spectrum_figure_name(key)) or spectrum_figure(res["spectra"], key)
 
 
 def spectra_section(res: dict) -> None:
@@ -67,21 +70,19 @@ def spectra_section(res: dict) -> None:
     if not means:
         st.warning("No image could be decoded.")
         return
-    lo = min(float(v.min()) for v in list(means.values()) + list(sp["source_mean"].values()))
-    hi = max(float(v.max()) for v in list(means.values()) + list(sp["source_mean"].values()))
     cols = st.columns(3)
     for c, name in zip(cols, CLASS_NAMES):
         if name in means:
-            c.image(_heat(means[name], f"{name} (n = {sp['count'][name]:,})", lo, hi), width="stretch")
+            c.image(_heat(res, name), width="stretch")
     if sp["diff"] is not None:
-        cols[2].image(_heat(sp["diff"], "FAKE - REAL", diverging=True), width="stretch")
+        cols[2].image(_heat(res, "diff"), width="stretch")
     if sp["source_mean"]:
         st.subheader("Per source")
         names = list(sp["source_mean"])
         for row in range(0, len(names), 4):
             cols = st.columns(4)
             for c, s in zip(cols, names[row:row + 4]):
-                c.image(_heat(sp["source_mean"][s], f"{s} (n = {sp['source_count'][s]:,})", lo, hi), width="stretch")
+                c.image(_heat(res, f"source:{s}"), width="stretch")
     st.subheader("1-D spectra (azimuthal mean)")
     tab = radial_table(sp)
     shown = [c for c in tab.columns[2:] if c != "FAKE-REAL"]
@@ -181,8 +182,18 @@ def main() -> None:
         st.stop()
     st.caption(f"{ctx.ds.describe()} · the spectra and the shortcut check do not depend on the model; the "
                "re-encoding control uses the sidebar's model and threshold.")
-    res = analysis_ui(ctx)
-    shortcut_section(res)
+    # The shortcut check needs only the files' headers: computed here, it is drawn as soon as it is done, while
+    # the spectra (the longer pass over the decoded images) are computed.
+    box, drawn = st.container(), []
+
+    def draw_shortcuts(part: dict) -> None:
+        with box:
+            shortcut_section(part)
+        drawn.append(True)
+    res = analysis_ui(ctx, on_shortcuts=draw_shortcuts)
+    if not drawn:
+        with box:
+            shortcut_section(res)
     reencoding_section(ctx)
     spectra_section(res)
 

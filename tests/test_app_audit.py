@@ -81,6 +81,42 @@ def test_new_pages_render(app, page, title):
     assert_first_view_charts(at, page if page != "9_compare" else "compare without model B")
 
 
+def test_forensics_page_draws_the_shortcut_check_before_the_spectra_then_the_stored_heat_maps(
+        app_dirs, tmp_path, monkeypatch):
+    """On a first view (nothing stored) the shortcut check, which needs only the files' headers, is drawn as
+    soon as it is computed, before the spectra pass (made to fail here: the metric is there all the same);
+    the spectra's heat maps are sent as the stored files `python -m core.forensics --out DIR` writes."""
+    from streamlit.elements.lib import image_utils
+    from streamlit.testing.v1 import AppTest
+
+    from core import forensics
+    from test_app import ROOT, _point_app_at
+    _point_app_at(monkeypatch, app_dirs["weights"], app_dirs["sample"], tmp_path / "runs")
+    real_spectra = forensics.dataset_spectra
+
+    def failing(*a, **k):
+        raise RuntimeError("spectra pass")
+    monkeypatch.setattr(forensics, "dataset_spectra", failing)
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at.switch_page("pages/8_forensics.py").run()
+    assert at.exception                                             # the spectra pass failed ...
+    _, ds = _lm_ds(app_dirs)
+    acc = forensics.metadata_only_accuracy(forensics.scan_files(ds))
+    assert {m.label: m.value for m in at.metric}["Metadata-only balanced accuracy"] == f"{acc:.3f}"   # ... after
+    monkeypatch.setattr(forensics, "dataset_spectra", real_spectra)
+    forensics.cached_analysis(ds, tmp_path / "runs")                 # stored (as by the warm-up) ...
+    monkeypatch.setattr(forensics, "spectrum_figure", lambda *a: pytest.fail("heat map drawn again"))   # ... read
+    sent = []
+    real = image_utils._ensure_image_size_and_format
+    monkeypatch.setattr(image_utils, "_ensure_image_size_and_format",
+                        lambda data, *a, **k: sent.append(data) or real(data, *a, **k))
+    at = _page(at, "8_forensics")
+    stored = forensics.analysis_dir(ds, tmp_path / "runs")
+    heat = [f.read_bytes() for f in sorted(stored.glob("spectrum_*.png")) if f.name != "spectrum_1d.png"]
+    assert len(heat) == 3 + len(set(ds.sources()) - {""})         # REAL, FAKE, FAKE - REAL, each source
+    assert sorted(sent) == sorted(heat)
+
+
 def test_forensics_page_numbers_equal_core(app, app_dirs):
     from core import forensics
     at = _page(app, "8_forensics")
