@@ -13,7 +13,7 @@ from core.slices import cached_properties, join, members, read_properties, slice
 from core.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import RUNS_DIR, context_and_evaluation_or_stop
-from pages_support.views import gallery, pct
+from pages_support.views import gallery, pct, static_table
 
 N_CHART = 15
 
@@ -49,7 +49,7 @@ def main() -> None:
     chart = charts.bars(shown, "slice_name", "accuracy", lo="ci_low", hi="ci_high", y_title="accuracy",
                         y_domain=[0, 1.02], horizontal=True, text="label", height=22 * len(worst) + 20)
     st.vega_lite_chart(chart.to_dict(), key="slices-chart")
-    st.dataframe(table, hide_index=True, key="slices-table")
+    static_table(table, {"accuracy": pct}, height=400)
     st.download_button("Slices (CSV)", table.assign(threshold=ctx.threshold).to_csv(index=False).encode(),
                        "slices.csv", "text/csv", key="slices-csv")
     options = list(zip(table["dimension"], table["slice"]))

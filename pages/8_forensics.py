@@ -17,7 +17,7 @@ from core.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached
 from core.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, get_context
-from pages_support.views import num, pct
+from pages_support.views import num, pct, static_table
 
 PROPERTY_TITLES = {"format": "File format", "jpeg_quality": "JPEG quality (estimated from the quantisation tables)",
                    "subsampling": "Chroma subsampling", "pixel_size": "Pixel size",
@@ -93,7 +93,7 @@ def spectra_section(res: dict) -> None:
                          dashed={c: c.startswith("source:") for c in shown})
     st.vega_lite_chart(chart.to_dict(), key="spec-1d")
     with st.expander("1-D spectra: numbers"):
-        st.dataframe(tab, hide_index=True, key="spec-table")
+        static_table(tab, height=400)
     a, b = st.columns(2)
     a.download_button("1-D spectra (CSV)", tab.to_csv(index=False).encode(), "spectrum_1d.csv", "text/csv",
                       key="spec-csv")
@@ -119,7 +119,7 @@ def shortcut_section(res: dict) -> None:
                    f"(flagged above {FLAG_THRESHOLD:.2f}).")
     per = pd.DataFrame([{"property": PROPERTY_TITLES[g], "balanced accuracy alone": v}
                         for g, v in s["per_feature_accuracy"].items()])
-    st.dataframe(per, hide_index=True, key="shortcut-per-feature")
+    static_table(per)
     dist = res["distributions"]
     for g in FEATURE_GROUPS:
         part = dist[dist["property"] == g]
@@ -131,7 +131,7 @@ def shortcut_section(res: dict) -> None:
                                     tooltip=["value", "class", "count", charts.tip("share:Q", ".1%")]).to_dict(),
                         key=f"dist-{g}")
     with st.expander("Distributions: numbers"):
-        st.dataframe(dist, hide_index=True, key="shortcut-dist")
+        static_table(dist, {"share": pct}, height=400)
     a, b = st.columns(2)
     a.download_button("Distributions (CSV)", dist.to_csv(index=False).encode(), "shortcut_distributions.csv",
                       "text/csv", key="dist-csv")
@@ -168,7 +168,7 @@ def reencoding_section(ctx: Context) -> None:
     c[2].metric("Metadata-only accuracy after", num(rc["metadata_only_accuracy_after"]),
                 help="Should be near 0.5: both classes now share one pipeline; what remains is content (bytes per pixel).")
     table = pd.DataFrame(rows)
-    st.dataframe(table, hide_index=True, key="reencode-table")
+    static_table(table)
     st.download_button("Re-encoding control (CSV)", table.to_csv(index=False).encode(), "reencoding_control.csv",
                        "text/csv", key="reencode-csv")
     st.caption(f"At threshold {ctx.threshold:.2f}; {rc['clean']['n']:,} images; quality {rc['quality']}, "

@@ -19,7 +19,7 @@ from core.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import (RUNS_DIR, Context, _file_sha, evaluation_ui, get_context, load_model_cached,
                                   shipped_weights)
-from pages_support.views import gallery, num, pct
+from pages_support.views import gallery, num, pct, static_table
 
 N_BOOT = 1000          # core.compare's default, as `python -m core.compare` uses
 
@@ -75,7 +75,7 @@ def main() -> None:
 
     st.header("Metrics side by side")
     table = metrics_table(res, f"A", f"B")
-    st.dataframe(table, hide_index=True, key="cmp-metrics")
+    static_table(table)
 
     st.header("ROC curves")
     roc = roc_table(joined)
@@ -90,7 +90,7 @@ def main() -> None:
     st.header("Where they disagree")
     cells = pd.DataFrame([{"cell": c, "meaning": CELL_MEANING[c], "images": res[c],
                            "share": res[c] / res["n"] if res["n"] else None} for c in CELLS])
-    st.dataframe(cells, hide_index=True, key="cmp-cells")
+    static_table(cells, {"share": pct})
     p = res["mcnemar_p"]
     verdict = ("the two error rates differ (p < 0.05)" if p < 0.05 else "no evidence that the error rates differ (p >= 0.05)")
     st.markdown(f"**McNemar's exact test** on the {res['only_a'] + res['only_b']:,} images where exactly one model is "
@@ -120,7 +120,7 @@ def main() -> None:
                           for m, k in (("A", "a"), ("B", "b"))])
         st.vega_lite_chart(charts.bars(long, "source", "accuracy", series="model", lo="ci_low", hi="ci_high",
                                     y_title="accuracy (95% Wilson)", y_domain=[0, 1.05]).to_dict(), key="cmp-src")
-        st.dataframe(per, hide_index=True, key="cmp-per-source")
+        static_table(per, height=400)
         st.download_button("Per source (CSV)", per.to_csv(index=False).encode(), "per_source.csv", "text/csv",
                            key="cmp-src-csv")
     st.download_button("Everything (compare.json)", json.dumps({"model_a": name_a, "model_b": name_b, **res},

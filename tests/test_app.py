@@ -198,10 +198,13 @@ def test_lone_page_file_reruns_through_dashboard(app_dirs, monkeypatch):
 # ----------------------------------------------------------------------------- confusion matrix
 
 @pytest.mark.parametrize("name, tables", [("2_confusion", {"cell", "recall"}), ("3_calibration", {"mean confidence"}),
-                                          ("6_model_data", {"total", "setting", "train_loss"})])
+                                          ("6_model_data", {"total", "setting", "train_loss"}),
+                                          ("8_forensics", {"balanced accuracy alone", "share", "cycles_per_pixel"}),
+                                          ("10_slices", {"dimension", "ci_low"})])
 def test_small_tables_are_static_tables_not_grids(app, name, tables):
-    """Confusion, Calibration and Model & data draw their short tables with st.table (static_table): no
-    st.dataframe grid, whose code costs a first view about a second (benchmarks/bench_frontend.py)."""
+    """Confusion, Calibration, Model & data, Forensics and Error slices draw their tables with st.table
+    (static_table; taller ones scroll): no st.dataframe grid, whose code costs a first view about a second
+    (benchmarks/bench_frontend.py; Compare: tests/test_app_audit.py)."""
     at = _page(app, name)
     assert len(at.dataframe) == 0, [d.value.columns.tolist() for d in at.dataframe]
     assert tables <= {c for t in at.table for c in t.value.columns}

@@ -144,6 +144,7 @@ def test_compare_page_against_itself_and_core(app, app_dirs, monkeypatch):
     at.text_input(key="compare_b_path").set_value(str(app_dirs["weights"] / "default.pt")).run()
     assert not at.exception and not at.error
     assert_first_view_charts(at, "9_compare")
+    assert len(at.dataframe) == 0          # static tables (st.table): no data grid's code on a first view
     cells = _table(at, "meaning").set_index("cell")["images"]
     assert cells["only_a"] == cells["only_b"] == 0 and cells.sum() == 48
     assert any("p = 1;" in m.value for m in at.markdown)
