@@ -42,7 +42,8 @@ def main():
     paths = [Path(w) for w in args.weights] if args.weights else sorted((ROOT / "weights").glob("*.pt"))
     weights = {p.name: p for p in paths}
     lms = {name: load_checkpoint(p) for name, p in weights.items()}
-    out = {"data": ds.describe(), "threshold": THRESHOLD,
+    # the data's description names its folder relative to the repository, so the result holds on any clone
+    out = {"data": ds.describe().replace(f"{ROOT}/", ""), "threshold": THRESHOLD,
            "weights_sha256": {n: file_sha256(p)[:16] for n, p in weights.items()}}
 
     s = analyse(ds)["shortcuts"]
