@@ -1,6 +1,8 @@
 """Model cards in Markdown, generated from checkpoints and fresh evaluations (never typed by hand).
 
-    python -m core.cards --data data/sample --splits test ood weights/default.pt weights/seed-v1.pt > weights/README.md
+    python -m core.cards weights/default.pt weights/seed-v1.pt weights/seed-v21-128.pt --data data/sample --splits test ood > weights/README.md
+
+(the checkpoints come first: --splits takes every name after it)
 
 Each card: architecture and parameter count, preprocessing, training config and time, the training
 history's last epochs, and `core.evaluate` metrics per split (accuracy, AUC, ECE, per-class recall),
