@@ -15,7 +15,9 @@ first view waits for all of it. This launcher instead:
    run skips it), then starts the server once that evaluation is stored (so a browser can only connect after it; the wait
    is part of the server's start, `from_command_s` in benchmarks/bench_browser.py), in this same process
    (streamlit.web.cli, the code behind `streamlit run`; the .streamlit/config.toml of this folder
-   applies: localhost, upload cap, no file watcher);
+   applies: localhost, upload cap, no file watcher). While it waits, on CPU time that step leaves free, it
+   computes the page results that need no evaluation of the default model (compute_while_waiting: Error
+   slices' image properties, Forensics' analysis, Compare's model B's evaluation of the test split);
 3. the warm-up process goes on with every other result a page shows first, in two lanes that run side by
    side on one torch thread each (lane_steps, core.threads): lane 0 starts with Limitations' sweep (about
    7,200 of its 9,800 forward passes on the sample, core.limitations.first_view_forwards); lane 1 takes,
@@ -219,6 +221,84 @@ def warm_up_steps() -> list[tuple[str, object]]:
                    ("stability battery of test", stability), ("forensics analysis of test", forensics),
                    ("Compare's model B on test", compare_b), ("image properties of test", properties)]
     return first + page_steps + rest
+
+
+def while_waiting_steps() -> list[tuple[str, object]]:
+    """(name, callable) of the page results that need no evaluation of the default model, in WHILE_WAITING's
+    order: Error slices' image properties and Forensics' analysis (the data alone), and the evaluation of the
+    test split by Compare's default model B (its comparison needs the default model's evaluation too, so it
+    stays in the warm-up's queue, where it then only bootstraps). The server's process computes them while it
+    waits for the warm-up's first step (compute_while_waiting). Each is the core call the page (or the page's
+    core call) makes, with the page's arguments, so the same runs/ key."""
+    from core.datasets import cifake_splits, open_dataset
+    from pages_support.paths import DEFAULT_WEIGHTS, RUNS_DIR, SAMPLE_DIR, shipped_weights
+
+    if not DEFAULT_WEIGHTS.is_file() or "test" not in cifake_splits(SAMPLE_DIR):
+        return []
+    test = open_dataset(str(SAMPLE_DIR), split="test", fmt="cifake")
+
+    def properties():
+        from core.slices import cached_properties
+        cached_properties(test, RUNS_DIR)
+
+    def forensics():
+        from core.forensics import cached_analysis
+        cached_analysis(test, RUNS_DIR)
+
+    steps = [("image properties of test", properties), ("forensics analysis of test", forensics)]
+    others = [p for p in shipped_weights() if p != DEFAULT_WEIGHTS]       # pages/9_compare.py's default model B
+    if others:
+        def evaluation_b():
+            from core.checkpoint import load_checkpoint
+            from core.evaluate import cached_evaluation
+            cached_evaluation(load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR)
+        steps.append(("evaluation of test by Compare's model B", evaluation_b))
+    return steps
+
+
+# Cheapest first, so that as many pages as possible are ready when the wait is short (quiet machine, CPU seconds
+# of one process on 2 torch threads: properties 1.4, Forensics 2.8, model B's evaluation about 3;
+# benchmarks/results/s10_warm_up_b889.json for the first two).
+WHILE_WAITING = ["image properties of test", "forensics analysis of test", "evaluation of test by Compare's model B"]
+
+
+def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
+    """In the server's process, while the warm-up's first step (the default model's test evaluation) runs:
+    compute while_waiting_steps() one by one, each started only if `first_done` is not yet set; returns what
+    was stored, in order.
+
+    Why: the server's process has imported and primed everything by then and only waits (11.1 of the 31.7 s
+    before a fresh clone's server answered, in one log under load, session 10), and the three pages these results open
+    (Forensics, Error slices, Compare) computed them on their first view, because the warm-up's queue reaches
+    them only after Limitations' results. They run in one thread on one torch thread, at the warm-up's
+    priority (nice +WARM_UP_NICE, SCHED_IDLE), so that they take only CPU time the first step leaves free (its
+    decoding between batches leaves a core idle; core.evaluate.decode_overlaps): the first step, and so the
+    server's start, is delayed by at most the step in progress when it finishes. The thread is joined before
+    the server starts, so it never holds the interpreter lock beside a page's script (a SCHED_IDLE holder
+    would keep it from a page for as long as it gets no core). Failures are printed and left to the pages."""
+    done = []
+
+    def run():
+        try:
+            steps = while_waiting_steps()
+        except Exception:
+            log("while waiting: listing the steps failed; the pages will compute them:\n" + traceback.format_exc())
+            return
+        for name, step in steps:
+            if first_done.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                step()
+            except Exception:
+                log(f"while waiting: {name} failed; the pages will compute it themselves:\n" + traceback.format_exc())
+                continue
+            done.append(name)
+            log(f"while waiting for the first step: {name} ready ({time.perf_counter() - t0:.1f} s)")
+    from core.threads import start_single_threaded
+    for t in start_single_threaded([run], nice=WARM_UP_NICE, name="while waiting", idle=WARM_UP_IDLE):
+        t.join()
+    return done
 
 
 WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "Grad-CAM audit of test",
@@ -433,7 +513,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"imported the app's modules in {t1 - t0:.1f} s, primed the first run ({', '.join(primed)}) in "
           f"{time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
     t1 = time.perf_counter()
-    if not first_done.wait(FIRST_STEP_TIMEOUT):
+    if not first_done.is_set():
+        compute_while_waiting(first_done, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        import gc
+        gc.collect()                        # their garbage (only what is not frozen yet is walked) ...
+        gc.freeze()                         # ... and what they imported (scipy.ndimage, ...), as prime_first_run
+    if not first_done.wait(max(0.0, FIRST_STEP_TIMEOUT - (time.perf_counter() - t1))):
         print(f"warm-up: the first step is not done after {FIRST_STEP_TIMEOUT} s; starting the server anyway",
               file=sys.stderr, flush=True)
     print(f"server starting {time.perf_counter() - t0:.1f} s after the command (waited "

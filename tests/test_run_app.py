@@ -523,6 +523,88 @@ def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
                      "server (first step done: True, pages directory mode: False)"]
 
 
+def test_the_server_process_computes_results_while_it_waits_and_starts_no_step_after_the_first_is_done(monkeypatch):
+    """main(): between priming and the server, the server's process runs while_waiting_steps() one by one in a
+    thread on one torch thread at the warm-up's priority (SCHED_IDLE where Linux has it), starting none once
+    the first warm-up step is done; the step in progress then finishes before the server starts (its thread
+    never runs beside a page's script)."""
+    import torch
+
+    import run_app
+    from streamlit.web import cli
+    first_done = threading.Event()
+    order, seen = [], {}
+    monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
+    monkeypatch.setattr(run_app, "prime_first_run", lambda: order.append("first run primed") or [])
+
+    def fake_background():
+        order.append("warm-up started")
+        threading.Timer(0.5, first_done.set).start()          # the test evaluation takes 0.5 s
+        return None, first_done
+
+    def step(name):
+        def run():
+            seen[name] = (torch.get_num_threads(), threading.current_thread() is threading.main_thread(),
+                          os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None)
+            order.append(f"{name} started")
+            time.sleep(0.2)
+            order.append(f"{name} stored (first step done: {first_done.is_set()})")
+        return name, run
+    monkeypatch.setattr(run_app, "_warm_up_in_background", fake_background)
+    monkeypatch.setattr(run_app, "while_waiting_steps", lambda: [step(f"result {k}") for k in range(6)])
+    monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()})") or 0)
+    monkeypatch.setattr(sys, "argv", ["run_app.py"])
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit):
+        run_app.main([])
+    assert order[:3] == ["warm-up started", "heavy imports", "first run primed"]
+    assert order[-1] == "server (first step done: True)"
+    computed = order[3:-1]
+    # 0.2 s each, the first step done after 0.5 s: results 0-2 start before it (the third finishes after it),
+    # results 3-5 never start
+    assert computed == ["result 0 started", "result 0 stored (first step done: False)",
+                        "result 1 started", "result 1 stored (first step done: False)",
+                        "result 2 started", "result 2 stored (first step done: True)"], order
+    for threads, in_main, policy in seen.values():
+        assert threads == 1 and not in_main
+        if policy is not None and run_app.WARM_UP_IDLE:
+            assert policy == os.SCHED_IDLE
+    assert torch.get_num_threads() != 1 or (os.cpu_count() or 1) == 1     # this thread's own count is left alone
+
+
+def test_results_computed_while_waiting_are_stored_under_the_pages_keys(tiny_cifake, trained_ckpt, tmp_path,
+                                                                        monkeypatch):
+    """while_waiting_steps on tiny fixtures: Error slices' image properties, Forensics' analysis and the test
+    evaluation of Compare's default model B, each then read from disk by the page's own call (made to fail if
+    it computes); the comparison itself still needs computing (the default model's evaluation is not there)."""
+    import run_app
+    from core import compare, forensics, slices
+    from pages_support import paths
+    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    ck, _ = read_checkpoint(str(trained_ckpt))
+    ck["name"] = "model-b"
+    save_checkpoint(ck, weights / "b.pt")
+    make_cifake(sample, n_train=4, n_test=6)
+    for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
+                        ("DEFAULT_WEIGHTS", weights / "default.pt")):
+        monkeypatch.setattr(paths, name, value)
+    assert [name for name, _ in run_app.while_waiting_steps()] == run_app.WHILE_WAITING
+    assert run_app.compute_while_waiting(threading.Event(), log=lambda *a: None) == run_app.WHILE_WAITING
+    lm, lm_b = load_checkpoint(weights / "default.pt"), load_checkpoint(weights / "b.pt")
+    test = open_dataset(str(sample), split="test", fmt="cifake")
+    assert not (ev.evaluation_dir(runs, lm, test, None) / "metrics.json").exists()     # the first step's, not ours
+    for module, name in ((slices, "image_properties"), (forensics, "analyse"), (ev, "predict_dataset")):
+        monkeypatch.setattr(module, name, lambda *a, _n=name, **k: pytest.fail(f"{_n} recomputed: not stored"))
+    assert len(slices.cached_properties(test, runs)) == len(test)
+    forensics.cached_analysis(test, runs)
+    assert len(ev.cached_evaluation(lm_b, test, runs)[0]) == len(test)
+    done = threading.Event()
+    done.set()
+    assert run_app.compute_while_waiting(done, log=lambda *a: None) == []     # first step already done: nothing
+
+
 def test_the_server_process_primes_the_sidebars_models_and_dataset_and_freezes_the_imports(
         trained_ckpt, tmp_path, monkeypatch):
     """prime_first_run: the sidebar's default model, Compare's default model B and the default split are in
