@@ -20,6 +20,7 @@ import io
 import os
 import stat
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -156,18 +157,14 @@ def _to_rgb(img: Image.Image, notes: list[str]) -> Image.Image:
     return img.convert("RGB")
 
 
-def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
-    """(width, height, components) from the frame header of a plain JPEG, or None.
-
-    Plain: Huffman-coded baseline, extended or progressive (SOF0/1/2) and no multi-picture (MPF)
-    segment. Only segment lengths are followed, nothing is decoded.
-    """
-    if data[:2] != b"\xff\xd8":
-        return None
-    i, n, sof = 2, len(data), None
+def _jpeg_segments(data: bytes):
+    """(marker, payload start, payload end) of each length-carrying marker segment of a JPEG, in file order, up
+    to and including the start of scan (SOS, whose payload is the scan header); stops at anything malformed.
+    Only segment lengths are followed, nothing is decoded; `end` may lie past the data (truncated file)."""
+    i, n = 2, len(data)
     while i + 4 <= n:
         if data[i] != 0xFF:
-            return None
+            return
         marker = data[i + 1]
         if marker == 0xFF:                               # fill byte
             i += 1
@@ -177,19 +174,97 @@ def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
             continue
         length = (data[i + 2] << 8) | data[i + 3]
         if length < 2:
-            return None
+            return
+        yield marker, i + 4, i + 2 + length
+        if marker == 0xDA:
+            return
+        i += 2 + length
+
+
+def _jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from the frame header of a plain JPEG, or None.
+
+    Plain: Huffman-coded baseline, extended or progressive (SOF0/1/2) and no multi-picture (MPF)
+    segment. Only segment lengths are followed, nothing is decoded.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    n, sof = len(data), None
+    for marker, a, b in _jpeg_segments(data):
         if marker in (0xC0, 0xC1, 0xC2):
-            if length < 8 or i + 10 > n:
+            if b - a < 6 or a + 6 > n:
                 return None
-            h, w, comps = (data[i + 5] << 8) | data[i + 6], (data[i + 7] << 8) | data[i + 8], data[i + 9]
+            h, w, comps = (data[a + 1] << 8) | data[a + 2], (data[a + 3] << 8) | data[a + 4], data[a + 5]
             sof = (w, h, comps)
         elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             return None                                  # lossless / arithmetic coding: Pillow decides
-        elif marker == 0xE2 and data[i + 4:i + 8] == b"MPF\x00":
+        elif marker == 0xE2 and data[a:a + 4] == b"MPF\x00":
             return None                                  # multi-picture file: Pillow reports its frames
         elif marker == 0xDA:                             # start of scan: the header is complete
             return sof
-        i += 2 + length
+    return None
+
+
+# Position in the file's (zig-zag) order of each coefficient in natural (row-major) order: quantisation tables
+# are stored zig-zag (ITU-T T.81, figure 5); read_jpeg_header gives them in natural order, as Pillow does.
+_ZIGZAG = [0] * 64
+for _k, (_r, _c) in enumerate(sorted(((r, c) for r in range(8) for c in range(8)),
+                                     key=lambda rc: (rc[0] + rc[1], rc[1] if (rc[0] + rc[1]) % 2 == 0 else rc[0]))):
+    _ZIGZAG[8 * _r + _c] = _k
+
+
+class JpegHeader(NamedTuple):
+    """What a plain JPEG's header says (read_jpeg_header); nothing decoded."""
+    width: int
+    height: int
+    components: int                            # 1 (grey) or 3
+    sampling: tuple                            # per component (horizontal, vertical) sampling factors, SOF order
+    quantization: dict                         # table id -> 64 ints in natural order (= Pillow's im.quantization)
+    has_exif: bool                             # an APP1 Exif segment
+    progressive: bool
+
+
+def read_jpeg_header(data: bytes) -> JpegHeader | None:
+    """The header facts of a plain JPEG (8-bit, 1 or 3 components, SOF0/1/2, no MPF) from its marker segments,
+    without decoding or building a PIL image: Pillow parses the same markers in Python, which cost more than
+    reading them here (Forensics' shortcut check and the slices' JPEG quality read every file's header).
+
+    None for anything else, and for whatever Pillow would read differently: XMP or other APP1 segments (Pillow
+    takes an EXIF orientation from XMP), several frame headers, a table or frame header that does not parse, a
+    header without its start of scan. Callers then ask Pillow (core.forensics.file_properties); its answers
+    and these are the same on every file (tests/test_images.py).
+    """
+    if data[:3] != b"\xff\xd8\xff":
+        return None
+    sof, tables, exif, progressive = None, {}, False, False
+    for marker, a, b in _jpeg_segments(data):
+        seg = data[a:b]
+        if marker in (0xC0, 0xC1, 0xC2):
+            if sof is not None or len(seg) < 6 or seg[0] != 8 or seg[5] not in (1, 3) or len(seg) < 6 + 3 * seg[5]:
+                return None
+            comps = seg[5]
+            sof = ((seg[3] << 8) | seg[4], (seg[1] << 8) | seg[2], comps,
+                   tuple((seg[7 + 3 * k] >> 4, seg[7 + 3 * k] & 15) for k in range(comps)))
+            progressive = marker == 0xC2
+        elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return None
+        elif marker == 0xDB:                             # one or more tables: Pq/Tq byte, then 64 values
+            while seg:
+                wide = seg[0] >> 4 != 0                  # 16-bit values
+                size = 1 + (128 if wide else 64)
+                if len(seg) < size:
+                    return None
+                vals = ([(seg[1 + 2 * k] << 8) | seg[2 + 2 * k] for k in range(64)] if wide else seg[1:size])
+                tables[seg[0] & 15] = [vals[z] for z in _ZIGZAG]
+                seg = seg[size:]
+        elif marker == 0xE1:
+            if not seg.startswith(b"Exif\x00\x00"):
+                return None
+            exif = True
+        elif marker == 0xE2 and seg[:4] == b"MPF\x00":
+            return None
+        elif marker == 0xDA:
+            return None if sof is None else JpegHeader(*sof, tables, exif, progressive)
     return None
 
 

@@ -165,6 +165,65 @@ def test_file_properties_subsampling_exif_png_and_unreadable():
     assert bad["error"] == "a text file, not an image"
 
 
+def _jpeg_corpus() -> dict[str, bytes]:
+    """JPEGs of every kind file_properties meets: qualities, subsamplings, grey, progressive, EXIF, XMP, custom and
+    16-bit quantisation tables, odd sizes, an ICC profile, a CMYK file, a truncated header, an MPO-style segment."""
+    rng = np.random.default_rng(7)
+    img = smooth_image(rng, 37)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = {f"q{q}-s{s}": _bytes(img, quality=q, subsampling=s) for q in (5, 50, 90, 100) for s in (0, 1, 2)}
+    out["grey"] = _bytes(img.convert("L"), quality=80)
+    out["progressive"] = _bytes(img, quality=70, progressive=True)
+    out["optimized"] = _bytes(img, quality=70, optimize=True)
+    out["exif"] = _bytes(img, quality=90, exif=exif.tobytes())
+    out["xmp"] = _bytes(img, quality=90, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><tiff:Orientation>6'
+                                            b'</tiff:Orientation></x:xmpmeta>')
+    out["custom tables"] = _bytes(img, qtables=[list(range(1, 65)), [3] * 64])
+    out["16-bit tables"] = _bytes(img, qtables=[[300] * 64, [2] * 64])
+    out["wide"] = _bytes(smooth_image(rng, 64).resize((301, 17)), quality=85)
+    out["icc"] = _bytes(img, quality=85, icc_profile=b"\0" * 300)
+    out["cmyk"] = _bytes(img.convert("CMYK"), quality=85)
+    whole = out["q90-s2"]
+    out["truncated header"] = whole[:40]
+    out["truncated scan"] = whole[:-20]
+    app2 = b"\xff\xe2" + (4 + 2 + 8).to_bytes(2, "big") + b"MPF\x00" + b"\0" * 8
+    out["mpf segment"] = whole[:2] + app2 + whole[2:]
+    return out
+
+
+def test_jpeg_headers_read_without_pillow_equal_pillows_reading():
+    """file_properties reads a plain JPEG's header itself (core.images.read_jpeg_header) and gives Pillow's answers
+    to the last field on every kind of file, sending what it does not read (XMP, CMYK, MPF, truncated) to Pillow."""
+    from core.images import read_jpeg_header
+
+    def pillow(data):
+        return forensics._file_properties_pillow(data, {**dict.fromkeys(forensics.PROPERTY_COLUMNS[3:]),
+                                                         "bytes": len(data)})
+    read = []
+    for name, data in _jpeg_corpus().items():
+        assert forensics.file_properties(data) == pillow(data), name
+        if read_jpeg_header(data) is not None:
+            read.append(name)
+    assert sorted(read) == sorted(n for n in _jpeg_corpus() if n not in ("xmp", "cmyk", "truncated header", "mpf segment")), read
+    h = read_jpeg_header(_jpeg_corpus()["16-bit tables"])
+    assert (h.quantization[0][:3], h.quantization[1][:3]) == ([300, 300, 300], [2, 2, 2])
+    h = read_jpeg_header(_jpeg_corpus()["wide"])
+    assert (h.width, h.height, h.components, h.sampling) == (301, 17, 3, ((2, 2), (1, 1), (1, 1)))
+    # natural (row-major) order, as Pillow gives them: the table written is read back in the order written
+    assert read_jpeg_header(_jpeg_corpus()["custom tables"]).quantization[0] == list(range(1, 65))
+
+
+def test_plain_jpeg_headers_are_not_parsed_by_pillow(monkeypatch):
+    """The shortcut check's and the slices' per-file header read never opens a plain JPEG with Pillow (whose
+    Python marker parsing cost about twice as much per file)."""
+    import PIL.Image
+    monkeypatch.setattr(PIL.Image, "open", lambda *a, **k: pytest.fail("Pillow opened a plain JPEG"))
+    p = forensics.file_properties(_jpeg_corpus()["q90-s1"])
+    assert (p["format"], p["jpeg_quality"], p["jpeg_quality_exact"], p["subsampling"], p["width"]) == \
+        ("JPEG", 90, True, "4:2:2", 37)
+
+
 # ----------------------------------------------------------------------------- shortcut check
 
 def _two_pipelines(root, n=30, seed=0):
