@@ -270,13 +270,14 @@ def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
     Why: the server's process has imported and primed everything by then and only waits (11.1 of the 31.7 s
     before a fresh clone's server answered, in one log under load, session 10), and the three pages these results open
     (Forensics, Error slices, Compare) computed them on their first view, because the warm-up's queue reaches
-    them only after Limitations' results. They run in one thread on one torch thread, at the warm-up's
-    priority (nice +WARM_UP_NICE, SCHED_IDLE), so that they take only CPU time the first step leaves free (its
-    decoding between batches leaves a core idle; core.evaluate.decode_overlaps): the first step, and so the
-    server's start, is delayed by at most the step in progress when it finishes. The thread is joined before
-    the server starts, so it never holds the interpreter lock beside a page's script (a SCHED_IDLE holder
-    would keep it from a page for as long as it gets no core). Failures are printed and left to the pages."""
+    them only after Limitations' results. They run in one thread on one torch thread at the server's own
+    priority (WHILE_WAITING_IDLE: not in the warm-up's SCHED_IDLE, which left them no CPU at all under load), so
+    they share the cores with the first step and delay the server's start (benchmarks/bench_browser.py's
+    server_start_s measures by how much); once the first step is done no further step starts, and the one in
+    progress finishes first. The thread is joined before the server starts, so it never holds the interpreter
+    lock beside a page's script. Failures are printed and left to the pages."""
     done = []
+    steps_listed = []
 
     def run():
         try:
@@ -284,6 +285,7 @@ def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
         except Exception:
             log("while waiting: listing the steps failed; the pages will compute them:\n" + traceback.format_exc())
             return
+        steps_listed.extend(name for name, _ in steps)
         for name, step in steps:
             if first_done.is_set():
                 return
@@ -296,9 +298,18 @@ def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
             done.append(name)
             log(f"while waiting for the first step: {name} ready ({time.perf_counter() - t0:.1f} s)")
     from core.threads import start_single_threaded
-    for t in start_single_threaded([run], nice=WARM_UP_NICE, name="while waiting", idle=WARM_UP_IDLE):
+    for t in start_single_threaded([run], name="while waiting", idle=WHILE_WAITING_IDLE):
         t.join()
+    left = [name for name in steps_listed if name not in done]
+    if left:
+        log(f"while waiting: the first step was done before {', '.join(left)}; left to the warm-up's queue")
     return done
+
+
+# In SCHED_IDLE (as the warm-up's lanes), the thread ran only on CPU time nothing else wanted: in a fresh clone
+# under load (load average 5-6: a training job, a test suite, the benchmark's browser) it computed nothing in a
+# wait of 23.6 s (benchmarks/bench_browser.py --out s10_first_views_t1, HEAD f814a2c1; its server log).
+WHILE_WAITING_IDLE = False
 
 
 WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of test", "Grad-CAM audit of test",

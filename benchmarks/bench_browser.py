@@ -22,7 +22,9 @@ PyPI; never `playwright install`) opening the page's URL. Times from the request
   each element type's code, laying out charts and images), script done the server's share plus the page load.
 
 `server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
-what a user who starts the app and opens the page at once waits (`from_command_s`).
+what a user who starts the app and opens the page at once waits (`from_command_s`). `launcher_log`: run_app.py's
+own lines of that server's log (its imports, its wait for the warm-up's first step and what it computed
+meanwhile, the warm-up's steps up to the page's view).
 
 With --baseline REV every page is measured on a clone of REV too, alternating with HEAD (on a shared
 machine a same-run baseline is the only fair comparison).
@@ -121,6 +123,19 @@ def stop(p: subprocess.Popen) -> None:
         p.wait(10)
     except subprocess.TimeoutExpired:
         p.kill()
+
+
+# run_app.py's own lines in a server's log (its imports, the wait for the warm-up's first step, what its server
+# process computed meanwhile, each warm-up step): kept with each page's row as `launcher_log`.
+LAUNCHER_LINES = ("imported the app's modules", "server starting", "while waiting", "warm-up:")
+
+
+def launcher_log(clone: Path) -> list[str]:
+    try:
+        lines = (clone / "server.log").read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line.startswith(LAUNCHER_LINES)]
 
 
 def first_view(browser, url: str, timeout: float = 180, keep_open: bool = False, title: str | None = None) -> dict:
@@ -270,7 +285,8 @@ def main():
                              "script_done_s": res["script_done_s"], "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
                              "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
-                             "load_before": load, "error": res["error"]})
+                             "load_before": load, "error": res["error"],
+                             "launcher_log": launcher_log(clone) if not args.plain else []})
                 print(rows[-1], flush=True)
                 shutil.rmtree(clone, ignore_errors=True)
             # Idle CPU, shipped config vs the file watcher switched on (after the warm-up has finished).
