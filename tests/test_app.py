@@ -526,6 +526,27 @@ def test_model_and_data_page_sends_the_data_cards_png_figures_as_they_are(app_di
     assert sent[fig.read_bytes()] == fig.read_bytes()
 
 
+def test_model_and_data_page_draws_the_cards_code_blocks_as_plain_text(app_dirs, tmp_path, monkeypatch):
+    """A fenced code block of the data card (or the model cards) is an st.text, not markdown: Streamlit draws a
+    markdown code block with its syntax highlighter, whose 1.56 MB script kept every element of a fresh server's
+    first view a skeleton until it had run (browser trace, session 10); the prose and figures around it stay."""
+    import shutil
+    sample = tmp_path / "data" / "sample"
+    shutil.copytree(app_dirs["sample"], sample)
+    (tmp_path / "data" / "README.md").write_text(
+        "# Card\n\nBuilt with:\n\n```\npython data/build_sample.py --seed 0\npython data/check.py\n```\n\n"
+        "and checked.\n\n~~~text\nlayout/\n  train/\n~~~\nThe end.\n")
+    _point_app_at(monkeypatch, app_dirs["weights"], sample, tmp_path / "runs")
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
+    at = _page(at, "6_model_data")
+    assert not at.exception
+    texts = [t.value for t in at.text]
+    assert texts == ["python data/build_sample.py --seed 0\npython data/check.py", "layout/\n  train/"]
+    md = "\n".join(m.value for m in at.markdown)
+    assert "```" not in md and "~~~" not in md and "build_sample" not in md
+    assert "Built with:" in md and "and checked." in md and "The end." in md
+
+
 def test_helpers_added_to_core():
     """core.metrics.temperature_scaling_split and core.shifts.shift_array (added for these pages)."""
     from core.metrics import temperature_scaling_split
