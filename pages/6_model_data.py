@@ -191,8 +191,13 @@ def data_card(ctx) -> None:
     readme = sample.parent / "README.md"
     if readme.is_file():
         st.subheader("Data card (data/README.md)")
-        with st.container(border=True):
-            render_markdown_with_images(readme)
+        # One toggle away, not drawn on every first view: its 14 KB of markdown and nine figures were most of
+        # what the browser drew on this page, and until it had drawn everything no element was shown (browser
+        # trace of a fresh server's first view, session 10: script done 8.6 s, first number 22.7 s under load).
+        if st.toggle("Show the data card: how the sample was built, its generators and figures", value=False,
+                     key="md_data_card"):
+            with st.container(border=True):
+                render_markdown_with_images(readme)
     elif counts is None and ctx.ds is None:
         st.info("No dataset selected and no sample data card found.")
 

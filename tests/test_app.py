@@ -522,6 +522,8 @@ def test_model_and_data_page_sends_the_data_cards_png_figures_as_they_are(app_di
     _point_app_at(monkeypatch, app_dirs["weights"], sample, tmp_path / "runs")
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
     at = _page(at, "6_model_data")
+    assert fig.read_bytes() not in sent                    # the data card is one toggle away on a first view
+    at = at.toggle(key="md_data_card").set_value(True).run()
     assert fig.read_bytes() in sent, "the data card's figure was not drawn"
     assert sent[fig.read_bytes()] == fig.read_bytes()
 
@@ -540,6 +542,8 @@ def test_model_and_data_page_draws_the_cards_code_blocks_as_plain_text(app_dirs,
     at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120).run()
     at = _page(at, "6_model_data")
     assert not at.exception
+    assert "Built with:" not in "\n".join(m.value for m in at.markdown)     # one toggle away on a first view
+    at = at.toggle(key="md_data_card").set_value(True).run()
     texts = [t.value for t in at.text]
     assert texts == ["python data/build_sample.py --seed 0\npython data/check.py", "layout/\n  train/"]
     md = "\n".join(m.value for m in at.markdown)
