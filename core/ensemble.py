@@ -20,12 +20,10 @@ ensemble on its held-out family exactly as core.generalize does, and writes the 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 # Training-config fields that decide which images each split holds; members must agree on all of them.
@@ -57,8 +55,8 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
     with a one-line reason when the members cannot form an ensemble."""
     from .checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
     from .models import build_model
-    from .train import TrainConfig, evaluate, load_data
-    from .verdict import calibration_temperature, features_of, fit_verdict
+    from .train import config_of_checkpoint, evaluate, load_data
+    from .verdict import calibration_temperature, check_calibration_split, fit_verdict
     if len(member_paths) < 2:
         raise ValueError("an ensemble needs two or more member checkpoints")
     cks, digests = zip(*(read_checkpoint(p) for p in member_paths))
@@ -79,11 +77,7 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
         if t is None:
             raise ValueError(f"{p} has no calibration split (retrain it with core.train)")
         temps.append(float(t))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in configs[0].items() if k in fields and k not in ("out", "name")})
-    cfg = dataclasses.replace(cfg, calib_split=_split_field(configs[0], "calib_split"))
-    if data:
-        cfg = dataclasses.replace(cfg, data=data)
+    cfg = config_of_checkpoint(cks[0], member_paths[0], data)
     dev = torch.device(device)
     td = load_data(cfg, log=log)
     members = [{"arch": ck["arch"], "model_args": dict(ck["model_args"])} for ck in cks]
@@ -97,11 +91,7 @@ def build_ensemble(member_paths, out, weights=None, data: str | None = None, nam
     model.to(dev).eval()
     for i, ck in enumerate(cks):
         # the re-derived calibration split must be the one each member was calibrated on
-        stored = ck["verdict"]["calibration"]["logits"].numpy()
-        z, _ = features_of(model.members[i], td.x_cal, dev)
-        if len(z) != len(stored) or not np.allclose(z, stored, atol=1e-3):
-            raise ValueError(f"{member_paths[i]}: its logits on the re-derived calibration split differ from the "
-                             "ones stored at training time (different data?), so the split is not held out from it")
+        check_calibration_split(model.members[i], ck, td.x_cal, dev, member_paths[i])
     verdict = fit_verdict(model, td.x_train, td.y_train, td.x_cal, td.y_cal, dev, cfg.verdict_alpha,
                           cfg.familiarity_flag_rate)
     temperature = calibration_temperature(verdict) or 1.0

@@ -34,7 +34,7 @@ from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import PreprocessConfig, to_model_input
 from .shifts import Shift, ShiftError, parse_shift
-from .verdict import decide, pooled_features, verdict_summary
+from .verdict import colourfulness, decide, pooled_features, verdict_summary
 
 PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
 # The version of what a stored result means. Bump it whenever preprocessing, a shift, a metric or the
@@ -226,7 +226,8 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
         if len(batch["ids"]):
             if fam_model is not None:
                 z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
-                rows_f.append(fam_model.score(f.numpy()))
+                colour = colourfulness(batch["x"]) if fam_model.colour_reference is not None else None
+                rows_f.append(fam_model.score(f.numpy(), colour))
             else:
                 z = predict_logits(lm.inference_model, batch["x"], lm.device)
             rows_z.append(z.numpy())

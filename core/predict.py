@@ -28,7 +28,7 @@ from .gradcam import gradcam_pair
 from .images import ImageError, LoadedImage, load_image
 from .labels import CLASS_NAMES
 from .preprocess import preprocess_views, to_model_input
-from .verdict import VerdictModel, decide, pooled_features
+from .verdict import VerdictModel, colourfulness, decide, pooled_features
 
 
 @dataclass
@@ -45,6 +45,13 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     familiarity: float | None = None           # core.verdict familiarity in [0, 1]; None without a model
     temperature: float = 1.0
+
+    @property
+    def colourfulness(self) -> float | None:
+        """core.verdict.colourfulness of what the model saw (its centre window); None when it failed."""
+        if self.model_input is None:
+            return None
+        return float(colourfulness(torch.as_tensor(self.model_input).permute(2, 0, 1)[None])[0])
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
@@ -93,7 +100,8 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
         f = f.float().cpu()
         if views:
             f = f.view(-1, views, f.shape[1]).mean(dim=1)          # the windows' mean, as for the logits
-        fam = lm.verdict.familiarity.score(f.numpy())
+        fam = lm.verdict.familiarity.score(
+            f.numpy(), colourfulness(x_uint8) if lm.verdict.familiarity.colour_reference is not None else None)
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         if views:

@@ -199,6 +199,21 @@ def grouped_holdout(perm: torch.Tensor, groups: list[str], n: int, g: torch.Gene
     return held, rest
 
 
+def config_of_checkpoint(ck: dict, path, data: str | None = None) -> TrainConfig:
+    """The TrainConfig a checkpoint was trained with, as far as it decides the splits, so that `load_data`
+    re-derives its calibration split; `data` overrides the recorded data path (same dataset, moved).
+    Raises ValueError when the checkpoint has no training config (not trained by core.train)."""
+    tc = ck.get("train_config") or {}
+    if "data" not in tc:
+        raise ValueError(f"{path}: no training config in the checkpoint (not trained by core.train), "
+                         "so its calibration split cannot be re-derived")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in tc.items() if k in fields and k not in ("out", "name")})
+    # checkpoints from before the field drew their calibration images at random
+    cfg = dataclasses.replace(cfg, calib_split=tc.get("calib_split", "random"))
+    return dataclasses.replace(cfg, data=data) if data else cfg
+
+
 def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     """Open, decode (once, into memory) and split the training data per `cfg`.
 

@@ -29,6 +29,17 @@ Two independent reasons make a verdict UNSURE:
   off it (deep ensembles, Lakshminarayanan et al. 2017), which catches images whose features still
   look ordinary to each member. The two p-values combine by Bonferroni, min(1, 2 min(p1, p2)), so
   the flag rate on in-distribution images stays at most `flag_rate`.
+  Colour (checkpoints since session 10): an image far less colourful than the held-out images (a
+  grayscale photo, say, given to a model trained on colour ones) is unlike the training data too,
+  whatever its features say: the shipped default calls 42% of the test FAKEs REAL once they are
+  made grayscale, and only 12% of the grayscale test images were UNSURE without this part. The image's colourfulness (the
+  mean over pixels of max(R, G, B) - min(R, G, B), over 255, on the model's input) is scored against
+  the held-out images' colourfulness from below, p_c = (1 + #reference <= c) / (n + 1). The two parts
+  combine by weighted Bonferroni, min(1, p / (1 - w), p_c / w) with w = `colour_share` (0.2): an
+  image is flagged when p < flag_rate (1 - w) or p_c < flag_rate w, so in-distribution images are
+  still flagged at most `flag_rate` of the time. At flag rate 0.05 and 1,002 reference images that
+  flags an image at most as colourful as 9 of them. (w = 0.05 flagged nothing on the shipped default:
+  its calibration split holds 6 grayscale crops, so a grayscale image's p_c is 7/1,003.)
 
 Both are fitted once at training time (`fit_verdict`) on data the weights were not fitted to, and
 stored in the checkpoint under "verdict" as plain tensors and numbers, so the checkpoint still
@@ -55,6 +66,7 @@ WHY_UNFAMILIAR = "unlike the training data"
 DEFAULT_ALPHA = 0.05          # conformal miscoverage: the true class is in the set for >= 95% of images
 DEFAULT_FLAG_RATE = 0.05      # familiarity cut-off: flags at most ~5% of in-distribution images
 SHRINKAGE = 0.1               # covariance shrinkage towards its diagonal; 256 features from ~9k images
+COLOUR_SHARE = 0.2            # share of the familiarity flag rate spent on "far less colourful than held-out images"
 
 
 def logit_of(p: float) -> float:
@@ -92,6 +104,8 @@ class Familiarity:
     reference: np.ndarray      # (n,) sorted distances of held-out in-distribution images
     flag_rate: float = DEFAULT_FLAG_RATE
     spread_reference: np.ndarray | None = None   # (n,) sorted member spreads of held-out images (ensembles)
+    colour_reference: np.ndarray | None = None   # (n,) sorted colourfulness of held-out images (since session 10)
+    colour_share: float = COLOUR_SHARE
 
     @property
     def width(self) -> int:
@@ -117,13 +131,36 @@ class Familiarity:
         p = 1 / (1 + np.exp(-np.asarray(feats, np.float64)[:, self.width:]))
         return p.max(axis=1) - p.min(axis=1)
 
-    def score(self, feats) -> np.ndarray:
+    def score(self, feats, colour=None) -> np.ndarray:
         """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing);
-        for an ensemble, Bonferroni-combined with the share whose members disagree at least as much."""
+        for an ensemble, Bonferroni-combined with the share whose members disagree at least as much; with a
+        colour reference, combined (weighted Bonferroni, `colour_share`) with the share of reference images
+        at most as colourful as each image (`colour`: `colourfulness` of the model inputs, required then)."""
         p = tail_share(self.reference, self.distance(feats))
-        if self.spread_reference is None:
+        if self.spread_reference is not None:
+            p = np.minimum(1.0, 2 * np.minimum(p, tail_share(self.spread_reference, self.spread(feats))))
+        if self.colour_reference is None:
             return p
-        return np.minimum(1.0, 2 * np.minimum(p, tail_share(self.spread_reference, self.spread(feats))))
+        if colour is None:
+            raise ValueError("this familiarity model has a colour reference: pass the images' colourfulness")
+        p_colour = head_share(self.colour_reference, colour)
+        w = self.colour_share
+        return np.minimum(1.0, np.minimum(p / (1 - w), p_colour / w))
+
+
+def colourfulness(x_uint8: torch.Tensor) -> np.ndarray:
+    """uint8 model inputs (N, 3, S, S), or (N, K, 3, S, S) for K windows -> (N,) float64 in [0, 1]: the mean
+    over pixels (and windows) of max(R, G, B) - min(R, G, B), over 255. 0 for a grayscale image."""
+    x = torch.as_tensor(x_uint8)
+    chroma = (x.amax(dim=-3) - x.amin(dim=-3)).float()            # (N, [K,] S, S)
+    return chroma.flatten(1).mean(dim=1).double().div_(255).cpu().numpy()
+
+
+def head_share(reference: np.ndarray, values) -> np.ndarray:
+    """(1 + #reference <= v) / (1 + n) per value: an empirical p-value from below against sorted `reference`."""
+    n = len(reference)
+    at_most = np.searchsorted(reference, np.asarray(values, np.float64), side="right")
+    return (at_most + 1) / (n + 1)
 
 
 def tail_share(reference: np.ndarray, values) -> np.ndarray:
@@ -150,11 +187,13 @@ class VerdictModel:
             kw.update(cal_logits=_np(cal["logits"]), cal_labels=_np(cal["labels"]).astype(np.int64),
                       alpha=float(cal.get("alpha", DEFAULT_ALPHA)))
         if fam:
-            spread = fam.get("spread_reference")
+            spread, colour = fam.get("spread_reference"), fam.get("colour_reference")
             kw["familiarity"] = Familiarity(means=_np(fam["means"]), precision=_np(fam["precision"]),
                                             reference=np.sort(_np(fam["reference"])),
                                             flag_rate=float(fam.get("flag_rate", DEFAULT_FLAG_RATE)),
-                                            spread_reference=None if spread is None else np.sort(_np(spread)))
+                                            spread_reference=None if spread is None else np.sort(_np(spread)),
+                                            colour_reference=None if colour is None else np.sort(_np(colour)),
+                                            colour_share=float(fam.get("colour_share", COLOUR_SHARE)))
         return cls(**kw)
 
     @property
@@ -211,6 +250,19 @@ class VerdictModel:
                 out.append("This checkpoint is an ensemble: an image is also 'unlike the training data' when its "
                            "members' P(AI) disagree more than on all but a few held-out in-distribution images "
                            "(the two signals share the flag rate, Bonferroni).")
+            fam = self.familiarity
+            if fam.colour_reference is not None:
+                out.append(f"An image is also 'unlike the training data' when it is far less colourful than the "
+                           f"{len(fam.colour_reference):,} held-out images (a grayscale image, for a model trained "
+                           f"on colour ones): its colour p-value from below under {fam.flag_rate * fam.colour_share:.2%}"
+                           f"; the feature distance then flags under {fam.flag_rate * (1 - fam.colour_share):.2%}, "
+                           f"so the two together still flag at most {fam.flag_rate:.0%} of in-distribution images."
+                           + ("" if 1 / (len(fam.colour_reference) + 1) < fam.flag_rate * fam.colour_share else
+                              f" With {len(fam.colour_reference):,} reference images it cannot flag any image: it "
+                              f"needs more than {math.ceil(1 / (fam.flag_rate * fam.colour_share)) - 1:,}."))
+            else:
+                out.append("This checkpoint has no colour reference: a grayscale image is judged by its features "
+                           "alone (python -m core.verdict --weights W --fit-colour OUT adds one).")
         else:
             out.append("This checkpoint has no familiarity model: images unlike the training data are NOT "
                        "flagged; the verdict uses the threshold band alone.")
@@ -250,8 +302,9 @@ def decide(logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
 
 
 def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float | None, vm: VerdictModel | None,
-            threshold: float = 0.5, temperature: float = 1.0) -> str:
-    """The verdict in one or two plain sentences, as the app and the report show it."""
+            threshold: float = 0.5, temperature: float = 1.0, colour: float | None = None) -> str:
+    """The verdict in one or two plain sentences, as the app and the report show it. `colour`: the image's
+    `colourfulness`, to say so when the colour part is what flagged it."""
     lean = FAKE if prob_fake >= threshold else REAL
     fam = "" if familiarity is None else f"familiarity {familiarity:.3f}"
     if verdict != UNSURE:
@@ -271,9 +324,16 @@ def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float |
         what = ("are this far from what the model was trained on"
                 if vm.familiarity.spread_reference is None else
                 "are this far from what the model was trained on, or make its members disagree this much")
-        parts.append(f"unlike the training data: {fam} (below {vm.familiarity.flag_rate:.2f}: fewer than "
-                     f"{vm.familiarity.flag_rate:.0%} of held-out in-distribution images {what}), "
+        fm = vm.familiarity
+        if fm.colour_reference is not None:
+            what += ", or are this much less colourful"
+        parts.append(f"unlike the training data: {fam} (below {fm.flag_rate:.2f}: fewer than "
+                     f"{fm.flag_rate:.0%} of held-out in-distribution images {what}), "
                      "so its P(AI) is not evidence")
+        if colour is not None and fm.colour_reference is not None and \
+                head_share(fm.colour_reference, [colour])[0] < fm.flag_rate * fm.colour_share:
+            parts.append(f"it is far less colourful than the images the model was calibrated on (colourfulness "
+                         f"{colour:.3f}; 0 is grayscale), and a model trained on colour images reads colour cues")
     return (f"UNSURE: do not trust this call. Why: " + "; ".join(parts)
             + f". The model leans {lean} (P(AI) {prob_fake:.4f}).")
 
@@ -290,10 +350,11 @@ def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tens
 
 
 def fit_familiarity(train_feats, train_labels, ref_feats, flag_rate: float = DEFAULT_FLAG_RATE,
-                    shrinkage: float = SHRINKAGE, members: int = 0) -> Familiarity:
+                    shrinkage: float = SHRINKAGE, members: int = 0, ref_colour=None) -> Familiarity:
     """Class means + shrunk tied covariance from training features; reference distances from held-out ones.
     members > 0: the last `members` columns are an ensemble's member logits (`pooled_features`), whose
-    spreads on the held-out images become the second reference."""
+    spreads on the held-out images become the second reference. ref_colour: the held-out images'
+    `colourfulness`, the colour reference (None: no colour part)."""
     width = np.asarray(train_feats).shape[1] - members
     f = np.asarray(train_feats, np.float64)[:, :width]
     y = np.asarray(train_labels)
@@ -305,7 +366,8 @@ def fit_familiarity(train_feats, train_labels, ref_feats, flag_rate: float = DEF
     ref = np.sort(fam.distance(ref_feats))
     spread = np.sort(fam.spread(ref_feats)) if members else None
     return Familiarity(means=means, precision=fam.precision, reference=ref, flag_rate=flag_rate,
-                       spread_reference=spread)
+                       spread_reference=spread,
+                       colour_reference=None if ref_colour is None else np.sort(np.asarray(ref_colour, np.float64)))
 
 
 @torch.inference_mode()
@@ -334,14 +396,53 @@ def fit_verdict(model, x_train, y_train, x_cal, y_cal, device, alpha: float = DE
     _, f_tr = features_of(model, x_train, device)
     z_cal, f_cal = features_of(model, x_cal, device)
     members = len(model.members) if hasattr(model, "member_logits") else 0
-    fam = fit_familiarity(f_tr, np.asarray(y_train), f_cal, flag_rate, members=members)
+    fam = fit_familiarity(f_tr, np.asarray(y_train), f_cal, flag_rate, members=members,
+                          ref_colour=colourfulness(x_cal))
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float32)   # noqa: E731
     return {"calibration": {"logits": t(z_cal), "labels": torch.tensor(np.asarray(y_cal), dtype=torch.int64),
                             "alpha": float(alpha), "n": int(len(z_cal))},
             "familiarity": {"method": "mahalanobis-tied", "means": t(fam.means), "precision": t(fam.precision),
                             "reference": t(fam.reference), "flag_rate": float(flag_rate),
                             "shrinkage": float(SHRINKAGE), "train_images": int(len(f_tr)),
+                            "colour_reference": t(fam.colour_reference), "colour_share": float(COLOUR_SHARE),
                             **({"spread_reference": t(fam.spread_reference)} if members else {})}}
+
+
+def check_calibration_split(model, ck: dict, x_cal: torch.Tensor, device, path) -> None:
+    """Raise ValueError unless `model`'s logits on the re-derived calibration split `x_cal` equal the ones
+    stored in its checkpoint `ck` at training time (the split is then the one held out from it)."""
+    stored = _np(ck["verdict"]["calibration"]["logits"])
+    z, _ = features_of(model, x_cal, device)
+    if len(z) != len(stored) or not np.allclose(z, stored, atol=1e-3):
+        raise ValueError(f"{path}: its logits on the re-derived calibration split differ from the ones stored at "
+                         "training time (different data?), so the split is not held out from it")
+
+
+def with_colour_reference(source_path, out_path, data: str | None = None, device: str = "cpu", log=print) -> int:
+    """Save a copy of a checkpoint whose familiarity gains the colour part (`Familiarity.score`): the
+    colourfulness of its calibration split, re-derived from its training config (`data` overrides the
+    recorded path) and checked against the logits stored at training time. Returns the number of reference
+    images. The original is not modified."""
+    from .checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
+    from .train import config_of_checkpoint, load_data
+    ck, _ = read_checkpoint(source_path)
+    v = ck.get("verdict") or {}
+    if not v.get("familiarity") or not v.get("calibration"):
+        raise CheckpointError(f"{source_path} has no familiarity model or calibration split: retrain it with "
+                              "core.train, which fits both and the colour reference")
+    if ck.get("arch") == "ensemble":
+        raise ValueError("an ensemble's colour reference comes from core.ensemble (it refits its verdict)")
+    td = load_data(config_of_checkpoint(ck, source_path, data), log=log)
+    lm = load_checkpoint(source_path, device=device)
+    check_calibration_split(lm.inference_model, ck, td.x_cal, lm.device, source_path)
+    colour = np.sort(colourfulness(td.x_cal))
+    if len(colour) != len(_np(v["familiarity"]["reference"])):
+        raise ValueError(f"{source_path}: {len(colour)} calibration images against "
+                         f"{len(_np(v['familiarity']['reference']))} familiarity reference images")
+    v["familiarity"]["colour_reference"] = torch.tensor(colour, dtype=torch.float32)
+    v["familiarity"]["colour_share"] = float(COLOUR_SHARE)
+    save_checkpoint(ck, out_path)
+    return len(colour)
 
 
 def verdict_summary(labels, logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
@@ -413,10 +514,22 @@ def main(argv=None) -> int:
     p.add_argument("--set-alpha", nargs=2, metavar=("ALPHA", "OUT"),
                    help="write a copy of --weights to OUT whose 'near the threshold' band is at conformal level "
                         "ALPHA (at most ALPHA of in-distribution images decided wrongly; smaller: wider band)")
+    p.add_argument("--fit-colour", metavar="OUT",
+                   help="write a copy of --weights to OUT whose familiarity also flags images far less colourful "
+                        "than its calibration split (re-derived from the training data; --data overrides its path)")
     p.add_argument("--fit-platt", metavar="OUT",
                    help="write a copy of --weights to OUT Platt-calibrated on its stored calibration split: T and "
                         "a logit offset (folded into the logit layer's bias) fitted together")
     args = p.parse_args(argv)
+    if args.fit_colour:
+        try:
+            n = with_colour_reference(args.weights, args.fit_colour, data=args.data,
+                                      log=lambda m: print(m, file=sys.stderr))
+        except (CheckpointError, DatasetError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"colour reference of {n:,} calibration images -> {args.fit_colour}")
+        return 0
     if args.fit_platt:
         from .checkpoint import with_platt
         try:

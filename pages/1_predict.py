@@ -103,7 +103,7 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
     p, t = pred.prob_fake, ctx.threshold
     label = pred.label(t)
     verdict, why = pred.verdict(ctx.lm.verdict, t)
-    text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature)
+    text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature, pred.colourfulness)
     # The verdict first, in words (st.error is reserved for failures, so colour, not alert boxes).
     colour = {"UNSURE": "orange", "FAKE": "red", "REAL": "green"}[verdict]
     st.markdown(f"**{verdict}** :{colour}[{text.split(': ', 1)[1]}]")

@@ -284,6 +284,31 @@ def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
     assert len(at.image) >= 5
 
 
+def test_predict_says_a_grayscale_upload_is_unsure_because_it_lacks_colour(app_dirs, tmp_path, monkeypatch):
+    """A checkpoint whose familiarity has a colour part (core.verdict.colourfulness; the app's tiny one gets a
+    400-image colour reference, as a full calibration split gives): a grayscale upload is UNSURE, and the
+    verdict says it is far less colourful; the same image in colour is not flagged for colour."""
+    import torch
+    from core.checkpoint import read_checkpoint, save_checkpoint
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ck, _ = read_checkpoint(app_dirs["weights"] / "default.pt")
+    ck["verdict"]["familiarity"]["colour_reference"] = torch.linspace(0.05, 0.5, 400)
+    save_checkpoint(ck, weights / "default.pt")
+    _point_app_at(monkeypatch, weights, app_dirs["sample"], tmp_path / "runs")
+    at = AppTest.from_file(str(ROOT / "dashboard.py"), default_timeout=120)
+    at.run()
+    at = _page(at, "1_predict")
+    rgb = _noise(np.random.default_rng(8), 32)
+    gray = rgb.convert("L")
+    at.file_uploader(key="predict_upload").set_value(("gray.png", _encode(gray, "PNG"), "image/png")).run()
+    assert not at.exception and not at.error
+    first = at.markdown[0].value
+    assert first.startswith("**UNSURE**") and "far less colourful" in first and "colourfulness 0.000" in first
+    at.file_uploader(key="predict_upload").set_value(("colour.png", _encode(rgb, "PNG"), "image/png")).run()
+    assert not at.exception and "far less colourful" not in at.markdown[0].value
+
+
 def test_predict_heic_upload(app):
     pillow_heif = pytest.importorskip("pillow_heif")
     pillow_heif.register_heif_opener()
