@@ -452,6 +452,21 @@ def test_lower_priority_lowers_only_the_calling_thread():
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before     # only that thread
 
 
+def _weights_and_sample(tmp_path, trained_ckpt, ood: bool = False) -> tuple[Path, Path, Path]:
+    """(weights, sample, runs) folders in tmp_path: default.pt and a model B (the same network, another file, so
+    another sha256), a tiny CIFAKE sample (with an ood split copied from test, with `ood`), runs/ not made."""
+    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
+    weights.mkdir()
+    shutil.copy(trained_ckpt, weights / "default.pt")
+    ck, _ = read_checkpoint(str(trained_ckpt))
+    ck["name"] = "model-b"
+    save_checkpoint(ck, weights / "b.pt")
+    make_cifake(sample, n_train=4, n_test=6)
+    if ood:
+        shutil.copytree(sample / "test", sample / "ood")
+    return weights, sample, runs
+
+
 def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
     """In process: paths pointed at tiny fixtures; every WARM_UP_ORDER step runs, in order, and leaves its
     result where the page's own call finds it (asserted by making the page-side call fail if it computes)."""
@@ -459,14 +474,7 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
     from core import forensics, slices, stability
     from core.limitations import AUDIT_IMAGES, AUDIT_TOP, STABILITY_MAX_IMAGES
     from pages_support import paths
-    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
-    weights.mkdir()
-    shutil.copy(trained_ckpt, weights / "default.pt")
-    ck, _ = read_checkpoint(str(trained_ckpt))                  # model B: the same network, another file (sha)
-    ck["name"] = "model-b"
-    save_checkpoint(ck, weights / "b.pt")
-    make_cifake(sample, n_train=4, n_test=6)
-    shutil.copytree(sample / "test", sample / "ood")
+    weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt, ood=True)
     for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
                         ("DEFAULT_WEIGHTS", weights / "default.pt")):
         monkeypatch.setattr(paths, name, value)
@@ -495,27 +503,36 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
                                     threshold=0.5)
 
 
-def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
-    """main(): imports, warm-up started, then the server (streamlit's cli.main) only once the first step is
-    stored (first_done set), however long it takes, with Streamlit's pages-directory mode already off."""
+def _fake_launch(monkeypatch, order: list, steps=()) -> threading.Event:
+    """run_app.main's parts replaced by recorders: imports, priming, a warm-up whose first step (the test
+    evaluation) takes 0.5 s, `steps` as the results computed while waiting; returns the first step's Event."""
     import run_app
-    from streamlit.web import cli
     first_done = threading.Event()
-    order = []
     monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
     monkeypatch.setattr(run_app, "prime_first_run", lambda: order.append("first run primed") or [])
 
     def fake_background():
         order.append("warm-up started")
-        threading.Timer(0.5, first_done.set).start()          # the test evaluation takes 0.5 s
+        threading.Timer(0.5, first_done.set).start()
         return None, first_done
     monkeypatch.setattr(run_app, "_warm_up_in_background", fake_background)
+    monkeypatch.setattr(run_app, "while_waiting_steps", lambda: list(steps))
+    monkeypatch.setattr(sys, "argv", ["run_app.py"])
+    monkeypatch.chdir(ROOT)
+    return first_done
+
+
+def test_server_starts_only_after_the_first_warm_up_step(monkeypatch):
+    """main(): imports, warm-up started, then the server (streamlit's cli.main) only once the first step is
+    stored (first_done set), however long it takes, with Streamlit's pages-directory mode already off."""
+    import run_app
+    from streamlit.web import cli
+    order = []
+    first_done = _fake_launch(monkeypatch, order)
     from streamlit.runtime.pages_manager import PagesManager
     monkeypatch.setattr(PagesManager, "uses_pages_directory", None)     # as on a fresh server
     monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()}, "
                                                           f"pages directory mode: {PagesManager.uses_pages_directory})") or 0)
-    monkeypatch.setattr(sys, "argv", ["run_app.py"])
-    monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit):
         run_app.main([])
     # and a first deep link runs dashboard.py's st.navigation at once (no page-file-alone run + rerun)
@@ -532,15 +549,7 @@ def test_the_server_process_computes_results_while_it_waits_and_starts_no_step_a
 
     import run_app
     from streamlit.web import cli
-    first_done = threading.Event()
     order, seen = [], {}
-    monkeypatch.setattr(run_app, "import_heavy_modules", lambda: order.append("heavy imports"))
-    monkeypatch.setattr(run_app, "prime_first_run", lambda: order.append("first run primed") or [])
-
-    def fake_background():
-        order.append("warm-up started")
-        threading.Timer(0.5, first_done.set).start()          # the test evaluation takes 0.5 s
-        return None, first_done
 
     def step(name):
         def run():
@@ -550,11 +559,8 @@ def test_the_server_process_computes_results_while_it_waits_and_starts_no_step_a
             time.sleep(0.2)
             order.append(f"{name} stored (first step done: {first_done.is_set()})")
         return name, run
-    monkeypatch.setattr(run_app, "_warm_up_in_background", fake_background)
-    monkeypatch.setattr(run_app, "while_waiting_steps", lambda: [step(f"result {k}") for k in range(6)])
+    first_done = _fake_launch(monkeypatch, order, [step(f"result {k}") for k in range(6)])
     monkeypatch.setattr(cli, "main", lambda: order.append(f"server (first step done: {first_done.is_set()})") or 0)
-    monkeypatch.setattr(sys, "argv", ["run_app.py"])
-    monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit):
         run_app.main([])
     assert order[:3] == ["warm-up started", "heavy imports", "first run primed"]
@@ -580,13 +586,7 @@ def test_results_computed_while_waiting_are_stored_under_the_pages_keys(tiny_cif
     import run_app
     from core import compare, forensics, slices
     from pages_support import paths
-    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
-    weights.mkdir()
-    shutil.copy(trained_ckpt, weights / "default.pt")
-    ck, _ = read_checkpoint(str(trained_ckpt))
-    ck["name"] = "model-b"
-    save_checkpoint(ck, weights / "b.pt")
-    make_cifake(sample, n_train=4, n_test=6)
+    weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt)
     for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
                         ("DEFAULT_WEIGHTS", weights / "default.pt")):
         monkeypatch.setattr(paths, name, value)
@@ -618,14 +618,7 @@ def test_the_server_process_primes_the_sidebars_models_and_dataset_and_freezes_t
 
     import pages_support.common as common
     from core.checkpoint import CheckpointError, file_sha256
-    weights, sample, runs = tmp_path / "weights", tmp_path / "sample", tmp_path / "runs"
-    weights.mkdir()
-    shutil.copy(trained_ckpt, weights / "default.pt")
-    ck, _ = read_checkpoint(str(trained_ckpt))
-    ck["name"] = "model-b"
-    save_checkpoint(ck, weights / "b.pt")
-    make_cifake(sample, n_train=4, n_test=6)
-    shutil.copytree(sample / "test", sample / "ood")
+    weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt, ood=True)
     from test_app import _point_app_at
     _point_app_at(monkeypatch, weights, sample, runs)
     gc.unfreeze()
