@@ -267,13 +267,15 @@ def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
     compute while_waiting_steps() one by one, each started only if `first_done` is not yet set; returns what
     was stored, in order.
 
-    Why: the server's process has imported and primed everything by then and only waits (11.1 of the 31.7 s
-    before a fresh clone's server answered, in one log under load, session 10), and the three pages these results open
+    Why: the server's process has imported and primed everything by then and only waits (19.2-29.1 s of the
+    58-65 s before a fresh clone's server answered, under load: the baseline servers' launcher_log in
+    benchmarks/results/s10_first_views_t2.json), and the three pages these results open
     (Forensics, Error slices, Compare) computed them on their first view, because the warm-up's queue reaches
     them only after Limitations' results. They run in one thread on one torch thread at the server's own
     priority (WHILE_WAITING_IDLE: not in the warm-up's SCHED_IDLE, which left them no CPU at all under load), so
-    they share the cores with the first step and delay the server's start (benchmarks/bench_browser.py's
-    server_start_s measures by how much); once the first step is done no further step starts, and the one in
+    they share the cores with the first step and delay the server's start (under load, in the same
+    run: the first step took 27.9-37.5 s against 18.9-28.1 s, the server answered 58.9-80.9 s after the command
+    against 59.4-66.8 s; s10_first_views_t2.json); once the first step is done no further step starts, and the one in
     progress finishes first. The thread is joined before the server starts, so it never holds the interpreter
     lock beside a page's script. Failures are printed and left to the pages."""
     done = []
