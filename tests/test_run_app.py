@@ -682,3 +682,24 @@ def test_without_posix_the_warm_up_runs_in_a_thread_of_the_server(tiny_cifake, t
     test = open_dataset(str(tiny_cifake), split="test", fmt="cifake")
     assert (ev.evaluation_dir(runs, lm, test, None) / "metrics.json").is_file()
     worker.join(300)
+
+
+def test_bench_browser_keeps_the_launchers_own_log_lines(tmp_path, monkeypatch):
+    """benchmarks/bench_browser.py stores run_app's own lines of each server's log with the page's row
+    (launcher_log): what the server's process computed while it waited, and the warm-up's steps; not
+    Streamlit's or anyone else's lines."""
+    import run_app
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_browser
+    said = []
+    first = threading.Event()
+    monkeypatch.setattr(run_app, "while_waiting_steps", lambda: [("a result", lambda: None), ("another", first.set),
+                                                                 ("a third", lambda: None)])
+    assert run_app.compute_while_waiting(first, log=said.append) == ["a result", "another"]
+    said += ["warm-up: evaluation of test ready (1.0 s)", run_app.WARM_UP_DONE]
+    (tmp_path / "server.log").write_text("\n".join(["  You can now view your Streamlit app in your browser.",
+                                                    said[0], "2026-11-23 Uvicorn server started", *said[1:],
+                                                    "Traceback (most recent call last):"]) + "\n")
+    assert bench_browser.launcher_log(tmp_path) == said
+    assert len(said) == 5 and "left to the warm-up's queue" in said[2]      # "a third" never started
+    assert bench_browser.launcher_log(tmp_path / "none") == []
