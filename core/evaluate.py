@@ -226,8 +226,7 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
         if len(batch["ids"]):
             if fam_model is not None:
                 z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
-                colour = colourfulness(batch["x"]) if fam_model.colour_reference is not None else None
-                rows_f.append(fam_model.score(f.numpy(), colour))
+                rows_f.append(fam_model.score(f.numpy(), colourfulness(batch["x"])))
             else:
                 z = predict_logits(lm.inference_model, batch["x"], lm.device)
             rows_z.append(z.numpy())

@@ -45,13 +45,7 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     familiarity: float | None = None           # core.verdict familiarity in [0, 1]; None without a model
     temperature: float = 1.0
-
-    @property
-    def colourfulness(self) -> float | None:
-        """core.verdict.colourfulness of what the model saw (its centre window); None when it failed."""
-        if self.model_input is None:
-            return None
-        return float(colourfulness(torch.as_tensor(self.model_input).permute(2, 0, 1)[None])[0])
+    colourfulness: float | None = None         # core.verdict.colourfulness of the model input (its windows)
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
@@ -85,7 +79,8 @@ class Prediction:
 
 
 def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False):
-    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity (B,) or None). Thread-safe.
+    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity (B,) or None, colourfulness
+    (B,)). Thread-safe.
 
     cams: (explaining FAKE (B, S, S), explaining REAL (B, S, S)); pick per image by the called class.
     uint8 (B, K, 3, S, S), K windows per image: logits averaged over the windows (as
@@ -93,15 +88,14 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     """
     views = x_uint8.shape[1] if x_uint8.ndim == 5 else 0
     x = to_model_input((x_uint8.flatten(0, 1) if views else x_uint8).to(lm.device))
-    fam = None
+    fam, colour = None, colourfulness(x_uint8)
     if lm.verdict.familiarity is not None:
         with torch.inference_mode():
             _, f = pooled_features(lm.inference_model, x)
         f = f.float().cpu()
         if views:
             f = f.view(-1, views, f.shape[1]).mean(dim=1)          # the windows' mean, as for the logits
-        fam = lm.verdict.familiarity.score(
-            f.numpy(), colourfulness(x_uint8) if lm.verdict.familiarity.colour_reference is not None else None)
+        fam = lm.verdict.familiarity.score(f.numpy(), colour)
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         if views:
@@ -114,7 +108,7 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     logits = logits.float().cpu()
     if views:
         logits = logits.view(-1, views).mean(dim=1)
-    return torch.sigmoid(logits / lm.temperature), logits, cams, fam
+    return torch.sigmoid(logits / lm.temperature), logits, cams, fam, colour
 
 
 def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: bool = False,
@@ -127,10 +121,11 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
         if not pending:
             return
         x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) or (B, K, 3, S, S) uint8
-        probs, logits, cams, fam = predict_tensors(lm, x, with_cam)
+        probs, logits, cams, fam, colour = predict_tensors(lm, x, with_cam)
         for i, (pred, t) in enumerate(pending):
             pred.prob_fake, pred.logit, pred.temperature = float(probs[i]), float(logits[i]), lm.temperature
             pred.familiarity = None if fam is None else float(fam[i])
+            pred.colourfulness = float(colour[i])
             pred.model_input = (t[0] if t.ndim == 4 else t).permute(1, 2, 0).numpy()   # the (centre) window
             if cams is not None:
                 pred.cam_fake, pred.cam_real = cams[0][i].numpy(), cams[1][i].numpy()

@@ -135,7 +135,8 @@ class Familiarity:
         """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing);
         for an ensemble, Bonferroni-combined with the share whose members disagree at least as much; with a
         colour reference, combined (weighted Bonferroni, `colour_share`) with the share of reference images
-        at most as colourful as each image (`colour`: `colourfulness` of the model inputs, required then)."""
+        at most as colourful as each image (`colour`: `colourfulness` of the model inputs, required then;
+        ignored without a colour reference)."""
         p = tail_share(self.reference, self.distance(feats))
         if self.spread_reference is not None:
             p = np.minimum(1.0, 2 * np.minimum(p, tail_share(self.spread_reference, self.spread(feats))))
