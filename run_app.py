@@ -351,7 +351,7 @@ def lower_priority(nice: int = WARM_UP_NICE) -> None:
     lower(nice)
 
 
-def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
+def warm_up(log=print, first_done: threading.Event | None = None, background=None) -> list[str]:
     """Compute and store the default results (the pages' own paths and keys); returns what was done, in
     the steps' order.
 
@@ -359,7 +359,8 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     priority and torch thread count; `first_done` is set once it is stored, or has failed. The other
     steps then run in two lanes (lane_steps: lane 0 first the sweep; then each lane takes the next step of
     one queue whenever it is free), threads at nice +WARM_UP_NICE on one torch thread each
-    (core.threads.start_single_threaded), joined here.
+    (core.threads.start_single_threaded), joined here. `background`, if given, is called between the two
+    (the warm-up process: core.threads.own_background_group).
     """
     done = []
 
@@ -380,6 +381,8 @@ def warm_up(log=print, first_done: threading.Event | None = None) -> list[str]:
     finally:
         if first_done is not None:
             first_done.set()
+    if background is not None:
+        background()
     own, shared = lane_steps(steps[1:])
     queue, guard = iter(shared), threading.Lock()
 
@@ -493,6 +496,17 @@ class _PipeSignal:
                 os.close(fd)
 
 
+# After its first step (which the server waits for, at the server's priority), the warm-up process leaves the
+# server's session for one of its own at autogroup nice +WARM_UP_GROUP_NICE (core.threads.own_background_group):
+# a browser drawing a page runs in a session of its own, and across sessions SCHED_IDLE and nice do not count.
+WARM_UP_GROUP_NICE = 19
+
+
+def _background_group() -> None:
+    from core.threads import own_background_group
+    own_background_group(WARM_UP_GROUP_NICE)
+
+
 def warm_up_process(signal_fd: int, parent_pid: int) -> int:
     """The warm-up process's body: `warm_up`, with the first step signalled on signal_fd, exiting as soon as
     the server's process (parent_pid) is gone."""
@@ -505,7 +519,7 @@ def warm_up_process(signal_fd: int, parent_pid: int) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     try:
         import_compute_modules()
-        warm_up(log=log, first_done=signal)
+        warm_up(log=log, first_done=signal, background=_background_group)
     except Exception:                       # the pages compute (and report) it themselves
         log("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc())
         return 1

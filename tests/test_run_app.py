@@ -703,3 +703,49 @@ def test_bench_browser_keeps_the_launchers_own_log_lines(tmp_path, monkeypatch):
     assert bench_browser.launcher_log(tmp_path) == said
     assert len(said) == 5 and "left to the warm-up's queue" in said[2]      # "a third" never started
     assert bench_browser.launcher_log(tmp_path / "none") == []
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroup scheduling")
+def test_own_background_group_moves_the_process_and_its_later_children_to_a_group_at_low_priority():
+    """A process of its own session (so its own autogroup: across sessions nice and SCHED_IDLE do not count) at
+    autogroup nice +19, and so is a process it starts afterwards; the caller's group is left as it was."""
+    before = Path("/proc/self/autogroup").read_text()
+    code = ("import os, subprocess, sys\nfrom core.threads import own_background_group\n"
+            "before = open('/proc/self/autogroup').read().split()[0]\n"
+            "ok = own_background_group(19)\n"
+            "child = subprocess.run([sys.executable, '-c', \"print(open('/proc/self/autogroup').read().strip())\"],"
+            " capture_output=True, text=True).stdout.strip()\n"
+            "print(ok, os.getsid(0) == os.getpid(), before, open('/proc/self/autogroup').read().strip(), '|', child)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    ok, leader, group_before, group, nice_word, nice, bar, child_group, child_nice_word, child_nice = out.stdout.split()
+    assert (ok, leader) == ("True", "True")
+    assert group != group_before and (nice_word, nice) == ("nice", "19")
+    assert (child_group, child_nice) == (group, "19")          # a process started later (DataLoader workers)
+    assert Path("/proc/self/autogroup").read_text() == before
+
+
+def test_warm_up_moves_to_its_background_group_between_the_first_step_and_the_lanes(monkeypatch):
+    """`background` runs once, after the first step (which the server waits for, at the server's priority) and
+    before any other step; the warm-up process passes own_background_group at WARM_UP_GROUP_NICE."""
+    import run_app
+    order = []
+    steps = [("evaluation of test", lambda: order.append("first")),
+             ("evaluation of ood", lambda: order.append("ood")),
+             ("robustness sweep of test", lambda: order.append("sweep"))]
+    monkeypatch.setattr(run_app, "warm_up_steps", lambda: steps)
+    run_app.warm_up(log=lambda *a: None, background=lambda: order.append("background"))
+    assert order[:2] == ["first", "background"] and sorted(order[2:]) == ["ood", "sweep"]
+
+    import core.threads
+    calls = []
+    monkeypatch.setattr(core.threads, "own_background_group", lambda nice: calls.append(nice))
+    monkeypatch.setattr(run_app, "import_compute_modules", lambda: None)
+    monkeypatch.setattr(run_app, "warm_up", lambda log, first_done, background: background())
+    r, w = os.pipe()
+    try:
+        assert run_app.warm_up_process(w, os.getppid()) == 0
+    finally:
+        os.close(r)
+    assert calls == [run_app.WARM_UP_GROUP_NICE] == [19]
