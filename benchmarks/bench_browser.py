@@ -93,6 +93,11 @@ def fresh_clone(dest: Path, rev: str | None = None) -> Path:
     return dest
 
 
+def commit_of(clone: Path) -> str:
+    """The commit a clone has checked out (each row names the code it measured)."""
+    return subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool = True) -> subprocess.Popen:
     """The README's run command in the clone (run_app.py; with launcher=False plain `streamlit run
     dashboard.py`, for comparison); returns once the server answers. Its output goes to clone/server.log."""
@@ -220,7 +225,7 @@ def warm_views(browser, tmp: Path, wanted: list[str], revs: list, plain: bool) -
             for path in wanted:
                 load = os.getloadavg()[0]
                 res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
-                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)",
+                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)", "commit": commit_of(clone),
                              "first_numbers_s": res["first_numbers_s"], "script_done_s": res["script_done_s"],
                              "complete_s": res["complete_s"], "load_before": load, "error": res["error"]})
                 print(rows[-1], flush=True)
@@ -240,7 +245,7 @@ def main():
                          "(default: run_app.py, results in browser.json)")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also measure commit REV, alternating with HEAD page by page (which goes first alternates "
-                         "too), so both see the same machine; rows carry `version` (default: HEAD only)")
+                         "too), so both see the same machine; rows carry `version` and the clone's `commit` (default: HEAD only)")
     ap.add_argument("--warm", action="store_true",
                     help="instead of a fresh server per page: one server per version, every page opened (each in a new "
                          "browser context, after one visit to Predict) once the warm-up has stored every default "
@@ -281,7 +286,7 @@ def main():
                 ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
                     (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
                 res.pop("context", None)
-                rows.append({"page": PAGES[path], "version": rev or "HEAD", "first_numbers_s": res["first_numbers_s"],
+                rows.append({"page": PAGES[path], "version": rev or "HEAD", "commit": commit_of(clone), "first_numbers_s": res["first_numbers_s"],
                              "script_done_s": res["script_done_s"], "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
                              "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,

@@ -705,6 +705,23 @@ def test_bench_browser_keeps_the_launchers_own_log_lines(tmp_path, monkeypatch):
     assert bench_browser.launcher_log(tmp_path / "none") == []
 
 
+def test_bench_browser_names_the_commit_each_clone_measured(tmp_path, monkeypatch):
+    """Each row of bench_browser carries the commit its clone had checked out (HEAD and --baseline rows alike)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import bench_browser
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    shas = []
+    for k in range(2):
+        (tmp_path / "f.txt").write_text(str(k))
+        subprocess.run(git + ["add", "f.txt"], check=True)
+        subprocess.run(git + ["commit", "-q", "-m", str(k)], check=True)
+        shas.append(subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
+    assert bench_browser.commit_of(tmp_path) == shas[1]
+    subprocess.run(git + ["checkout", "-q", shas[0]], check=True)
+    assert bench_browser.commit_of(tmp_path) == shas[0] and len(shas[0]) == 40
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroup scheduling")
 def test_own_background_group_moves_the_process_and_its_later_children_to_a_group_at_low_priority():
     """A process of its own session (so its own autogroup: across sessions nice and SCHED_IDLE do not count) at
