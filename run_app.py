@@ -36,8 +36,10 @@ fingerprint and result format), so pages read the results from disk; a page that
 is being computed waits for it (core.checkpoint.result_lock, which holds across processes) instead of
 computing it a second time, and the Limitations page receives the sweep's levels as they are measured
 (core.robustness.cached_sweep, through the sweep's partial-rows file). After the first step the warm-up
-runs at a lower CPU priority (nice +10 and SCHED_IDLE, its lanes and the torch threads they start), so a
-page that computes something itself, or only draws, is not slowed by it. Only the defaults are warmed:
+runs at a lower CPU priority (nice +10 and SCHED_IDLE, its lanes and the torch threads they start; the
+process in a session of its own at autogroup nice +19, since across sessions, e.g. against the browser,
+neither counts: core.threads.own_background_group), so a page that computes something itself, or a browser
+that only draws, is not slowed by it. Only the defaults are warmed:
 any other model or data is computed by the pages as before. Any failure in the warm-up is printed and left to the pages, which compute and report as usual. The server also starts
 with Streamlit's pages-directory mode off (navigation_from_the_first_run), so a first deep link is one
 script run, not two.

@@ -178,16 +178,23 @@ def data_card(ctx) -> None:
                 continue
             pick = np.sort(rng.choice(idx, size=min(N_EXAMPLES, len(idx)), replace=False))
             st.markdown(f"**{name}**")
-            cols = st.columns(N_EXAMPLES)
-            for c_, i in zip(cols, pick):
+            images, captions, unreadable = [], [], []
+            for i in pick:
                 try:
                     img = ctx.ds.load(int(i))
                 except ImageError as e:
-                    c_.warning(f"{ctx.ds.item_id(int(i))}: {e}")
+                    unreadable.append(f"{ctx.ds.item_id(int(i))}: {e}")
                     continue
                 src = ctx.ds.items[int(i)][2]
-                c_.image(enlarged(np.asarray(img.image), 96),
-                         caption=f"{ctx.ds.item_id(int(i))}" + (f" · {src}" if src else ""))
+                images.append(enlarged(np.asarray(img.image), 96))
+                captions.append(f"{ctx.ds.item_id(int(i))}" + (f" · {src}" if src else ""))
+            # One element per class (st.image of a list), not one column and element per image: the browser
+            # lays out and draws each element separately (a fresh server's first view draws every element of
+            # the page in one render).
+            if images:
+                st.image(images, caption=captions, width=96)
+            for msg in unreadable:
+                st.warning(msg)
     readme = sample.parent / "README.md"
     if readme.is_file():
         st.subheader("Data card (data/README.md)")

@@ -522,6 +522,10 @@ def test_model_and_data_cards(app, app_dirs):
     history = _table(at, "train_loss")
     assert len(history) == len(lm.meta["history"]) == 4
     assert "epochs" in set(_table(at, "setting")["setting"])
+    # example images: one element per class (a list of N_EXAMPLES), each captioned with its item id
+    examples = [[i.caption for i in el.proto.imgs] for el in at.get("image")]
+    assert len(examples) == 2 and [len(e) for e in examples] == [8, 8], examples
+    assert all(c for e in examples for c in e) and len({c for e in examples for c in e}) == 16
 
 
 def test_model_and_data_page_sends_the_data_cards_png_figures_as_they_are(app_dirs, tmp_path, monkeypatch):
