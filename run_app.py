@@ -504,9 +504,27 @@ class _PipeSignal:
 WARM_UP_GROUP_NICE = 19
 
 
+WAITER_POLL_S = 0.25        # how often the warm-up process looks for a page waiting on what it computes
+
+
 def _background_group() -> None:
-    from core.threads import own_background_group
-    own_background_group(WARM_UP_GROUP_NICE)
+    from core.threads import own_background_group, set_group_nice
+    if own_background_group(WARM_UP_GROUP_NICE):
+        threading.Thread(target=follow_waiters, args=(set_group_nice,), name="waiter watch", daemon=True).start()
+
+
+def follow_waiters(set_nice, stop: threading.Event | None = None, poll: float = WAITER_POLL_S) -> None:
+    """While a caller in any process waits for a result this process is computing (a page opened before the
+    warm-up got there: core.checkpoint.waited_for_here), its group runs at nice 0, like the page's own work;
+    otherwise at WARM_UP_GROUP_NICE. Priority inheritance: the user is waiting for exactly that result, and
+    a browser that only waits for it needs no CPU (measured: bench_browser's Limitations rows)."""
+    from core.checkpoint import waited_for_here
+    current = WARM_UP_GROUP_NICE
+    while stop is None or not stop.is_set():
+        want = 0 if waited_for_here() else WARM_UP_GROUP_NICE
+        if want != current and set_nice(want):
+            current = want
+        time.sleep(poll)
 
 
 def warm_up_process(signal_fd: int, parent_pid: int) -> int:

@@ -8,7 +8,9 @@ A checkpoint is a plain dict (tensors, str, int, float, list, dict, None only):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import hashlib
 import io
 import os
@@ -166,11 +168,18 @@ class ResultLock:
             fd = self._open()
             if fd is not None:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:          # another process holds it
-                    os.close(fd)
-                    self._thread.release()
-                    return False
+                    if not blocking:
+                        os.close(fd)
+                        self._thread.release()
+                        return False
+                    try:
+                        with self.waiting():     # its holder may run faster while someone waits (run_app)
+                            fcntl.flock(fd, fcntl.LOCK_EX)
+                    except BaseException:
+                        os.close(fd)
+                        raise
             self._fd = fd
             return True
         except BaseException:
@@ -203,6 +212,32 @@ class ResultLock:
         """Held by a thread of this process (another process's hold shows only as a failed acquire)."""
         return self._thread.locked()
 
+    @contextlib.contextmanager
+    def waiting(self):
+        """Say, for as long as the block runs, that a caller waits for this result: a file
+        `<lock file>.waiting-<pid>-<thread>` next to the lock file, removed afterwards. A holder in another
+        process sees it with `waited_for` (run_app.py's warm-up then leaves its low CPU priority while a page
+        waits for what it computes). Where the folder cannot be written, nothing is said."""
+        marker = f"{self.file}{WAITING_SUFFIX}{os.getpid()}-{threading.get_native_id()}"
+        try:
+            os.makedirs(os.path.dirname(marker), exist_ok=True)
+            with open(marker, "w"):
+                pass
+        except OSError:
+            marker = None
+        try:
+            yield
+        finally:
+            if marker is not None:
+                try:
+                    os.unlink(marker)
+                except OSError:
+                    pass
+
+    def waited_for(self) -> bool:
+        """Whether a caller (of any process) is waiting for this result now (`waiting`)."""
+        return bool(glob.glob(glob.escape(self.file + WAITING_SUFFIX) + "*"))
+
     def __enter__(self):
         self.acquire()
         return self
@@ -211,8 +246,17 @@ class ResultLock:
         self.release()
 
 
+WAITING_SUFFIX = ".waiting-"
 _RESULT_LOCKS: dict[str, ResultLock] = {}
 _RESULT_LOCKS_GUARD = threading.Lock()
+
+
+def waited_for_here() -> bool:
+    """Whether a caller, in any process, waits for a result a thread of this process is computing now
+    (holds its ResultLock): run_app.py's warm-up process asks it twice a second."""
+    with _RESULT_LOCKS_GUARD:
+        held = [lock for lock in _RESULT_LOCKS.values() if lock.locked()]
+    return any(lock.waited_for() for lock in held)
 
 
 def result_lock(out_path) -> ResultLock:

@@ -299,15 +299,17 @@ def cached_sweep(lm: LoadedModel, ds: ImageDataset, runs_dir="runs", progress=No
     lock = result_lock(path)
     total = sum(len(v) for v in SWEEP_LEVELS.values())
     seen, offset = 0, 0
-    while not lock.acquire(blocking=False):
-        rows, offset = _read_new_rows(partial, offset)
-        for row in rows:
-            seen += 1
-            if on_row:
-                on_row(row)
-            if progress and seen > 1:
-                progress(seen - 1, total)
-        time.sleep(FOLLOW_POLL_S)
+    if not lock.acquire(blocking=False):
+        with lock.waiting():            # the computing process may speed up while someone follows it (run_app)
+            while not lock.acquire(blocking=False):
+                rows, offset = _read_new_rows(partial, offset)
+                for row in rows:
+                    seen += 1
+                    if on_row:
+                        on_row(row)
+                    if progress and seen > 1:
+                        progress(seen - 1, total)
+                time.sleep(FOLLOW_POLL_S)
     try:
         if path.is_file():
             try:

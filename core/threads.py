@@ -109,3 +109,15 @@ def own_background_group(nice: int = 19) -> bool:
     except OSError:
         return False
     return True
+
+
+def set_group_nice(nice: int) -> bool:
+    """Set the autogroup nice of the calling process's group (see `own_background_group`); True if done.
+    Lowering it back towards 0 is allowed for a group whose nice this process raised (within RLIMIT_NICE, which
+    for root and most desktop users covers 0); refused elsewhere, then False."""
+    try:
+        with open(AUTOGROUP, "w") as f:
+            f.write(str(int(nice)))
+        return True
+    except OSError:
+        return False

@@ -29,7 +29,7 @@ import pytest
 
 from conftest import ROOT, free_port, make_cifake, stop_process
 from core import evaluate as ev
-from core import robustness
+from core import checkpoint, robustness
 from core.checkpoint import load_checkpoint, save_checkpoint, read_checkpoint
 from core.datasets import open_dataset
 
@@ -299,10 +299,15 @@ def test_a_caller_of_a_sweep_in_progress_receives_its_rows_as_they_come(tiny_cif
     rows = [{"shift": "none", "level": 0.0}, {"shift": "blur", "level": 1.0}, {"shift": "blur", "level": 2.0}]
     started, finished_at = threading.Event(), []
 
+    lock = robustness.result_lock(robustness.sweep_path(tmp_path, lm, ds))
+    waited_while_running = []
+
     def slow_sweep(lm, ds, progress=None, on_row=None, **kw):      # 3 rows, 0.4 s apart
         for k, r in enumerate(rows):
             on_row(dict(r))
             started.set()
+            if k == 2:
+                waited_while_running.append(lock.waited_for() and checkpoint.waited_for_here())
             if progress and k:
                 progress(k, total)
             time.sleep(0.4)
@@ -321,6 +326,8 @@ def test_a_caller_of_a_sweep_in_progress_receives_its_rows_as_they_come(tiny_cif
     assert progress == [(1, total), (2, total)]
     assert df.to_dict("records") == rows                      # then the stored result
     assert robustness.sweep_path(tmp_path, lm, ds).is_file()
+    # while it followed, the follower said it was waiting (the computing warm-up then leaves its low priority)
+    assert waited_while_running and waited_while_running[0] and not lock.waited_for()
 
 
 def test_warm_up_after_its_first_step_runs_at_lower_priority(monkeypatch):
@@ -766,3 +773,61 @@ def test_warm_up_moves_to_its_background_group_between_the_first_step_and_the_la
     finally:
         os.close(r)
     assert calls == [run_app.WARM_UP_GROUP_NICE] == [19]
+
+
+def test_a_caller_blocked_on_a_result_another_process_holds_says_so_while_it_waits(tmp_path):
+    """A blocking acquire of a result another process holds leaves a marker next to the lock file for as long as
+    it waits: the holder sees it (waited_for, waited_for_here: run_app's warm-up then runs at nice 0); gone once
+    the lock is acquired, and never left by an acquire that did not wait."""
+    from core.checkpoint import result_lock, waited_for_here
+    out = tmp_path / "runs" / "eval-abc"
+    lock = result_lock(out)
+    assert lock.acquire()
+    assert not lock.waited_for() and not waited_for_here()      # held here, nobody waits
+    waiter = ("import sys\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+              "print('waiting', flush=True)\nlock.acquire()\nprint('got it', flush=True)\nlock.release()")
+    p = subprocess.Popen([sys.executable, "-c", waiter, str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "waiting"
+        end = time.time() + 60
+        while not waited_for_here() and time.time() < end:
+            time.sleep(0.05)
+        assert lock.waited_for() and waited_for_here()
+        assert len(list((out.parent / ".locks").glob("eval-abc.lock.waiting-*"))) == 1
+        lock.release()
+        assert p.stdout.readline().strip() == "got it"
+        assert p.wait(30) == 0
+        assert not lock.waited_for() and not list((out.parent / ".locks").glob("*.waiting-*"))
+        assert not waited_for_here()                              # not held here any more either
+    finally:
+        if lock.locked():
+            lock.release()
+        stop_process(p)
+
+
+def test_the_warm_ups_priority_follows_whether_a_page_waits_for_it(monkeypatch):
+    """follow_waiters: nice 0 while core.checkpoint.waited_for_here() says a caller waits, WARM_UP_GROUP_NICE
+    otherwise; a refused change (the kernel's rate limit) is tried again at the next poll."""
+    import core.checkpoint
+    import run_app
+    answers = iter([False, True, True, True, False, False])
+    stop = threading.Event()
+
+    def waited():
+        try:
+            return next(answers)
+        except StopIteration:
+            stop.set()
+            return False
+    monkeypatch.setattr(core.checkpoint, "waited_for_here", waited)
+    calls, refuse = [], [True]
+
+    def set_nice(n):
+        calls.append(n)
+        if n == 0 and refuse[0]:            # the first try refused
+            refuse[0] = False
+            return False
+        return True
+    run_app.follow_waiters(set_nice, stop=stop, poll=0.001)
+    assert calls == [0, 0, run_app.WARM_UP_GROUP_NICE]
