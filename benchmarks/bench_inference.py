@@ -115,9 +115,14 @@ def main():
     bs = args.batch_size
 
     def forward(model, b):
-        def run():
-            for i in range(0, len(x), b):
-                predict_logits(model, x[i:i + b], lm.device)
+        def run():                              # the forward at batch b as it is (not cut into FORWARD_CHUNKs)
+            saved = evaluate_module.FORWARD_CHUNK
+            evaluate_module.FORWARD_CHUNK = b
+            try:
+                for i in range(0, len(x), b):
+                    predict_logits(model, x[i:i + b], lm.device)
+            finally:
+                evaluate_module.FORWARD_CHUNK = saved
         return run
 
     res = {}

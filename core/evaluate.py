@@ -151,6 +151,12 @@ def decode_dataset(ds: ImageDataset, preprocess: PreprocessConfig, shift: Shift 
                    ids=ids, sources=srcs, skipped=skipped)
 
 
+# On a CPU the forward runs on at most this many images at once, whatever the loader's batch: a batch's activations
+# then stay in the caches. `python benchmarks/bench_inference.py` times the fused forward at batches of 64, 128
+# and 256 in one run (its best_seconds; README, Performance). A GPU takes the whole batch.
+FORWARD_CHUNK = 64
+
+
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, x_uint8: torch.Tensor, device: torch.device,
                    with_features: bool = False):
@@ -165,6 +171,10 @@ def predict_logits(model: torch.nn.Module, x_uint8: torch.Tensor, device: torch.
     if device.type == "cuda":
         with torch.autocast("cuda", dtype=torch.float16):
             out = _forward(model, x, with_features)
+    elif len(x) > FORWARD_CHUNK:
+        parts = [_forward(model, x[i:i + FORWARD_CHUNK], with_features) for i in range(0, len(x), FORWARD_CHUNK)]
+        out = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])) if with_features \
+            else torch.cat(parts)
     else:
         out = _forward(model, x, with_features)
     if not views:

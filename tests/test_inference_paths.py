@@ -105,3 +105,33 @@ def test_decoding_beside_or_between_batches_gives_the_same_rows(trained_ckpt, ti
     assert frames[0]["path"].tolist() == frames[1]["path"].tolist() == [ds.item_id(i) for i in range(len(ds))]
     np.testing.assert_allclose(frames[0]["prob_fake"], frames[1]["prob_fake"], rtol=0, atol=1e-6)
     np.testing.assert_allclose(frames[0]["familiarity"], frames[1]["familiarity"], rtol=0, atol=1e-6)
+
+
+def test_the_cpu_forward_runs_in_chunks_with_the_same_logits_and_features(trained_ckpt, monkeypatch):
+    """A batch larger than FORWARD_CHUNK reaches the model FORWARD_CHUNK images at a time on a CPU (its activations
+    stay in the caches), and the logits and pooled features equal those of the whole batch at once, for one window
+    per image and for K windows (the per-image mean is taken after the chunks are joined)."""
+    import torch
+
+    from core import evaluate as ev
+    from core.checkpoint import load_checkpoint
+    lm = load_checkpoint(trained_ckpt)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (23, 3, lm.preprocess.size, lm.preprocess.size),
+                                                             dtype=np.uint8))
+    whole = ev.predict_logits(lm.inference_model, x, lm.device, with_features=True)      # 23 <= 64: one pass
+    seen = []
+    hook = lm.inference_model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    monkeypatch.setattr(ev, "FORWARD_CHUNK", 5)
+    try:
+        z = ev.predict_logits(lm.inference_model, x, lm.device)
+        zf, f = ev.predict_logits(lm.inference_model, x, lm.device, with_features=True)
+        windows = ev.predict_logits(lm.inference_model, x.view(23, 1, *x.shape[1:]).expand(23, 2, *x.shape[1:]),
+                                    lm.device)
+    finally:
+        hook.remove()
+    assert seen[:5] == [5, 5, 5, 5, 3] and max(seen) == 5
+    np.testing.assert_allclose(z.numpy(), whole[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(zf.numpy(), whole[0].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(f.numpy(), whole[1].numpy(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(windows.numpy(), whole[0].numpy(), rtol=0, atol=1e-5)   # 2 equal windows: same mean
+    assert z.shape == (23,) and f.shape == whole[1].shape
