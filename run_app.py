@@ -517,7 +517,7 @@ def follow_waiters(set_nice, stop: threading.Event | None = None, poll: float = 
     """While a caller in any process waits for a result this process is computing (a page opened before the
     warm-up got there: core.checkpoint.waited_for_here), its group runs at nice 0, like the page's own work;
     otherwise at WARM_UP_GROUP_NICE. Priority inheritance: the user is waiting for exactly that result, and
-    a browser that only waits for it needs no CPU (measured: bench_browser's Limitations rows)."""
+    a browser that only waits for it needs little CPU."""
     from core.checkpoint import waited_for_here
     current = WARM_UP_GROUP_NICE
     while stop is None or not stop.is_set():

@@ -160,6 +160,7 @@ class ResultLock:
         self.file = os.path.join(head, ".locks", name + ".lock")
         self._thread = threading.Lock()
         self._fd: int | None = None
+        self.held = False                   # acquired by a thread of this process (not merely waiting for it)
 
     def acquire(self, blocking: bool = True) -> bool:
         if not self._thread.acquire(blocking):
@@ -181,6 +182,7 @@ class ResultLock:
                         os.close(fd)
                         raise
             self._fd = fd
+            self.held = True
             return True
         except BaseException:
             self._thread.release()
@@ -196,6 +198,7 @@ class ResultLock:
             return None
 
     def release(self) -> None:
+        self.held = False
         fd, self._fd = self._fd, None
         if fd is not None:
             # Unlock explicitly, then close: a process forked while the lock was held (a DataLoader worker of an
@@ -253,9 +256,10 @@ _RESULT_LOCKS_GUARD = threading.Lock()
 
 def waited_for_here() -> bool:
     """Whether a caller, in any process, waits for a result a thread of this process is computing now
-    (holds its ResultLock): run_app.py's warm-up process asks it twice a second."""
+    (holds its ResultLock; a thread of this process that is itself waiting for one does not count): run_app.py's
+    warm-up process asks it four times a second."""
     with _RESULT_LOCKS_GUARD:
-        held = [lock for lock in _RESULT_LOCKS.values() if lock.locked()]
+        held = [lock for lock in _RESULT_LOCKS.values() if lock.held]
     return any(lock.waited_for() for lock in held)
 
 

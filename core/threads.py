@@ -93,9 +93,9 @@ def own_background_group(nice: int = 19) -> bool:
     (Playwright launches Chromium with setsid; a desktop starts every application in its own), so a thread in
     SCHED_IDLE at nice +19 in the server's session still took as much CPU as all of the browser's threads
     together while the browser drew a page: the server's group, with only that thread runnable, weighs as much
-    as the browser's. Measured: a fresh server's first view of Model & data, the renderer's main thread waited
-    6.3 s to run (of 3.8 s run) beside the warm-up, 3.0 s with the warm-up stopped. A group of its own at nice
-    +19 weighs 15 against a nice-0 group's 1024: about 1.5% of a core the browser wants. Elsewhere (no setsid,
+    as the browser's. A group of its own at nice +19 weighs 15 against a nice-0 group's 1024: about 1.5% of a
+    core the browser wants (`python benchmarks/autogroup_share.py`: a SCHED_IDLE spinner beside a busy process
+    of another session got 50.0% of their core, 1.5% in a group of its own at nice +19). Elsewhere (no setsid,
     no autogroup file, or refused) nothing changes and False is returned; the threads' own nice and
     SCHED_IDLE (`lower_priority`) still apply inside whatever group they are in."""
     try:
@@ -103,12 +103,7 @@ def own_background_group(nice: int = 19) -> bool:
             os.setsid()                     # refused for a process group leader: then its own group is kept
     except (AttributeError, OSError):
         return False
-    try:
-        with open(AUTOGROUP, "w") as f:     # raising an autogroup's nice needs no privilege
-            f.write(str(int(nice)))
-    except OSError:
-        return False
-    return True
+    return set_group_nice(nice)             # raising an autogroup's nice needs no privilege
 
 
 def set_group_nice(nice: int) -> bool:

@@ -831,3 +831,33 @@ def test_the_warm_ups_priority_follows_whether_a_page_waits_for_it(monkeypatch):
         return True
     run_app.follow_waiters(set_nice, stop=stop, poll=0.001)
     assert calls == [0, 0, run_app.WARM_UP_GROUP_NICE]
+
+
+def test_a_thread_waiting_for_a_result_is_not_counted_as_computing_it(tmp_path):
+    """waited_for_here counts only results a thread of this process holds: a thread here that is itself blocked
+    on a result another process computes (its own marker beside the lock file) does not raise the warm-up's
+    priority."""
+    from core.checkpoint import result_lock, waited_for_here
+    out = tmp_path / "runs" / "eval-xyz"
+    holder = ("import sys, time\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+              "lock.acquire()\nprint('held', flush=True)\nsys.stdin.readline()\nlock.release()")
+    p = subprocess.Popen([sys.executable, "-c", holder, str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    lock = result_lock(out)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        t = threading.Thread(target=lock.acquire)
+        t.start()
+        end = time.time() + 30
+        while not lock.waited_for() and time.time() < end:
+            time.sleep(0.05)
+        assert lock.waited_for() and lock.locked() and not lock.held     # waiting here, not holding
+        assert not waited_for_here()
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        t.join(30)
+        assert lock.held and not lock.waited_for()
+        lock.release()
+        assert not lock.held
+    finally:
+        stop_process(p)
