@@ -5,12 +5,14 @@
 
 Throughput rows (images/s, same model, same images, measured in interleaved rounds, best of --repeats):
 - fused forward: LoadedModel.inference_model (BatchNorm folded into the convolutions) on uint8 tensors
-  already in memory, best batch size of 64/128/256. This is the limit: everything else adds work to it.
+  already in memory, the best of batch sizes 32/64/128/256 on the process's torch threads, and of the same
+  batches split over lanes of one torch thread each (one lane per thread, core.threads.map_in_lanes). This is
+  the limit: everything else adds work to it.
 - unfused forward: the trained module as saved (what inference ran before folding).
 - end-to-end: core.evaluate.predict_dataset, files on disk -> decode -> preprocess -> model -> P(FAKE)
-  (+ familiarity features), in-process as evaluate runs by default (core.evaluate.decode_overlaps), then
-  with decoding forced into a thread beside the forward pass and forced between batches, with 2 DataLoader
-  workers, and with Pillow decoding every JPEG (the fast JPEG path of core.images switched off).
+  (+ familiarity), in-process as evaluate runs by default (core.evaluate.decoding_schedule: lanes on this
+  CPU), then with each other schedule (a decoding thread beside the forward; decoding between batches), with
+  2 DataLoader workers, and with Pillow decoding every JPEG (the fast JPEG path of core.images switched off).
 - seed V2.1 pipeline: each image downsampled to 32 and upscaled to 128 (16x the pixels), same architecture
   at 128x128 (a checkpoint trained that way when --seed-weights exists).
 Roofline: FLOPs per image (convolutions and linear layers, counted by torch.utils.flop_counter on the
@@ -30,11 +32,11 @@ from common import ROOT, print_table, save
 from core import images
 from core.checkpoint import load_checkpoint
 from core.datasets import open_dataset
-from core import evaluate as evaluate_module
-from core.evaluate import decode_dataset, decode_overlaps, predict_dataset, predict_logits
+from core.evaluate import decode_dataset, decoding_schedule, predict_dataset, predict_logits
 from core.metrics import classification_metrics
 from core.predict import predict_one
 from core.preprocess import SEED_V21_PREPROCESS, to_model_input
+from core.threads import map_in_lanes
 
 
 def flops_per_image(model: torch.nn.Module, size: int) -> int:
@@ -80,13 +82,12 @@ def profile(args) -> None:
     import cProfile
     import pstats
 
-    from core.evaluate import evaluate
     lm, ds = load_checkpoint(args.weights), open_dataset(args.data)
-    evaluate_module.OVERLAP_DECODING = False
-    evaluate(lm, ds, batch_size=args.batch_size, workers=0)          # warm-up: page cache, oneDNN primitives
+    run = lambda: predict_dataset(lm, ds, batch_size=args.batch_size, workers=0, schedule="serial")  # noqa: E731
+    run()                                                            # warm-up: page cache, oneDNN primitives
     prof = cProfile.Profile()
     t0 = time.perf_counter()
-    prof.runcall(evaluate, lm, ds, batch_size=args.batch_size, workers=0)
+    prof.runcall(run)
     print(f"{len(ds)} images in {time.perf_counter() - t0:.2f} s, {torch.get_num_threads()} torch threads")
     pstats.Stats(prof).sort_stats("tottime").print_stats(20)
 
@@ -102,8 +103,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds, best of N (default: 5)")
     ap.add_argument("--name", default="inference", help="results file benchmarks/results/NAME.json (default: inference)")
     ap.add_argument("--profile", action="store_true",
-                    help="only print a cProfile of one end-to-end evaluation (core.evaluate.evaluate, decoding "
-                         "between batches so that one thread holds all the work), top 20 by own time")
+                    help="only print a cProfile of one end-to-end prediction (core.evaluate.predict_dataset, "
+                         "schedule 'serial' so that one thread holds all the work), top 20 by own time")
     args = ap.parse_args()
     if args.profile:
         return profile(args)
@@ -116,13 +117,19 @@ def main():
 
     def forward(model, b):
         def run():                              # the forward at batch b as it is (not cut into FORWARD_CHUNKs)
-            saved = evaluate_module.FORWARD_CHUNK
-            evaluate_module.FORWARD_CHUNK = b
-            try:
+            with torch.inference_mode():
                 for i in range(0, len(x), b):
-                    predict_logits(model, x[i:i + b], lm.device)
-            finally:
-                evaluate_module.FORWARD_CHUNK = saved
+                    model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
+        return run
+
+    def forward_lanes(model, b):
+        def one(i):
+            with torch.inference_mode():
+                return model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
+
+        def run():                              # the same batches, one lane per torch thread (one thread each)
+            for _ in map_in_lanes(one, range(0, len(x), b), lanes=torch.get_num_threads()):
+                pass
         return run
 
     res = {}
@@ -132,14 +139,9 @@ def main():
             res["df"], _ = predict_dataset(lm, ds, bs, workers=workers)
         return run
 
-    def e2e_overlap(on: bool):
+    def e2e_schedule(schedule: str):
         def run():
-            saved = evaluate_module.OVERLAP_DECODING
-            evaluate_module.OVERLAP_DECODING = on
-            try:
-                predict_dataset(lm, ds, bs, workers=0)
-            finally:
-                evaluate_module.OVERLAP_DECODING = saved
+            predict_dataset(lm, ds, bs, workers=0, schedule=schedule)
         return run
 
     def e2e_pillow():
@@ -150,10 +152,12 @@ def main():
         finally:
             images._FAST_JPEG = saved
 
-    jobs = {("fused", b): forward(lm.inference_model, b) for b in (64, 128, 256)}
-    jobs.update({("unfused", b): forward(lm.model, b) for b in (64, 128, 256)})
+    batches = (32, 64, 128, 256)
+    jobs = {("fused", b): forward(lm.inference_model, b) for b in batches}
+    jobs.update({("fused-lanes", b): forward_lanes(lm.inference_model, b) for b in batches})
+    jobs.update({("unfused", b): forward(lm.model, b) for b in batches})
     jobs.update({("e2e", 0): e2e(), ("e2e", 2): e2e(2), ("e2e-pillow", 0): e2e_pillow,
-                 ("e2e-thread", 0): e2e_overlap(True), ("e2e-serial", 0): e2e_overlap(False)})
+                 ("e2e-thread", 0): e2e_schedule("thread"), ("e2e-serial", 0): e2e_schedule("serial")})
     for fn in jobs.values():                       # warm-up: allocator, oneDNN primitives, page cache
         fn()
     best = {k: float("inf") for k in jobs}
@@ -161,16 +165,18 @@ def main():
         for k, fn in jobs.items():
             best[k] = min(best[k], _timed(fn))
     acc = classification_metrics(res["df"].label.to_numpy(), res["df"].prob_fake.to_numpy())["accuracy"]
-    fused_b = min((64, 128, 256), key=lambda b: best[("fused", b)])
-    unfused_b = min((64, 128, 256), key=lambda b: best[("unfused", b)])
-    t_fused = best[("fused", fused_b)]
+    fused_k = min((k for k in best if k[0] in ("fused", "fused-lanes")), key=best.get)
+    unfused_b = min(batches, key=lambda b: best[("unfused", b)])
+    t_fused = best[fused_k]
+    how = f"{torch.get_num_threads()} lanes of 1 thread" if fused_k[0] == "fused-lanes" else \
+        f"{torch.get_num_threads()} threads"
     rows = [
-        {"pipeline": f"fused forward, batch {fused_b} (tensors in memory): the limit", "images_per_s": n / t_fused,
-         "ratio_to_fused": 1.0},
+        {"pipeline": f"fused forward, batch {fused_k[1]}, {how} (tensors in memory): the limit",
+         "images_per_s": n / t_fused, "ratio_to_fused": 1.0},
         {"pipeline": f"unfused forward, batch {unfused_b} (the trained module as saved)",
          "images_per_s": n / best[("unfused", unfused_b)], "ratio_to_fused": t_fused / best[("unfused", unfused_b)]},
-        {"pipeline": f"end-to-end evaluate, files on disk, batch {bs} (decoding "
-                     f"{'in a thread' if decode_overlaps(lm.device) else 'between batches'}: the default here)",
+        {"pipeline": f"end-to-end evaluate, files on disk, batch {bs} (schedule "
+                     f"'{decoding_schedule(lm.device)}': the default here)",
          "images_per_s": n / best[("e2e", 0)],
          "ratio_to_fused": t_fused / best[("e2e", 0)], "accuracy": acc},
         {"pipeline": "end-to-end, decoding in a thread beside the forward", "images_per_s": n / best[("e2e-thread", 0)],

@@ -34,6 +34,7 @@ from .labels import LabelMappingError, describe_mapping, parse_class_map
 from .metrics import apply_temperature, classification_metrics
 from .preprocess import PreprocessConfig, to_model_input
 from .shifts import Shift, ShiftError, parse_shift
+from .threads import map_in_lanes
 from .verdict import colourfulness, decide, pooled_features, verdict_summary
 
 PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
@@ -192,59 +193,96 @@ def _forward(model, x, with_features: bool):
     return model(x).float().cpu()
 
 
-# None: decide per device (decode_overlaps); True/False force it (benchmarks/bench_inference.py compares both).
-OVERLAP_DECODING: bool | None = None
+# How in-process evaluation (no DataLoader workers) arranges decoding and the forward pass, per call:
+#   "lanes":  on a CPU, one lane per torch thread of the caller; each lane decodes a unit of FORWARD_CHUNK items and
+#             runs the forward on it on one thread (core.threads.map_in_lanes);
+#   "thread": decoding in a thread beside the forward (prefetch), the GPU's arrangement;
+#   "serial": decoding between batches, all on the calling thread.
+SCHEDULES = ("lanes", "thread", "serial")
 
 
-def decode_overlaps(device: torch.device) -> bool:
-    """Whether in-process decoding runs in a thread beside the forward pass (prefetch) or between batches.
+def decoding_schedule(device: torch.device, threads: int | None = None) -> str:
+    """The default arrangement (SCHEDULES) for a forward on `device` by a caller with `threads` torch threads
+    (default: the calling thread's own).
 
-    Beside it when the forward leaves a core free: a GPU forward, or fewer torch threads than cores. When the
-    forward's threads occupy every core (torch's default on a CPU), a decoding thread preempts one of them
-    and the others wait for it at every parallel region; on this project's 2-core machine the thread did
-    not pay for itself (benchmarks/bench_inference.py measures both ways in one run).
+    A GPU forward leaves the cores free: decoding goes in a thread beside it. On a CPU a torch call on a team of
+    threads waits at every parallel region for its slowest member, so a decoding thread beside a team that
+    occupies every core stalls it (on this project's 2-core machine that thread did not pay for itself). Lanes
+    of one thread each, which decode and then run their own unit, keep every core busy without such waits:
+    `python benchmarks/bench_inference.py` measures the three in one run. A caller with one torch thread (a
+    warm-up or sweep lane, core.threads.start_single_threaded) decodes between batches on its own thread.
     """
-    if OVERLAP_DECODING is not None:
-        return OVERLAP_DECODING
-    return device.type != "cpu" or torch.get_num_threads() < (os.cpu_count() or 1)
+    if device.type != "cpu":
+        return "thread"
+    return "lanes" if (torch.get_num_threads() if threads is None else threads) > 1 else "serial"
 
 
 def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, workers: int | None = None,
-                    shift: Shift | None = None, progress=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+                    shift: Shift | None = None, progress=None, schedule: str | None = None
+                    ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """Run the model over a dataset. Returns (predictions DataFrame, skipped [(id, reason)]).
 
     DataFrame columns: path (item id), label (0/1), prob_fake (sigmoid(logit / T)), logit (raw), source.
-    `progress(done, total)` is called after each batch. `ds` is only read (a per-call view carries the
-    model's preprocessing and the shift), so concurrent calls on one shared dataset are independent.
+    `progress(done, total)` is called after each batch, on the calling thread. `ds` is only read (a per-call view
+    carries the model's preprocessing and the shift), so concurrent calls on one shared dataset are independent.
+    `schedule`: one of SCHEDULES for in-process decoding (default `decoding_schedule`); every schedule gives the
+    same rows in dataset order.
     """
-    df, skipped, _, _ = _predict_rows(lm, ds, batch_size, workers, shift, progress)
+    df, skipped, _, _ = _predict_rows(lm, ds, batch_size, workers, shift, progress, schedule=schedule)
     return df, skipped
 
 
+def _score_batch(lm: LoadedModel, batch: dict) -> dict:
+    """One collated batch (collate_records) -> its logits, familiarity, labels, positions, ids and sources."""
+    out = {"skipped": batch["skipped"], "ids": batch["ids"], "sources": batch["sources"], "z": None, "fam": None,
+           "y": batch["y"].numpy(), "index": batch["index"].numpy()}
+    if len(batch["ids"]):
+        fam_model = lm.verdict.familiarity
+        if fam_model is not None:
+            z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
+            out["fam"] = fam_model.score(f.numpy(), colourfulness(batch["x"]))
+        else:
+            z = predict_logits(lm.inference_model, batch["x"], lm.device)
+        out["z"] = z.numpy()
+    return out
+
+
 def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, workers: int | None = None,
-                  shift: Shift | None = None, progress=None, indices: list[int] | None = None):
+                  shift: Shift | None = None, progress=None, indices: list[int] | None = None,
+                  schedule: str | None = None):
     """predict_dataset over `indices` (default: all, in order), plus the dataset positions of the rows and
     of the skipped items: (df, skipped, row_index (N,) int64, skipped_index list)."""
-    fam_model = lm.verdict.familiarity
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
+    schedule = schedule or decoding_schedule(lm.device)
     rows_id, rows_y, rows_z, rows_f, rows_src, rows_idx, skipped = [], [], [], [], [], [], []
-    done, total = 0, len(ds) if indices is None else len(indices)
-    loader = build_loader(ds.view(lm.preprocess, shift), batch_size, workers, sampler=indices)
-    # Worker processes already overlap decoding with the forward pass; in-process decoding does it through a
-    # thread only where that thread has a core to itself (decode_overlaps).
-    for batch in (prefetch(loader) if loader.num_workers == 0 and decode_overlaps(lm.device) else loader):
-        skipped += batch["skipped"]
-        if len(batch["ids"]):
-            if fam_model is not None:
-                z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
-                rows_f.append(fam_model.score(f.numpy(), colourfulness(batch["x"])))
-            else:
-                z = predict_logits(lm.inference_model, batch["x"], lm.device)
-            rows_z.append(z.numpy())
-            rows_y.append(batch["y"].numpy())
-            rows_idx.append(batch["index"].numpy())
-            rows_id += batch["ids"]
-            rows_src += batch["sources"]
-        done += len(batch["ids"]) + len(batch["skipped"])
+    visited = range(len(ds)) if indices is None else indices
+    done, total = 0, len(visited)
+    view = ds.view(lm.preprocess, shift)
+    if schedule == "lanes" and not workers:
+        # Units of one forward chunk: a lane that finishes early waits at most one unit for the other.
+        unit = max(1, min(batch_size, FORWARD_CHUNK))
+        order = list(visited)
+        scored = map_in_lanes(lambda part: _score_batch(lm, collate_records([view[i] for i in part])),
+                              [order[i:i + unit] for i in range(0, len(order), unit)],
+                              lanes=torch.get_num_threads(), name="evaluation lane")
+    else:
+        loader = build_loader(view, batch_size, workers, sampler=indices)
+        # Worker processes already overlap decoding with the forward pass; in-process decoding goes in a thread
+        # beside it only with schedule "thread" (a GPU's default).
+        batches = prefetch(loader) if loader.num_workers == 0 and schedule == "thread" else loader
+        scored = (_score_batch(lm, b) for b in batches)
+    for part in scored:
+        skipped += part["skipped"]
+        if part["z"] is not None:
+            rows_z.append(part["z"])
+            if part["fam"] is not None:
+                rows_f.append(part["fam"])
+            rows_y.append(part["y"])
+            rows_idx.append(part["index"])
+            rows_id += part["ids"]
+            rows_src += part["sources"]
+        done += len(part["ids"]) + len(part["skipped"])
         if progress:
             progress(done, total)
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
@@ -253,9 +291,8 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
                        "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src,
                        "familiarity": fam})
     row_index = np.concatenate(rows_idx) if rows_idx else np.zeros(0, np.int64)
-    # The loader visits `indices` in order and skipped items keep that order, so the positions not
-    # among the rows, sorted, are the skipped items' positions.
-    visited = range(len(ds)) if indices is None else indices
+    # Rows and skipped items keep the order of `visited`, so the positions not among the rows, sorted, are the
+    # skipped items' positions.
     skipped_index = sorted(set(visited) - set(row_index.tolist()))
     return df, skipped, row_index, skipped_index
 

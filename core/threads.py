@@ -80,6 +80,59 @@ def start_single_threaded(targets: list, nice: int = 0, name: str = "worker", id
     return threads
 
 
+def map_in_lanes(work, units, lanes: int, name: str = "lane"):
+    """Yield work(unit) for each of `units`, in their order, computed by `lanes` threads that each run torch on
+    one intra-op thread (`start_single_threaded`; they keep the caller's nice and scheduling class) and take the
+    next unit whenever they finish one, so no lane idles while units are left.
+
+    Why: on a CPU a torch call on a team of threads waits at every parallel region for its slowest member,
+    and a decoding thread beside such a team preempts one member and stalls the other. Lanes that each decode
+    and then run their own unit on one thread keep every core busy: while one lane holds the interpreter lock
+    in Python (file reads, header checks), the other's forward runs without it (core.evaluate; measured by
+    benchmarks/bench_inference.py). An exception in `work` is raised here, at its unit's turn; the lanes stop
+    taking units when the consumer stops (or fails) and are joined before this returns."""
+    units = list(units)
+    results: dict[int, tuple] = {}
+    cond = threading.Condition()
+    taken = [0]
+    stop = [False]
+
+    def lane():
+        while True:
+            with cond:
+                if stop[0] or taken[0] >= len(units):
+                    return
+                k = taken[0]
+                taken[0] += 1
+            try:
+                out = (work(units[k]), None)
+            except BaseException as e:          # forwarded to the consumer at unit k's turn
+                out = (None, e)
+            with cond:
+                results[k] = out
+                if out[1] is not None:
+                    stop[0] = True
+                cond.notify_all()
+
+    threads = start_single_threaded([lane] * max(1, min(lanes, len(units))), name=name) if units else []
+    try:
+        for k in range(len(units)):
+            with cond:
+                while k not in results:
+                    if not any(t.is_alive() for t in threads) and k not in results:
+                        raise RuntimeError(f"{name}s ended before unit {k} was done")
+                    cond.wait(0.5)
+                value, err = results.pop(k)
+            if err is not None:
+                raise err
+            yield value
+    finally:
+        with cond:
+            stop[0] = True
+        for t in threads:
+            t.join()
+
+
 AUTOGROUP = "/proc/self/autogroup"
 
 

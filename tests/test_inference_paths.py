@@ -2,8 +2,8 @@
 
 Each path here was rewritten for speed (benchmarks/bench_inference.py): the familiarity distance (a
 matmul instead of a three-operand einsum), the file read (os.read instead of open().read()) and the
-item id (a prefix cut instead of os.path.relpath), and decoding between batches instead of in a thread
-where the forward occupies every core. Each test checks the new path against numbers worked
+item id (a prefix cut instead of os.path.relpath), and lanes that each decode and run their own unit instead of a
+decoding thread beside a forward that occupies every core. Each test checks the new path against numbers worked
 by hand or against the old definition.
 """
 from __future__ import annotations
@@ -38,6 +38,14 @@ def test_familiarity_distance_by_hand_and_against_the_definition():
     assert got.dtype == np.float64 and got.shape == (300,)
     np.testing.assert_allclose(got, want, rtol=1e-12)
     assert fam.distance(np.zeros((0, 16), np.float32)).shape == (0,)
+    assert fam._factor is not None                        # the one-matmul form (Cholesky factor) was taken
+    # a precision that is not positive definite (a foreign checkpoint) has no factor: the two-matmul form, clamped
+    # precision [[1, 2], [2, 1]], means (0, 0) and (3, 0): the point (1, 0): REAL 1, FAKE (-2, 0): 4 -> 1;
+    # the point (1, -1): REAL 1 - 4 + 1 = -2, FAKE (-2, -1): 4 + 8 + 1 = 13 -> -2, clamped to 0
+    odd = Familiarity(means=np.array([[0.0, 0.0], [3.0, 0.0]]), precision=np.array([[1.0, 2.0], [2.0, 1.0]]),
+                      reference=np.array([0.5]))
+    assert odd._factor is None
+    np.testing.assert_allclose(odd.distance(np.array([[1.0, 0.0], [1.0, -1.0]])), [1.0, 0.0], rtol=0, atol=1e-12)
 
 
 def test_load_image_from_a_path_reads_the_whole_file_and_keeps_its_reasons(tmp_path):
@@ -83,28 +91,113 @@ def test_item_ids_are_paths_relative_to_the_dataset(tmp_path, monkeypatch, how):
     assert ids == [os.path.relpath(ds.items[i][0], ds.root) for i in range(len(ds))]
 
 
-def test_decoding_beside_or_between_batches_gives_the_same_rows(trained_ckpt, tiny_cifake, monkeypatch):
+def test_the_default_schedule_by_device_and_threads():
+    """Lanes on a CPU where the caller has several torch threads, decoding between batches on one thread (a warm-up
+    or sweep lane), a decoding thread beside a GPU's forward."""
+    import torch
+
+    from core import evaluate as ev
+    assert ev.decoding_schedule(torch.device("cpu"), 2) == "lanes"
+    assert ev.decoding_schedule(torch.device("cpu"), 1) == "serial"
+    assert ev.decoding_schedule(torch.device("cuda"), 2) == "thread"
+    assert ev.decoding_schedule(torch.device("mps"), 1) == "thread"
+
+
+def test_every_schedule_gives_the_same_rows_in_dataset_order(trained_ckpt, tiny_cifake, tmp_path, monkeypatch):
+    """Lanes, a decoding thread, decoding between batches and DataLoader workers: the same rows, skipped items and
+    positions, for the whole set and for a subset (a sweep's sample), with an undecodable file among them; with lanes
+    the work runs on two threads of one torch thread each and progress reaches the calling thread."""
+    import shutil
+    import threading
+
     import torch
 
     from core import evaluate as ev
     from core.checkpoint import load_checkpoint
-    # the rule: a thread only where the forward leaves a core free
-    monkeypatch.setattr(ev.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    assert not ev.decode_overlaps(torch.device("cpu"))
-    assert ev.decode_overlaps(torch.device("cuda"))
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ev.decode_overlaps(torch.device("cpu"))
-    monkeypatch.undo()
     lm = load_checkpoint(trained_ckpt)
-    ds = open_dataset(tiny_cifake, split="test")
-    frames = []
-    for overlap in (True, False):
-        monkeypatch.setattr(ev, "OVERLAP_DECODING", overlap)
-        frames.append(ev.predict_dataset(lm, ds, batch_size=7, workers=0)[0])
-    assert frames[0]["path"].tolist() == frames[1]["path"].tolist() == [ds.item_id(i) for i in range(len(ds))]
-    np.testing.assert_allclose(frames[0]["prob_fake"], frames[1]["prob_fake"], rtol=0, atol=1e-6)
-    np.testing.assert_allclose(frames[0]["familiarity"], frames[1]["familiarity"], rtol=0, atol=1e-6)
+    root = tmp_path / "c"
+    shutil.copytree(tiny_cifake, root)
+    (root / "test" / "FAKE" / "0003.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    ds = open_dataset(root, split="test")
+    bad = ds.item_id(3)
+    assert bad == "FAKE/0003.jpg"
+    seen, progress_threads = [], set()
+    score = ev._score_batch
+
+    def spy(lm_, batch):
+        seen.append((threading.get_ident(), torch.get_num_threads(), len(batch["ids"]) + len(batch["skipped"])))
+        return score(lm_, batch)
+    monkeypatch.setattr(ev, "_score_batch", spy)
+    monkeypatch.setattr(ev, "FORWARD_CHUNK", 5)                  # lanes take units of 5 items
+    subset = [1, 3, 4, 7, 20, 30, 31, 47]
+    results = {}
+    for how in ("lanes", "thread", "serial", "workers"):
+        kw = {"workers": 2, "schedule": "serial"} if how == "workers" else {"workers": 0, "schedule": how}
+        seen.clear()
+        results[how] = (ev._predict_rows(lm, ds, batch_size=7, progress=lambda d, t: progress_threads.add(
+                            (how, threading.get_ident(), d, t)), **kw),
+                        ev._predict_rows(lm, ds, batch_size=7, indices=subset, **kw))
+        if how == "lanes":
+            assert torch.get_num_threads() > 1                    # the caller has a team: lanes of one thread each
+            assert {n for _, n, _ in seen} == {1} and len({t for t, _, _ in seen}) == min(2, torch.get_num_threads())
+            assert threading.get_ident() not in {t for t, _, _ in seen}
+            assert sorted(k for _, _, k in seen) == [3] * 2 + [5] * 10     # 8 subset items in 5 + 3; 48 in 9 x 5 + 3
+    lanes_progress = sorted(d for how, t, d, _ in progress_threads if how == "lanes")
+    assert {t for how, t, _, _ in progress_threads} == {threading.get_ident()}
+    assert lanes_progress == [5, 10, 15, 20, 25, 30, 35, 40, 45, 48]
+    for whole, part in results.values():
+        df, skipped, row_index, skipped_index = whole
+        assert df["path"].tolist() == [ds.item_id(i) for i in range(len(ds)) if i != 3]
+        assert row_index.tolist() == [i for i in range(len(ds)) if i != 3]
+        assert [s[0] for s in skipped] == [bad] and skipped_index == [3]
+        df_s, skipped_s, row_index_s, skipped_index_s = part
+        assert row_index_s.tolist() == [i for i in subset if i != 3] and skipped_index_s == [3]
+        assert df_s["path"].tolist() == [ds.item_id(i) for i in subset if i != 3]
+    ref = results["serial"][0][0]
+    for how in ("lanes", "thread", "workers"):
+        for col in ("prob_fake", "familiarity", "logit"):
+            np.testing.assert_allclose(results[how][0][0][col], ref[col], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        ev.predict_dataset(lm, ds, schedule="fast")
+
+
+def test_map_in_lanes_keeps_order_raises_at_the_failing_unit_and_joins_its_lanes():
+    import threading
+    import time
+
+    import torch
+
+    from core.threads import map_in_lanes
+
+    def work(k):                                   # later units finish first: the output is still in unit order
+        time.sleep(0.002 * (10 - k))
+        return k, threading.get_ident(), torch.get_num_threads()
+    before = threading.active_count()
+    out = list(map_in_lanes(work, range(10), lanes=2))
+    assert [k for k, _, _ in out] == list(range(10))
+    assert len({t for _, t, _ in out}) == 2 and {n for _, _, n in out} == {1}
+    assert threading.active_count() == before
+    assert list(map_in_lanes(work, [], lanes=2)) == []
+
+    done = []
+
+    def failing(k):
+        if k == 4:
+            raise KeyError("unit 4")
+        done.append(k)
+        return k
+    got = []
+    with pytest.raises(KeyError, match="unit 4"):
+        for v in map_in_lanes(failing, range(50), lanes=2):
+            got.append(v)
+    assert got == [0, 1, 2, 3]                    # every unit before the failing one, in order
+    assert len(done) < 49                         # the lanes stopped taking units
+    assert threading.active_count() == before
+
+    gen = map_in_lanes(work, range(10), lanes=2)  # a consumer that stops early: the lanes are joined
+    assert next(gen)[0] == 0
+    gen.close()
+    assert threading.active_count() == before
 
 
 def test_the_cpu_forward_runs_in_chunks_with_the_same_logits_and_features(trained_ckpt, monkeypatch):
