@@ -12,7 +12,8 @@ counted twice) of the process and its workers, sampled every 100 ms:
 - squash 32, full decoding: every pixel decoded (libjpeg-turbo), then resized to 32x32;
 - squash 32, draft decoding (PreprocessConfig.draft): JPEGs decoded at 1/8 scale straight from the DCT;
 - crop 128 (fit "crop"): a 128x128 window at native resolution, 1 window and 5 windows averaged;
-each with 0 and 2 DataLoader workers. The model is an untrained seed-v21 at the right input size:
+each in-process in lanes (evaluate's default on a CPU: core.evaluate.decoding_schedule), in-process decoding
+between batches on one thread team, and with 2 DataLoader workers. The model is an untrained seed-v21 at the right input size:
 this measures speed, not accuracy. "forward only" is the same model on in-memory tensors of the same
 shape: the gap to it is decoding. Ratios are within one run; the machine may be shared.
 """
@@ -62,7 +63,7 @@ def make_parquet(path, n: int, seed: int = 0) -> None:
     os.replace(tmp, path)
 
 
-def child(config: str, workers: int, parquet: str, repeats: int) -> None:
+def child(config: str, workers: int, schedule: str, parquet: str, repeats: int) -> None:
     """Runs in its own process: evaluate the parquet, print one JSON line."""
     import torch
     from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
@@ -80,7 +81,7 @@ def child(config: str, workers: int, parquet: str, repeats: int) -> None:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        df, m = evaluate(lm, ds, workers=workers, batch_size=32)
+        df, m = evaluate(lm, ds, workers=workers, batch_size=32, schedule=schedule)
         best = min(best, time.perf_counter() - t0)
     k = pcfg.crops
     x = torch.randint(0, 256, (32, k, 3, pcfg.size, pcfg.size), dtype=torch.uint8).squeeze(1)
@@ -116,10 +117,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=240, help="JPEGs in the generated parquet (default: 240)")
     ap.add_argument("--repeats", type=int, default=2, help="evaluations per process, best of N (default: 2)")
-    ap.add_argument("--child", nargs=3, metavar=("CONFIG", "WORKERS", "PARQUET"), help=argparse.SUPPRESS)
+    ap.add_argument("--name", default="large_images", help="results file benchmarks/results/NAME.json")
+    ap.add_argument("--child", nargs=4, metavar=("CONFIG", "WORKERS", "SCHEDULE", "PARQUET"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]), args.child[2], args.repeats)
+        child(args.child[0], int(args.child[1]), args.child[2], args.child[3], args.repeats)
         return
     cache = ROOT / "benchmarks" / "_cache"
     cache.mkdir(exist_ok=True)
@@ -136,21 +138,23 @@ def main():
     _, base_mb = run_measured(base_cmd)
     rows = []
     for config in CONFIGS:
-        for workers in (0, 2):
+        for workers, schedule in ((0, "lanes"), (0, "serial"), (2, "serial")):
             res, peak = run_measured([sys.executable, __file__, "--repeats", str(args.repeats),
-                                      "--child", config, str(workers), str(parquet)])
-            rows.append({"preprocessing": config, "workers": workers, "images_per_s": res["images_per_s"],
+                                      "--child", config, str(workers), schedule, str(parquet)])
+            rows.append({"preprocessing": config, "workers": workers,
+                         "schedule": schedule if workers == 0 else "-", "images_per_s": res["images_per_s"],
                          "forward_only_images_per_s": res["forward_only_images_per_s"],
                          "share_of_forward": res["images_per_s"] / res["forward_only_images_per_s"],
                          "peak_pss_mb": peak, "over_baseline_mb": peak - base_mb, "n": res["n"]})
-            print(f"{config} workers={workers}: {res['images_per_s']:.1f} img/s, peak {peak:.0f} MB", flush=True)
-    full0 = next(r for r in rows if r["preprocessing"] == "squash32-full" and r["workers"] == 0)["images_per_s"]
+            print(f"{config} workers={workers} {schedule}: {res['images_per_s']:.1f} img/s, peak {peak:.0f} MB",
+                  flush=True)
+    full0 = next(r for r in rows if r["preprocessing"] == "squash32-full" and r["schedule"] == "serial")["images_per_s"]
     for r in rows:
-        r["vs_squash32_full_0_workers"] = r["images_per_s"] / full0
+        r["vs_squash32_full_serial"] = r["images_per_s"] / full0
     print(f"\n{args.images} JPEGs of 512-1024 px in one Hemg-schema parquet; baseline process {base_mb:.0f} MB\n")
-    print_table(rows, ["preprocessing", "workers", "images_per_s", "vs_squash32_full_0_workers",
+    print_table(rows, ["preprocessing", "workers", "schedule", "images_per_s", "vs_squash32_full_serial",
                        "forward_only_images_per_s", "peak_pss_mb", "over_baseline_mb"])
-    save("large_images", {"images": args.images, "repeats": args.repeats, "baseline_pss_mb": base_mb,
+    save(args.name, {"images": args.images, "repeats": args.repeats, "baseline_pss_mb": base_mb,
                           "parquet_mb": parquet.stat().st_size / 1e6, "rows": rows})
 
 

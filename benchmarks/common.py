@@ -28,6 +28,20 @@ def machine() -> dict:
             "python": platform.python_version(), "cuda": torch.cuda.is_available()}
 
 
+def commit() -> str | None:
+    """The repository's HEAD commit, with "+changes" when tracked files differ from it (None outside git)."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
 def best_of(fn, repeats: int = 3) -> float:
     """Minimum wall time of `repeats` calls, seconds (the least-disturbed run on a shared machine)."""
     times = []
@@ -54,7 +68,7 @@ def _fmt(v) -> str:
 def save(name: str, payload: dict) -> Path:
     out = ROOT / "benchmarks" / "results" / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), **payload}
+    payload = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "commit": commit(), **payload}
     out.write_text(json.dumps(payload, indent=2, default=float))
     print(f"\nwrote {out.relative_to(ROOT)}")
     return out

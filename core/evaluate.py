@@ -304,7 +304,8 @@ def shard_indices(n: int, rank: int, world: int) -> list[int]:
 
 
 def predict_dataset_distributed(lm: LoadedModel, ds: ImageDataset, rank: int, world: int, batch_size: int = 256,
-                                workers: int | None = None, shift: Shift | None = None, progress=None):
+                                workers: int | None = None, shift: Shift | None = None, progress=None,
+                                schedule: str | None = None):
     """predict_dataset with the items sharded over `world` processes of an initialised torch.distributed group.
 
     Every rank must call it. Rank 0 gets (df, skipped) with the rows and skipped items of all ranks in
@@ -313,7 +314,8 @@ def predict_dataset_distributed(lm: LoadedModel, ds: ImageDataset, rank: int, wo
     import torch.distributed as dist
     idx = shard_indices(len(ds), rank, world)
     rank_progress = (lambda d, t: progress(min(d * world, len(ds)), len(ds))) if progress else None
-    df, skipped, row_index, skipped_index = _predict_rows(lm, ds, batch_size, workers, shift, rank_progress, idx)
+    df, skipped, row_index, skipped_index = _predict_rows(lm, ds, batch_size, workers, shift, rank_progress, idx,
+                                                          schedule)
     payload = (df.to_dict("list"), row_index.tolist(), skipped, skipped_index)
     gathered = [None] * world if rank == 0 else None
     dist.gather_object(payload, gathered, dst=0)
@@ -365,19 +367,20 @@ def write_evaluation(out_dir, df: pd.DataFrame, metrics: dict) -> None:
 
 def evaluate(lm: LoadedModel, ds: ImageDataset, shift: Shift | None = None, threshold: float = 0.5,
              batch_size: int = 256, workers: int | None = None, progress=None,
-             rank: int = 0, world: int = 1) -> tuple[pd.DataFrame, dict]:
-    """Predictions plus the metrics dict written to metrics.json.
+             rank: int = 0, world: int = 1, schedule: str | None = None) -> tuple[pd.DataFrame, dict]:
+    """Predictions plus the metrics dict written to metrics.json. `schedule`: see predict_dataset.
 
     With world > 1 (an initialised torch.distributed group) every rank evaluates its shard and rank 0
     returns the whole result, the same as a single process; other ranks return (None, None).
     """
     t0 = time.perf_counter()
     if world > 1:
-        df, skipped = predict_dataset_distributed(lm, ds, rank, world, batch_size, workers, shift, progress)
+        df, skipped = predict_dataset_distributed(lm, ds, rank, world, batch_size, workers, shift, progress,
+                                                  schedule)
         if rank != 0:
             return None, None
     else:
-        df, skipped = predict_dataset(lm, ds, batch_size, workers, shift, progress)
+        df, skipped = predict_dataset(lm, ds, batch_size, workers, shift, progress, schedule)
     seconds = time.perf_counter() - t0
     df = add_verdicts(df, lm, threshold)
     m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
@@ -452,7 +455,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                    "e.g. jpeg:30, blur:1.5, grayscale, noise:16 (default: none)")
     p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold for the FAKE label (default: 0.5)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: 0 below 4096 images, else 2)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes (default: none on a CPU, where decoding runs in --schedule's "
+                        "lanes; on a GPU 0 below 4096 images, else 2)")
+    p.add_argument("--schedule", choices=SCHEDULES, default=None,
+                   help="how in-process decoding meets the forward: lanes (one per torch thread, each decoding and "
+                        "running its own images on one thread), thread (decoding beside the forward) or serial "
+                        "(between batches); default: lanes on a CPU with several threads, serial with one, thread "
+                        "on a GPU. Every schedule gives the same rows")
     p.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default: auto)")
     p.add_argument("--crops", type=int, default=None,
                    help="windows averaged per image, 1-9, for checkpoints trained with --fit crop "
@@ -509,7 +519,8 @@ def _main(args, rank: int, world: int, device: torch.device) -> int:
             print(f"{world} processes, {len(shard_indices(len(ds), 0, world)):,} images each at most", file=sys.stderr)
     with tqdm(total=len(ds), unit="img", desc="evaluate", disable=rank != 0) as bar:
         df, m = evaluate(lm, ds, shift=shift, threshold=args.threshold, batch_size=args.batch_size,
-                         workers=args.workers, progress=lambda d, t: bar.update(d - bar.n), rank=rank, world=world)
+                         workers=args.workers, progress=lambda d, t: bar.update(d - bar.n), rank=rank, world=world,
+                         schedule=args.schedule)
     if rank != 0:
         return 0
     write_evaluation(args.out, df, m)
