@@ -90,6 +90,49 @@ def profile(args) -> None:
     prof.runcall(run)
     print(f"{len(ds)} images in {time.perf_counter() - t0:.2f} s, {torch.get_num_threads()} torch threads")
     pstats.Stats(prof).sort_stats("tottime").print_stats(20)
+    step_costs(lm, ds, args.repeats)
+
+
+def step_costs(lm, ds, repeats: int) -> None:
+    """CPU time per image of each step a lane runs, on one torch thread (what a lane has), best of `repeats`,
+    without the profiler's overhead: these add up to a lane's work per image."""
+    from core.datasets import collate_records
+    from core.evaluate import FORWARD_CHUNK
+    from core.verdict import colourfulness, pooled_features
+
+    view, n, unit = ds.view(lm.preprocess), len(ds), FORWARD_CHUNK
+    recs = [view[i] for i in range(n)]
+    batches = [collate_records(recs[i:i + unit]) for i in range(0, n, unit)]
+    inputs = [to_model_input(b["x"]) for b in batches]
+    fam = lm.verdict.familiarity
+    feats = []
+
+    def forward():
+        feats.clear()
+        with torch.inference_mode():
+            for x in inputs:
+                feats.append(pooled_features(lm.inference_model, x)[1].float().numpy())
+    steps = {
+        "read, check and decode each file, preprocess (dataset record)": lambda: [view[i] for i in range(n)],
+        f"collate {unit} records": lambda: [collate_records(recs[i:i + unit]) for i in range(0, n, unit)],
+        "forward with pooled features (one thread)": forward,
+        "familiarity (distance, colour, p-values)": lambda: [fam.score(f, colourfulness(b["x"]))
+                                                             for f, b in zip(feats, batches)] if fam else None,
+    }
+    rows = []
+
+    def one_thread():
+        for name, fn in steps.items():
+            fn()
+            rows.append({"step": name, "us_per_image": min(_timed(fn) for _ in range(max(1, repeats))) / n * 1e6})
+    from core.threads import start_single_threaded
+    for t in start_single_threaded([one_thread]):
+        t.join()
+    total = sum(r["us_per_image"] for r in rows)
+    for r in rows:
+        r["share"] = r["us_per_image"] / total
+    print(f"\nCPU time per image of a lane's steps ({n} images, one torch thread, best of {repeats}):")
+    print_table(rows + [{"step": "total", "us_per_image": total, "share": 1.0}], ["step", "us_per_image", "share"])
 
 
 def main():

@@ -29,12 +29,13 @@ def machine() -> dict:
 
 
 def commit() -> str | None:
-    """The repository's HEAD commit, with "+changes" when tracked files differ from it (None outside git)."""
+    """The repository's HEAD commit, with "+changes" when tracked files other than benchmarks/results/ differ from it
+    (None outside git)."""
     import subprocess
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:
