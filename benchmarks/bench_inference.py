@@ -160,14 +160,17 @@ def main():
 
     def forward(model, b):
         def run():                              # the forward at batch b as it is (not cut into FORWARD_CHUNKs)
-            with torch.inference_mode():
+            with torch.inference_mode(), gpu_autocast():
                 for i in range(0, len(x), b):
                     model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
         return run
 
+    def gpu_autocast():                         # as core.evaluate.predict_logits runs a GPU forward
+        return torch.autocast("cuda", dtype=torch.float16, enabled=lm.device.type == "cuda")
+
     def forward_lanes(model, b):
         def one(i):
-            with torch.inference_mode():
+            with torch.inference_mode(), gpu_autocast():
                 return model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
 
         def run():                              # the same batches, one lane per torch thread (one thread each)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 
 from common import ROOT
 
@@ -23,7 +22,7 @@ def short(pipeline: str) -> str:
         return "end-to-end, the default schedule"
     if pipeline.startswith("seed V2.1 pipeline"):
         return "seed V2.1 pipeline (32 -> 128)"
-    return re.sub(r"^end-to-end, ", "end-to-end, ", pipeline)
+    return pipeline
 
 
 def main():
@@ -31,16 +30,17 @@ def main():
     ap.add_argument("names", nargs="+", help="results files benchmarks/results/NAME.json of bench_inference.py")
     args = ap.parse_args()
     runs = [json.loads((ROOT / "benchmarks" / "results" / f"{n}.json").read_text()) for n in args.names]
-    rows = {}
-    for run in runs:
+    rows = {}                                   # row name -> {run position: row}
+    for k, run in enumerate(runs):
         for r in run["throughput"]:
-            rows.setdefault(short(r["pipeline"]), []).append(r)
+            rows.setdefault(short(r["pipeline"]), {})[k] = r
     print("| pipeline | " + " | ".join(f"{n} ({(run.get('commit') or '?')[:8]})" for n, run in zip(args.names, runs))
           + " | ratio range |")
     print("|---|" + "---|" * len(runs) + "---|")
-    for name, rs in rows.items():
-        cells = [f"{r['images_per_s']:,.0f} ({r['ratio_to_fused']:.2f})" for r in rs]
-        ratios = [r["ratio_to_fused"] for r in rs]
+    for name, by_run in rows.items():
+        cells = [f"{by_run[k]['images_per_s']:,.0f} ({by_run[k]['ratio_to_fused']:.2f})" if k in by_run else "-"
+                 for k in range(len(runs))]
+        ratios = [r["ratio_to_fused"] for r in by_run.values()]
         print(f"| {name} | " + " | ".join(cells) + f" | {min(ratios):.2f}-{max(ratios):.2f} |")
     print()
     for n, run in zip(args.names, runs):

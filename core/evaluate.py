@@ -195,7 +195,8 @@ def _forward(model, x, with_features: bool):
 
 # How in-process evaluation (no DataLoader workers) arranges decoding and the forward pass, per call:
 #   "lanes":  on a CPU, one lane per torch thread of the caller; each lane decodes a unit of FORWARD_CHUNK items and
-#             runs the forward on it on one thread (core.threads.map_in_lanes);
+#             runs the forward on it on one thread (core.threads.map_in_lanes); accepted on a GPU too (each lane then
+#             sends its own units to the GPU), but never the default there;
 #   "thread": decoding in a thread beside the forward (prefetch), the GPU's arrangement;
 #   "serial": decoding between batches, all on the calling thread.
 SCHEDULES = ("lanes", "thread", "serial")
@@ -223,7 +224,8 @@ def predict_dataset(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, wo
     """Run the model over a dataset. Returns (predictions DataFrame, skipped [(id, reason)]).
 
     DataFrame columns: path (item id), label (0/1), prob_fake (sigmoid(logit / T)), logit (raw), source.
-    `progress(done, total)` is called after each batch, on the calling thread. `ds` is only read (a per-call view
+    `progress(done, total)` is called after each batch (with lanes, each unit of at most FORWARD_CHUNK items), on
+    the calling thread. `ds` is only read (a per-call view
     carries the model's preprocessing and the shift), so concurrent calls on one shared dataset are independent.
     `schedule`: one of SCHEDULES for in-process decoding (default `decoding_schedule`); every schedule gives the
     same rows in dataset order.
@@ -266,25 +268,33 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
         scored = map_in_lanes(lambda part: _score_batch(lm, collate_records([view[i] for i in part])),
                               [order[i:i + unit] for i in range(0, len(order), unit)],
                               lanes=torch.get_num_threads(), name="evaluation lane")
+        opened = [scored]
     else:
         loader = build_loader(view, batch_size, workers, sampler=indices)
         # Worker processes already overlap decoding with the forward pass; in-process decoding goes in a thread
         # beside it only with schedule "thread" (a GPU's default).
         batches = prefetch(loader) if loader.num_workers == 0 and schedule == "thread" else loader
         scored = (_score_batch(lm, b) for b in batches)
-    for part in scored:
-        skipped += part["skipped"]
-        if part["z"] is not None:
-            rows_z.append(part["z"])
-            if part["fam"] is not None:
-                rows_f.append(part["fam"])
-            rows_y.append(part["y"])
-            rows_idx.append(part["index"])
-            rows_id += part["ids"]
-            rows_src += part["sources"]
-        done += len(part["ids"]) + len(part["skipped"])
-        if progress:
-            progress(done, total)
+        opened = [scored] + ([batches] if batches is not loader else [])       # prefetch's thread
+    try:
+        for part in scored:
+            skipped += part["skipped"]
+            if part["z"] is not None:
+                rows_z.append(part["z"])
+                if part["fam"] is not None:
+                    rows_f.append(part["fam"])
+                rows_y.append(part["y"])
+                rows_idx.append(part["index"])
+                rows_id += part["ids"]
+                rows_src += part["sources"]
+            done += len(part["ids"]) + len(part["skipped"])
+            if progress:
+                progress(done, total)
+    finally:
+        # A progress callback that raises (a Streamlit rerun or stop) must not leave lanes or a decoding thread
+        # working through the rest of the dataset until the traceback is freed.
+        for generator in opened:
+            generator.close()
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
     fam = np.concatenate(rows_f) if rows_f else np.full(len(z), np.nan)
     df = pd.DataFrame({"path": rows_id, "label": np.concatenate(rows_y) if rows_y else np.zeros(0, np.int64),
@@ -456,8 +466,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold for the FAKE label (default: 0.5)")
     p.add_argument("--batch-size", type=int, default=256, help="batch size (default: 256)")
     p.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes (default: none on a CPU, where decoding runs in --schedule's "
-                        "lanes; on a GPU 0 below 4096 images, else 2)")
+                   help="DataLoader worker processes (default: none where the schedule is lanes; otherwise 0 below "
+                        "4096 images, else 2)")
     p.add_argument("--schedule", choices=SCHEDULES, default=None,
                    help="how in-process decoding meets the forward: lanes (one per torch thread, each decoding and "
                         "running its own images on one thread), thread (decoding beside the forward) or serial "

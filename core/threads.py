@@ -55,28 +55,34 @@ def _set_process_threads(n: int) -> None:
     t.join()
 
 
+# Held while start_single_threaded reads the process value, starts its threads and puts the value back.
+_STARTING = threading.Lock()
+
+
 def start_single_threaded(targets: list, nice: int = 0, name: str = "worker", idle: bool = False
                           ) -> list[threading.Thread]:
     """Start one daemon thread per callable in `targets`, each running torch on one intra-op thread (and
     at nice +`nice`, in SCHED_IDLE with `idle`: `lower_priority`); returns the started threads (join them). The calling thread, threads that exist
     already and threads started later keep their torch thread count (a thread started in the instant
-    between a worker's setting and its reset would get 1)."""
-    n = process_threads()
-    threads = []
-    for k, target in enumerate(targets):
-        ready = threading.Event()
+    between a worker's setting and its reset would get 1). Calls from several threads at once take turns
+    (`_STARTING`): otherwise one call could read the instant's 1 as the process value and put back 1 for good."""
+    with _STARTING:
+        n = process_threads()
+        threads = []
+        for k, target in enumerate(targets):
+            ready = threading.Event()
 
-        def run(target=target, ready=ready):
-            lower_priority(nice, idle)
-            torch.get_num_threads()             # this thread takes the process value first (torch's lazy init) ...
-            torch.set_num_threads(1)            # ... then one thread for itself (and, for an instant, the process)
-            ready.set()
-            target()
-        t = threading.Thread(target=run, name=f"{name} {k}", daemon=True)
-        t.start()
-        ready.wait()
-        _set_process_threads(n)                 # the process value back; the new thread keeps its 1
-        threads.append(t)
+            def run(target=target, ready=ready):
+                lower_priority(nice, idle)
+                torch.get_num_threads()         # this thread takes the process value first (torch's lazy init) ...
+                torch.set_num_threads(1)        # ... then one thread for itself (and, for an instant, the process)
+                ready.set()
+                target()
+            t = threading.Thread(target=run, name=f"{name} {k}", daemon=True)
+            t.start()
+            ready.wait()
+            _set_process_threads(n)             # the process value back; the new thread keeps its 1
+            threads.append(t)
     return threads
 
 
@@ -130,7 +136,8 @@ def map_in_lanes(work, units, lanes: int, name: str = "lane"):
         with cond:
             stop[0] = True
         for t in threads:
-            t.join()
+            if t is not threading.current_thread():     # a collection of this generator that ran on a lane
+                t.join()
 
 
 AUTOGROUP = "/proc/self/autogroup"

@@ -113,7 +113,9 @@ class Familiarity:
 
     def __post_init__(self):
         try:
-            chol = np.linalg.cholesky(np.asarray(self.precision, np.float64))
+            p = np.asarray(self.precision, np.float64)
+            # x P x^T = x ((P + P^T) / 2) x^T for any P; cholesky reads one triangle, so factor the symmetric part
+            chol = np.linalg.cholesky((p + p.T) / 2)
         except np.linalg.LinAlgError:
             return
         factor = torch.as_tensor(chol)

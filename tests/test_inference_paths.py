@@ -45,6 +45,13 @@ def test_familiarity_distance_by_hand_and_against_the_definition():
     odd = Familiarity(means=np.array([[0.0, 0.0], [3.0, 0.0]]), precision=np.array([[1.0, 2.0], [2.0, 1.0]]),
                       reference=np.array([0.5]))
     assert odd._factor is None
+    # a precision that is not symmetric (a foreign checkpoint): the quadratic form is that of its symmetric part,
+    # which the factor is taken of; the same numbers as the definition with the matrix as given
+    skew = a @ a.T + np.eye(16) + 0.05 * np.triu(rng.normal(size=(16, 16)), 1)
+    fam = Familiarity(means=fam.means, precision=skew, reference=np.sort(rng.random(9)))
+    assert fam._factor is not None
+    want = np.sqrt(np.min([np.einsum("nc,cd,nd->n", x - mu, skew, x - mu) for mu in fam.means], axis=0))
+    np.testing.assert_allclose(fam.distance(f), want, rtol=1e-10)
     np.testing.assert_allclose(odd.distance(np.array([[1.0, 0.0], [1.0, -1.0]])), [1.0, 0.0], rtol=0, atol=1e-12)
 
 
@@ -131,17 +138,23 @@ def test_every_schedule_gives_the_same_rows_in_dataset_order(trained_ckpt, tiny_
     monkeypatch.setattr(ev, "FORWARD_CHUNK", 5)                  # lanes take units of 5 items
     subset = [1, 3, 4, 7, 20, 30, 31, 47]
     results = {}
+    lanes = torch.get_num_threads()                               # one lane per torch thread of the caller
     for how in ("lanes", "thread", "serial", "workers"):
         kw = {"workers": 2, "schedule": "serial"} if how == "workers" else {"workers": 0, "schedule": how}
-        seen.clear()
-        results[how] = (ev._predict_rows(lm, ds, batch_size=7, progress=lambda d, t: progress_threads.add(
-                            (how, threading.get_ident(), d, t)), **kw),
-                        ev._predict_rows(lm, ds, batch_size=7, indices=subset, **kw))
-        if how == "lanes":
-            assert torch.get_num_threads() > 1                    # the caller has a team: lanes of one thread each
-            assert {n for _, n, _ in seen} == {1} and len({t for t, _, _ in seen}) == min(2, torch.get_num_threads())
-            assert threading.get_ident() not in {t for t, _, _ in seen}
-            assert sorted(k for _, _, k in seen) == [3] * 2 + [5] * 10     # 8 subset items in 5 + 3; 48 in 9 x 5 + 3
+        calls = []
+        for extra in ({"progress": lambda d, t: progress_threads.add((how, threading.get_ident(), d, t))},
+                      {"indices": subset}):
+            seen.clear()
+            calls.append((ev._predict_rows(lm, ds, batch_size=7, **extra, **kw), list(seen)))
+        results[how] = tuple(r for r, _ in calls)
+        if how == "lanes":                                        # per call: lanes of one torch thread each
+            for _, work in calls:
+                tids = {t for t, _, _ in work}
+                assert {n for _, n, _ in work} == {1} and 1 <= len(tids) <= lanes
+                assert threading.get_ident() not in tids
+            # units of 5 items: 48 in 9 x 5 + 3, the 8 subset items in 5 + 3
+            assert sorted(k for _, _, k in calls[0][1]) == [3] + [5] * 9
+            assert sorted(k for _, _, k in calls[1][1]) == [3, 5]
     lanes_progress = sorted(d for how, t, d, _ in progress_threads if how == "lanes")
     assert {t for how, t, _, _ in progress_threads} == {threading.get_ident()}
     assert lanes_progress == [5, 10, 15, 20, 25, 30, 35, 40, 45, 48]
@@ -194,10 +207,82 @@ def test_map_in_lanes_keeps_order_raises_at_the_failing_unit_and_joins_its_lanes
     assert len(done) < 49                         # the lanes stopped taking units
     assert threading.active_count() == before
 
-    gen = map_in_lanes(work, range(10), lanes=2)  # a consumer that stops early: the lanes are joined
-    assert next(gen)[0] == 0
+    calls = []
+
+    def slow(k):
+        calls.append(k)
+        time.sleep(0.005)
+        return k
+    gen = map_in_lanes(slow, range(50), lanes=2)  # a consumer that stops early: the lanes stop and are joined
+    assert next(gen) == 0
     gen.close()
     assert threading.active_count() == before
+    assert len(calls) < 10                        # units taken after the close: none (at most those in flight)
+
+
+def test_start_single_threaded_from_many_threads_keeps_the_process_thread_count():
+    """Concurrent starts (two sessions evaluating at once, a page beside the warm-up) take turns: none reads another's
+    momentary 1 as the process value and puts that back for every later thread."""
+    import threading
+
+    from core.threads import process_threads, start_single_threaded
+    before = process_threads()
+    errors = []
+
+    def starter():
+        try:
+            for _ in range(60):
+                for t in start_single_threaded([lambda: None, lambda: None]):
+                    t.join()
+        except Exception as e:                    # pragma: no cover - reported below
+            errors.append(e)
+    threads = [threading.Thread(target=starter) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert process_threads() == before
+
+
+def test_a_failing_progress_or_unit_stops_the_lanes(trained_ckpt, tiny_cifake, monkeypatch):
+    """An exception from the progress callback (a Streamlit rerun) or from a unit reaches the caller, and the lanes
+    stop taking units and are gone when it does."""
+    import threading
+
+    from core import evaluate as ev
+    from core.checkpoint import load_checkpoint
+    lm = load_checkpoint(trained_ckpt)
+    ds = open_dataset(tiny_cifake, split="test")                  # 48 images: 48 units of 1
+    monkeypatch.setattr(ev, "FORWARD_CHUNK", 1)
+    units = []
+    score = ev._score_batch
+
+    def spy(lm_, batch):
+        units.append(batch["ids"])
+        if batch["ids"] == [ds.item_id(5)] and failing_unit[0]:
+            raise KeyError("unit 5")
+        return score(lm_, batch)
+    monkeypatch.setattr(ev, "_score_batch", spy)
+    before = threading.active_count()
+
+    class Rerun(Exception):
+        pass
+
+    def progress(done, total):
+        if done == 3:
+            raise Rerun()
+    failing_unit = [False]
+    # `info` keeps the traceback, and with it the call's frame, alive: the lanes must stop without waiting for it
+    with pytest.raises(Rerun) as info:
+        ev._predict_rows(lm, ds, batch_size=48, progress=progress, schedule="lanes", workers=0)
+    assert threading.active_count() == before and len(units) < 48
+    units.clear()
+    failing_unit[0] = True
+    with pytest.raises(KeyError, match="unit 5") as info2:
+        ev._predict_rows(lm, ds, batch_size=48, schedule="lanes", workers=0)
+    assert threading.active_count() == before and len(units) < 48
+    assert info.traceback and info2.traceback
 
 
 def test_the_cpu_forward_runs_in_chunks_with_the_same_logits_and_features(trained_ckpt, monkeypatch):
