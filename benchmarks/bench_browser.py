@@ -51,7 +51,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import ROOT, print_table, save
+from common import ROOT, commit, print_table, save
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -91,11 +91,6 @@ def fresh_clone(dest: Path, rev: str | None = None) -> Path:
         subprocess.run(["git", "-C", str(dest), "checkout", "--quiet", rev], check=True)
     os.symlink(sys.prefix, dest / ".venv")
     return dest
-
-
-def commit_of(clone: Path) -> str:
-    """The commit a clone has checked out (each row names the code it measured)."""
-    return subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
 
 
 def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool = True) -> subprocess.Popen:
@@ -225,7 +220,7 @@ def warm_views(browser, tmp: Path, wanted: list[str], revs: list, plain: bool) -
             for path in wanted:
                 load = os.getloadavg()[0]
                 res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
-                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)", "commit": commit_of(clone),
+                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)", "commit": commit(clone),
                              "first_numbers_s": res["first_numbers_s"], "script_done_s": res["script_done_s"],
                              "complete_s": res["complete_s"], "load_before": load, "error": res["error"]})
                 print(rows[-1], flush=True)
@@ -286,7 +281,7 @@ def main():
                 ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
                     (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
                 res.pop("context", None)
-                rows.append({"page": PAGES[path], "version": rev or "HEAD", "commit": commit_of(clone), "first_numbers_s": res["first_numbers_s"],
+                rows.append({"page": PAGES[path], "version": rev or "HEAD", "commit": commit(clone), "first_numbers_s": res["first_numbers_s"],
                              "script_done_s": res["script_done_s"], "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
                              + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
                              "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,

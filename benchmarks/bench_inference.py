@@ -158,23 +158,22 @@ def main():
     x = decode_dataset(ds, lm.preprocess).x                 # uint8 (N, 3, S, S)
     bs = args.batch_size
 
-    def forward(model, b):
-        def run():                              # the forward at batch b as it is (not cut into FORWARD_CHUNKs)
-            with torch.inference_mode(), gpu_autocast():
-                for i in range(0, len(x), b):
-                    model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
-        return run
-
     def gpu_autocast():                         # as core.evaluate.predict_logits runs a GPU forward
         return torch.autocast("cuda", dtype=torch.float16, enabled=lm.device.type == "cuda")
 
-    def forward_lanes(model, b):
-        def one(i):
-            with torch.inference_mode(), gpu_autocast():
-                return model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
+    def batch(model, b, i):                     # the forward of x[i:i + b] as it is (not cut into FORWARD_CHUNKs)
+        with torch.inference_mode(), gpu_autocast():
+            return model(to_model_input(x[i:i + b].to(lm.device))).float().cpu()
 
+    def forward(model, b):
+        def run():                              # on the process's torch threads
+            for i in range(0, len(x), b):
+                batch(model, b, i)
+        return run
+
+    def forward_lanes(model, b):
         def run():                              # the same batches, one lane per torch thread (one thread each)
-            for _ in map_in_lanes(one, range(0, len(x), b), lanes=torch.get_num_threads()):
+            for _ in map_in_lanes(lambda i: batch(model, b, i), range(0, len(x), b), lanes=torch.get_num_threads()):
                 pass
         return run
 

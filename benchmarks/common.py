@@ -28,14 +28,14 @@ def machine() -> dict:
             "python": platform.python_version(), "cuda": torch.cuda.is_available()}
 
 
-def commit() -> str | None:
-    """The repository's HEAD commit, with "+changes" when tracked files other than benchmarks/results/ differ from it
-    (None outside git)."""
+def commit(root=ROOT) -> str | None:
+    """The HEAD commit of the repository at `root` (default: this one; bench_browser: a clone), with "+changes" when
+    tracked files other than benchmarks/results/ differ from it (None outside git)."""
     import subprocess
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)benchmarks/results"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+                                ":(exclude)benchmarks/results"], cwd=root, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     if head.returncode != 0:

@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_browser import CHROMIUM, FLAGS, PAGES, _free_port, commit_of, fresh_clone, launcher_log, start_server, stop
-from common import print_table, save
+from bench_browser import CHROMIUM, FLAGS, PAGES, _free_port, fresh_clone, launcher_log, start_server, stop
+from common import commit, print_table, save
 
 STATE = """() => {
   const app = document.querySelector('[data-testid="stApp"]');
@@ -112,7 +112,7 @@ def one_view(path: str, rev: str | None, stop_warm_up: bool, seconds: float, tmp
         stop(server)
     threads = {k: [after[k][0] - before.get(k, [0, 0])[0], after[k][1] - before.get(k, [0, 0])[1]] for k in after}
     main = threads.get(("renderer", "chromium"), [None, None])
-    row = {"page": PAGES[path], "commit": commit_of(clone), "warm_up_stopped": stop_warm_up, "complete_s": complete,
+    row = {"page": PAGES[path], "commit": commit(clone), "warm_up_stopped": stop_warm_up, "complete_s": complete,
            "renderer_main_run_s": main[0], "renderer_main_wait_s": main[1],
            "threads": sorted(([f"{k[0]}/{k[1]}", round(v[0], 3), round(v[1], 3)] for k, v in threads.items()),
                              key=lambda r: -r[1])[:10],

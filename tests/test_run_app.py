@@ -724,9 +724,11 @@ def test_bench_browser_names_the_commit_each_clone_measured(tmp_path, monkeypatc
         subprocess.run(git + ["add", "f.txt"], check=True)
         subprocess.run(git + ["commit", "-q", "-m", str(k)], check=True)
         shas.append(subprocess.run(git + ["rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip())
-    assert bench_browser.commit_of(tmp_path) == shas[1]
+    assert bench_browser.commit(tmp_path) == shas[1]
     subprocess.run(git + ["checkout", "-q", shas[0]], check=True)
-    assert bench_browser.commit_of(tmp_path) == shas[0] and len(shas[0]) == 40
+    assert bench_browser.commit(tmp_path) == shas[0] and len(shas[0]) == 40
+    (tmp_path / "f.txt").write_text("changed")                 # a tracked file differs: said, not hidden
+    assert bench_browser.commit(tmp_path) == shas[0] + "+changes"
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="Linux autogroup scheduling")
