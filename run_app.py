@@ -19,8 +19,8 @@ first view waits for all of it. This launcher instead:
    computes the page results that need no evaluation of the default model (compute_while_waiting: Error
    slices' image properties, Forensics' analysis, Compare's model B's evaluation of the test split);
 3. the warm-up process goes on with every other result a page shows first, in two lanes that run side by
-   side on one torch thread each (lane_steps, core.threads): lane 0 starts with Limitations' sweep (about
-   7,200 of its 9,800 forward passes on the sample, core.limitations.first_view_forwards); lane 1 takes,
+   side on one torch thread each (lane_steps, core.inference.threads): lane 0 starts with Limitations' sweep (about
+   7,200 of its 9,800 forward passes on the sample, core.audits.limitations.first_view_forwards); lane 1 takes,
    and lane 0 once its sweep is done, the next of the other steps from one queue, in WARM_UP_ORDER: the
    sample's ood evaluation, Limitations' Grad-CAM audit and stability battery, Forensics' analysis,
    Compare's default model B and its comparison (bootstrap at threshold 0.5), Error slices' image
@@ -28,17 +28,17 @@ first view waits for all of it. This launcher instead:
 
 Why a process: the warm-up's steps are mostly Python around small forward passes (decoding, shifts,
 metrics, file headers); as threads of the server's process they held its interpreter lock for part of
-every second, which a page that computed or drew meanwhile had to wait for (session 6 measured the
+every second, which a page that computed or drew meanwhile had to wait for (the
 pages computed on a fresh server 1.08-1.29x slower beside the lanes, even in SCHED_IDLE).
 
 Every step is the core function and runs/ key the page itself calls (keyed by weights sha256, data
 fingerprint and result format), so pages read the results from disk; a page that asks for one while it
-is being computed waits for it (core.checkpoint.result_lock, which holds across processes) instead of
+is being computed waits for it (core.model.checkpoint.result_lock, which holds across processes) instead of
 computing it a second time, and the Limitations page receives the sweep's levels as they are measured
-(core.robustness.cached_sweep, through the sweep's partial-rows file). After the first step the warm-up
+(core.audits.robustness.cached_sweep, through the sweep's partial-rows file). After the first step the warm-up
 runs at a lower CPU priority (nice +10 and SCHED_IDLE, its lanes and the torch threads they start; the
 process in a session of its own at autogroup nice +19, since across sessions, e.g. against the browser,
-neither counts: core.threads.own_background_group), so a page that computes something itself, or a browser
+neither counts: core.inference.threads.own_background_group), so a page that computes something itself, or a browser
 that only draws, is not slowed by it. Only the defaults are warmed:
 any other model or data is computed by the pages as before. Any failure in the warm-up is printed and left to the pages, which compute and report as usual. The server also starts
 with Streamlit's pages-directory mode off (navigation_from_the_first_run), so a first deep link is one
@@ -60,14 +60,15 @@ WARM_UP_DONE = "warm-up: default results stored"      # benchmarks/bench_browser
 
 
 # The core modules the warm-up process imports before its first step (the rest as its steps need them).
-COMPUTE_MODULES = ["checkpoint", "datasets", "evaluate"]
+COMPUTE_MODULES = ["model.checkpoint", "data.datasets", "inference.evaluate"]
 # Every other core module a page imports (core never imports streamlit); pages_support is imported by
 # prime_first_run (its st.cache_data functions are only called inside the Streamlit runtime).
-CORE_MODULES = ["archive", "audit_cache", "compare", "figures", "forensics", "generalize", "gradcam", "images",
-                "labels", "limitations", "metrics", "models", "predict", "report", "robustness", "shifts", "slices",
-                "stability", "threads", "verdict"]
+CORE_MODULES = ["audits.compare", "audits.forensics", "audits.generalize", "audits.limitations", "audits.robustness",
+                "audits.slices", "audits.stability", "data.archive", "data.images", "data.labels", "data.shifts",
+                "inference.predict", "inference.threads", "metrics.metrics", "model.gradcam", "model.models",
+                "report.audit_cache", "report.figures", "report.report", "verdict.verdict"]
 WARM_UP_NICE = 10                   # the warm-up's CPU priority below the server's and the pages' threads
-# ... and in Linux's SCHED_IDLE class (core.threads.lower_priority): at nice +10 alone the lanes and sweep
+# ... and in Linux's SCHED_IDLE class (core.inference.threads.lower_priority): at nice +10 alone the lanes and sweep
 # workers still took a share of the cores a page opened on a fresh server computes on (quiet machine, same
 # run against b3b1fa1e: Forensics 13.4 s vs 10.9 s, Error slices 10.2 vs 8.8, Model & data 8.5 vs 6.5).
 WARM_UP_IDLE = True
@@ -86,7 +87,7 @@ def import_compute_modules() -> None:
 def import_heavy_modules() -> None:
     """The rest of what a first script run would import: streamlit, plotly, torch and the core modules
     (tests/test_run_app.py checks that every module a page or pages_support imports at its top is among them).
-    Not altair: pages_support.charts writes the Vega-Lite specifications itself (session 8)."""
+    Not altair: pages_support.charts writes the Vega-Lite specifications itself."""
     import importlib
 
     import pandas.io.formats.style  # noqa: F401       (st.table's Styler, pages_support.views.static_table)
@@ -123,7 +124,7 @@ def prime_first_run() -> list[str]:
     try:
         for name in ("sklearn.model_selection", "sklearn.tree"):
             importlib.import_module(name)
-        from core.checkpoint import file_sha256
+        from core.model.checkpoint import file_sha256
         # Decorating a function with st.cache_data checks its options against a throwaway in-memory storage,
         # which logs "No runtime found" outside the runtime; the storage the function then uses is made at
         # its first call (DataCaches.get_cache), i.e. in a script run, inside the runtime. Only the decoration
@@ -169,9 +170,9 @@ def warm_up_steps() -> list[tuple[str, object]]:
     show it first), then each page's own results in the menu's order (Limitations, Forensics, Compare,
     Error slices), then the other splits. Each callable is the core call the page makes (same function,
     same arguments, so the same runs/ key)."""
-    from core.checkpoint import load_checkpoint
-    from core.datasets import cifake_splits, open_dataset
-    from core.evaluate import cached_evaluation
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import cifake_splits, open_dataset
+    from core.inference.evaluate import cached_evaluation
     from pages_support.paths import DEFAULT_WEIGHTS, RUNS_DIR, SAMPLE_DIR, shipped_weights
 
     if not DEFAULT_WEIGHTS.is_file():
@@ -191,32 +192,32 @@ def warm_up_steps() -> list[tuple[str, object]]:
     def compare_b():
         # Compare's default model B: the first shipped checkpoint other than default.pt (pages/9_compare.py),
         # and the comparison at the sidebar's default threshold (0.5).
-        from core.compare import cached_comparison
+        from core.audits.compare import cached_comparison
         others = [p for p in shipped_weights() if p != DEFAULT_WEIGHTS]
         if others:
             cached_comparison(lm, load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR, threshold=0.5)
 
     def properties():
-        from core.slices import cached_properties
+        from core.audits.slices import cached_properties
         cached_properties(test, RUNS_DIR)
 
     def forensics():
-        from core.forensics import cached_analysis
+        from core.audits.forensics import cached_analysis
         cached_analysis(test, RUNS_DIR)
 
     def sweep():
-        from core.robustness import cached_sweep
+        from core.audits.robustness import cached_sweep
         cached_sweep(lm, test, RUNS_DIR, workers=SWEEP_WORKERS)
 
     def stability():
-        from core.limitations import STABILITY_MAX_IMAGES
-        from core.stability import cached_dataset_stability
+        from core.audits.limitations import STABILITY_MAX_IMAGES
+        from core.audits.stability import cached_dataset_stability
         cached_dataset_stability(lm, test, RUNS_DIR, max_images=STABILITY_MAX_IMAGES)
 
     def gradcam_audit():
         # The Limitations page's call at the sidebar's default threshold (0.5).
-        from core.limitations import AUDIT_IMAGES, AUDIT_TOP
-        from core.robustness import cached_gradcam_audit
+        from core.audits.limitations import AUDIT_IMAGES, AUDIT_TOP
+        from core.audits.robustness import cached_gradcam_audit
         cached_gradcam_audit(lm, test, RUNS_DIR, n=min(AUDIT_IMAGES, len(test)), seed=0, top=AUDIT_TOP, threshold=0.5)
 
     page_steps += [("robustness sweep of test", sweep), ("Grad-CAM audit of test", gradcam_audit),
@@ -232,7 +233,7 @@ def while_waiting_steps() -> list[tuple[str, object]]:
     stays in the warm-up's queue, where it then only bootstraps). The server's process computes them while it
     waits for the warm-up's first step (compute_while_waiting). Each is the core call the page (or the page's
     core call) makes, with the page's arguments, so the same runs/ key."""
-    from core.datasets import cifake_splits, open_dataset
+    from core.data.datasets import cifake_splits, open_dataset
     from pages_support.paths import DEFAULT_WEIGHTS, RUNS_DIR, SAMPLE_DIR, shipped_weights
 
     if not DEFAULT_WEIGHTS.is_file() or "test" not in cifake_splits(SAMPLE_DIR):
@@ -240,19 +241,19 @@ def while_waiting_steps() -> list[tuple[str, object]]:
     test = open_dataset(str(SAMPLE_DIR), split="test", fmt="cifake")
 
     def properties():
-        from core.slices import cached_properties
+        from core.audits.slices import cached_properties
         cached_properties(test, RUNS_DIR)
 
     def forensics():
-        from core.forensics import cached_analysis
+        from core.audits.forensics import cached_analysis
         cached_analysis(test, RUNS_DIR)
 
     steps = [("image properties of test", properties), ("forensics analysis of test", forensics)]
     others = [p for p in shipped_weights() if p != DEFAULT_WEIGHTS]       # pages/9_compare.py's default model B
     if others:
         def evaluation_b():
-            from core.checkpoint import load_checkpoint
-            from core.evaluate import cached_evaluation
+            from core.model.checkpoint import load_checkpoint
+            from core.inference.evaluate import cached_evaluation
             cached_evaluation(load_checkpoint(str(others[0]), "cpu"), test, RUNS_DIR)
         steps.append(("evaluation of test by Compare's model B", evaluation_b))
     return steps
@@ -301,7 +302,7 @@ def compute_while_waiting(first_done: threading.Event, log=print) -> list[str]:
                 continue
             done.append(name)
             log(f"while waiting for the first step: {name} ready ({time.perf_counter() - t0:.1f} s)")
-    from core.threads import start_single_threaded
+    from core.inference.threads import start_single_threaded
     for t in start_single_threaded([run], name="while waiting", idle=WHILE_WAITING_IDLE):
         t.join()
     left = [name for name in steps_listed if name not in done]
@@ -322,7 +323,7 @@ WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of
 # The Grad-CAM audit before the stability battery: the Limitations page needs the battery right after the sweep
 # (its next section) and the audit four sections later, but the audit is the cheaper of the two (2.8 vs 5.9 CPU
 # seconds, benchmarks/results/warm_up_s7_under_load.json), so the page waited for an audit that started last,
-# on a busy machine (session 8: audit stored 5 s after the sweep, page complete 0.1 s later).
+# on a busy machine (audit stored 5 s after the sweep, page complete 0.1 s later).
 # After the first step the warm-up runs in two lanes, one thread each on one torch (OpenMP) thread: lane 0 the
 # sweep (the largest single result, ~7,200 of the Limitations page's forward passes); lane 1 the other steps,
 # and lane 0 too once its sweep is done, each taking the next step from one queue in WARM_UP_ORDER (lane_steps).
@@ -333,9 +334,9 @@ WARM_UP_ORDER = ["evaluation of test", "evaluation of ood", "robustness sweep of
 # (benchmarks/bench_browser.py measures the first views; benchmarks/bench_sweep_workers.py the sweep both ways:
 # 0.67 of the 2-thread team's time under a training job, the same table). Why one queue: with fixed lanes,
 # lane 0 went from the sweep to the train split's evaluation (24 s, two DataLoader worker processes) while lane
-# 1 still had a Limitations result to compute, which then shared the cores with those three (session 8).
+# 1 still had a Limitations result to compute, which then shared the cores with those three.
 SWEEP_LANE = ("robustness sweep of test",)
-# The sweep's shift levels are measured by this many single-threaded workers (core.robustness.sweep; threads
+# The sweep's shift levels are measured by this many single-threaded workers (core.audits.robustness.sweep; threads
 # inherit the nice +10 of lane 0, which starts them), so that with lane 1 running beside them the Limitations
 # page's results take both cores until the sweep is done.
 SWEEP_WORKERS = 2
@@ -348,8 +349,8 @@ def lane_steps(steps: list) -> tuple[list, list]:
 
 
 def lower_priority(nice: int = WARM_UP_NICE) -> None:
-    """Lower this thread's CPU priority (core.threads.lower_priority; Linux: per thread). Elsewhere a no-op."""
-    from core.threads import lower_priority as lower
+    """Lower this thread's CPU priority (core.inference.threads.lower_priority; Linux: per thread). Elsewhere a no-op."""
+    from core.inference.threads import lower_priority as lower
     lower(nice)
 
 
@@ -361,8 +362,8 @@ def warm_up(log=print, first_done: threading.Event | None = None, background=Non
     priority and torch thread count; `first_done` is set once it is stored, or has failed. The other
     steps then run in two lanes (lane_steps: lane 0 first the sweep; then each lane takes the next step of
     one queue whenever it is free), threads at nice +WARM_UP_NICE on one torch thread each
-    (core.threads.start_single_threaded), joined here. `background`, if given, is called between the two
-    (the warm-up process: core.threads.own_background_group).
+    (core.inference.threads.start_single_threaded), joined here. `background`, if given, is called between the two
+    (the warm-up process: core.inference.threads.own_background_group).
     """
     done = []
 
@@ -396,7 +397,7 @@ def warm_up(log=print, first_done: threading.Event | None = None, background=Non
             if step is None:
                 return
             run([step])
-    from core.threads import start_single_threaded
+    from core.inference.threads import start_single_threaded
     for t in start_single_threaded([lambda: lane(own), lambda: lane([])], nice=WARM_UP_NICE, name="warm-up lane",
                                    idle=WARM_UP_IDLE):
         t.join()
@@ -426,7 +427,7 @@ PARENT_POLL_S = 0.5                         # the warm-up process exits within t
 
 
 # The warm-up process needs POSIX (pass_fds; result locks across processes are flocks): elsewhere it runs in
-# a thread of the server's process, as before session 7.
+# a thread of the server's process.
 WARM_UP_IN_PROCESS = os.name == "posix"
 
 
@@ -499,7 +500,7 @@ class _PipeSignal:
 
 
 # After its first step (which the server waits for, at the server's priority), the warm-up process leaves the
-# server's session for one of its own at autogroup nice +WARM_UP_GROUP_NICE (core.threads.own_background_group):
+# server's session for one of its own at autogroup nice +WARM_UP_GROUP_NICE (core.inference.threads.own_background_group):
 # a browser drawing a page runs in a session of its own, and across sessions SCHED_IDLE and nice do not count.
 WARM_UP_GROUP_NICE = 19
 
@@ -508,17 +509,17 @@ WAITER_POLL_S = 0.25        # how often the warm-up process looks for a page wai
 
 
 def _background_group() -> None:
-    from core.threads import own_background_group, set_group_nice
+    from core.inference.threads import own_background_group, set_group_nice
     if own_background_group(WARM_UP_GROUP_NICE):
         threading.Thread(target=follow_waiters, args=(set_group_nice,), name="waiter watch", daemon=True).start()
 
 
 def follow_waiters(set_nice, stop: threading.Event | None = None, poll: float = WAITER_POLL_S) -> None:
     """While a caller in any process waits for a result this process is computing (a page opened before the
-    warm-up got there: core.checkpoint.waited_for_here), its group runs at nice 0, like the page's own work;
+    warm-up got there: core.model.checkpoint.waited_for_here), its group runs at nice 0, like the page's own work;
     otherwise at WARM_UP_GROUP_NICE. Priority inheritance: the user is waiting for exactly that result, and
     a browser that only waits for it needs little CPU."""
-    from core.checkpoint import waited_for_here
+    from core.model.checkpoint import waited_for_here
     current = WARM_UP_GROUP_NICE
     while stop is None or not stop.is_set():
         want = 0 if waited_for_here() else WARM_UP_GROUP_NICE

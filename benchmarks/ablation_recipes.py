@@ -3,7 +3,7 @@
     python benchmarks/ablation_recipes.py --data data/sample --out runs/ablation      # all recipes
     python benchmarks/ablation_recipes.py --recipes baseline,blur-jpeg --out runs/ablation
 
-For each recipe in RECIPES: `core.generalize.run_logo` (one model per held-out family, evaluated on
+For each recipe in RECIPES: `core.audits.generalize.run_logo` (one model per held-out family, evaluated on
 that family) and one model on every family, evaluated on the full test split. Writes
 benchmarks/results/ablation.json and prints the table (recipe -> test accuracy, test UNSURE share,
 LOGO mean and minimum AUC, mean share wrong-and-not-UNSURE on held-out families). Resumable: finished
@@ -21,17 +21,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.datasets import open_dataset  # noqa: E402
-from core.evaluate import evaluate, load_evaluation, write_evaluation  # noqa: E402
-from core.generalize import recipe_text, run_logo, summarize  # noqa: E402
-from core.train import TrainConfig, train  # noqa: E402
+from core.model.checkpoint import load_checkpoint  # noqa: E402
+from core.data.datasets import open_dataset  # noqa: E402
+from core.inference.evaluate import evaluate, load_evaluation, write_evaluation  # noqa: E402
+from core.audits.generalize import recipe_text, run_logo, summarize  # noqa: E402
+from core.model.train import TrainConfig, train  # noqa: E402
 
 # The schedule every recipe shares: 30 LOGO + 6 full trainings had to fit in about half an hour of
 # 2 shared CPU cores, so each model sees 3,000 training images for 6 + 1 epochs. The shipped default
 # trains the winning recipe on all the data for longer (weights/README.md).
 # calib_split "random": the table's models were trained before the calibration split kept photos whole
-# (core.train --calib-split), and rerunning the table must rebuild the same models.
+# (core.model.train --calib-split), and rerunning the table must rebuild the same models.
 BASE = dict(arch="seed-v21", epochs=6, finetune_epochs=1, batch_size=128, lr=2e-3, seed=0, max_train_images=3000,
             calib_split="random")
 RECIPES = {
@@ -42,7 +42,7 @@ RECIPES = {
     "pseudo-fakes": dict(pseudo_fakes=0.3),                     # self-synthesised traces on real copies
     "two-stream": dict(arch="two-stream"),                       # image + NPR residual streams
     "two-stream+pseudo-fakes": dict(arch="two-stream", pseudo_fakes=0.3),
-    # pseudo-fakes whose traces include a random reshaping of the spectrum (core.augment "spectral")
+    # pseudo-fakes whose traces include a random reshaping of the spectrum (core.model.augment "spectral")
     "two-stream+spectral-pseudo-fakes": dict(arch="two-stream", pseudo_fakes=0.3,
                                              pseudo_fake_kinds="noise,smooth,upsample,banding,spectral"),
     # each stream dropped for 25% of the images in training, so neither can silence the other

@@ -3,16 +3,16 @@
     python benchmarks/audit_sample.py [--data data/sample/test] [--runs runs]
 
 Prints, and writes to benchmarks/results/audit_sample.json:
-- the shortcut check of the data (metadata-only balanced accuracy, per property; core.forensics);
+- the shortcut check of the data (metadata-only balanced accuracy, per property; core.audits.forensics);
 - the re-encoding control of every shipped checkpoint (JPEG 90, 4:2:0, the model's input size);
-- the flip rate per everyday change of every shipped checkpoint (core.stability);
-- default.pt against seed-v1.pt (core.compare: paired bootstrap, McNemar);
-- the three worst slices of default.pt (core.slices).
+- the flip rate per everyday change of every shipped checkpoint (core.audits.stability);
+- default.pt against seed-v1.pt (core.audits.compare: paired bootstrap, McNemar);
+- the three worst slices of default.pt (core.audits.slices).
 All at threshold 0.5. Each part is also one CLI call, with the same numbers:
-    python -m core.forensics --data data/sample/test --weights weights/default.pt --out DIR
-    python -m core.stability --weights weights/default.pt --data data/sample/test
-    python -m core.compare --weights weights/default.pt weights/seed-v1.pt --data data/sample/test --out DIR
-    python -m core.slices --weights weights/default.pt --data data/sample/test
+    python -m core forensics --data data/sample/test --weights weights/default.pt --out DIR
+    python -m core stability --weights weights/default.pt --data data/sample/test
+    python -m core compare --weights weights/default.pt weights/seed-v1.pt --data data/sample/test --out DIR
+    python -m core slices --weights weights/default.pt --data data/sample/test
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from pathlib import Path
 
 from common import ROOT, save
 
-from core.checkpoint import load_checkpoint, file_sha256
-from core.compare import compare_predictions, join_predictions
-from core.datasets import open_dataset
-from core.evaluate import cached_evaluation
-from core.forensics import analyse, cached_reencoding
-from core.slices import cached_properties, join, slice_table
-from core.stability import cached_dataset_stability, flip_table
+from core.model.checkpoint import load_checkpoint, file_sha256
+from core.audits.compare import compare_predictions, join_predictions
+from core.data.datasets import open_dataset
+from core.inference.evaluate import cached_evaluation
+from core.audits.forensics import analyse, cached_reencoding
+from core.audits.slices import cached_properties, join, slice_table
+from core.audits.stability import cached_dataset_stability, flip_table
 
 THRESHOLD = 0.5
 

@@ -9,11 +9,10 @@ its own session). The background one stands for run_app.py's warm-up, in three w
 - same session: both in this script's session (no browser is started so); the background in SCHED_IDLE at
   nice +19;
 - other session: the foreground in a session of its own, the background in SCHED_IDLE at nice +19 in this
-  script's session (before session 11, the warm-up's lanes were in the server's session, i.e. another
-  session than the browser's);
+  script's session (the warm-up's lanes in the server's session: another session than the browser's);
 - own background group: the foreground in a session of its own, the background in
-  `core.threads.own_background_group(19)` (a session of its own at autogroup nice +19, run_app.py's warm-up
-  process since session 11), plus SCHED_IDLE at nice +19.
+  `core.inference.threads.own_background_group(19)` (a session of its own at autogroup nice +19, as run_app.py's warm-up
+  process runs), plus SCHED_IDLE at nice +19.
 
 Prints the background's share of the core's time in each. With kernel.sched_autogroup_enabled=0 the kernel
 ignores sessions and the three should agree. Writes benchmarks/results/NAME.json.
@@ -38,7 +37,7 @@ if mode.startswith("foreground"):
         os.setsid()
 else:
     if mode == "own-group":
-        from core.threads import own_background_group
+        from core.inference.threads import own_background_group
         assert own_background_group(19)
     os.setpriority(os.PRIO_PROCESS, 0, 19)
     os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

@@ -5,7 +5,7 @@ only text.
     python benchmarks/bench_frontend.py [--trials 3] [--out frontend]
 
 Kinds: text (the baseline), metric, st.dataframe, st.table, two plotly line charts of 3,000 points, the same
-two charts in Vega-Lite (st.altair_chart) and one static PNG (core.figures.line_plot_png through st.image).
+two charts in Vega-Lite (st.altair_chart) and one static PNG (core.report.figures.line_plot_png through st.image).
 "complete" is bench_browser.first_view's: the script run finished and no spinner or stSkeleton left (the
 frontend's placeholder while it loads an element's code). Trials are interleaved (kind by kind, trial by
 trial) so a machine's load falls on every kind alike; the table gives each kind's median and its median
@@ -51,7 +51,7 @@ elif kind == "vega-lite":
         st.altair_chart(alt.Chart(pd.DataFrame({{"x": x, "y": y}})).mark_line().encode(x="x", y="y",
                                                                                     tooltip=["x", "y"]), key=f"a{{i}}")
 elif kind == "png":
-    from core.figures import line_plot_png
+    from core.report.figures import line_plot_png
     st.image(line_plot_png([{{"x": x, "y": y, "name": "y"}}], "y", "x", "y"))
 else:
     st.write("Only text.")

@@ -6,13 +6,13 @@
 Throughput rows (images/s, same model, same images, measured in interleaved rounds, best of --repeats):
 - fused forward: LoadedModel.inference_model (BatchNorm folded into the convolutions) on uint8 tensors
   already in memory, the best of batch sizes 32/64/128/256 on the process's torch threads, and of the same
-  batches split over lanes of one torch thread each (one lane per thread, core.threads.map_in_lanes). This is
+  batches split over lanes of one torch thread each (one lane per thread, core.inference.threads.map_in_lanes). This is
   the limit: everything else adds work to it.
 - unfused forward: the trained module as saved (what inference ran before folding).
-- end-to-end: core.evaluate.predict_dataset, files on disk -> decode -> preprocess -> model -> P(FAKE)
-  (+ familiarity), in-process as evaluate runs by default (core.evaluate.decoding_schedule: lanes on this
+- end-to-end: core.inference.evaluate.predict_dataset, files on disk -> decode -> preprocess -> model -> P(FAKE)
+  (+ familiarity), in-process as evaluate runs by default (core.inference.evaluate.decoding_schedule: lanes on this
   CPU), then with each other schedule (a decoding thread beside the forward; decoding between batches), with
-  2 DataLoader workers, and with Pillow decoding every JPEG (the fast JPEG path of core.images switched off).
+  2 DataLoader workers, and with Pillow decoding every JPEG (the fast JPEG path of core.data.images switched off).
 - seed V2.1 pipeline: each image downsampled to 32 and upscaled to 128 (16x the pixels), same architecture
   at 128x128 (a checkpoint trained that way when --seed-weights exists).
 Roofline: FLOPs per image (convolutions and linear layers, counted by torch.utils.flop_counter on the
@@ -29,14 +29,14 @@ import time
 import torch
 from common import ROOT, print_table, save
 
-from core import images
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset
-from core.evaluate import decode_dataset, decoding_schedule, predict_dataset, predict_logits
-from core.metrics import classification_metrics
-from core.predict import predict_one
-from core.preprocess import SEED_V21_PREPROCESS, to_model_input
-from core.threads import map_in_lanes
+from core.data import images
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset
+from core.inference.evaluate import decode_dataset, decoding_schedule, predict_dataset, predict_logits
+from core.metrics.metrics import classification_metrics
+from core.inference.predict import predict_one
+from core.data.preprocess import SEED_V21_PREPROCESS, to_model_input
+from core.inference.threads import map_in_lanes
 
 
 def flops_per_image(model: torch.nn.Module, size: int) -> int:
@@ -96,9 +96,9 @@ def profile(args) -> None:
 def step_costs(lm, ds, repeats: int) -> None:
     """CPU time per image of each step a lane runs, on one torch thread (what a lane has), best of `repeats`,
     without the profiler's overhead: these add up to a lane's work per image."""
-    from core.datasets import collate_records
-    from core.evaluate import FORWARD_CHUNK
-    from core.verdict import colourfulness, pooled_features
+    from core.data.datasets import collate_records
+    from core.inference.evaluate import FORWARD_CHUNK
+    from core.verdict.verdict import colourfulness, pooled_features
 
     view, n, unit = ds.view(lm.preprocess), len(ds), FORWARD_CHUNK
     recs = [view[i] for i in range(n)]
@@ -125,7 +125,7 @@ def step_costs(lm, ds, repeats: int) -> None:
         for name, fn in steps.items():
             fn()
             rows.append({"step": name, "us_per_image": min(_timed(fn) for _ in range(max(1, repeats))) / n * 1e6})
-    from core.threads import start_single_threaded
+    from core.inference.threads import start_single_threaded
     for t in start_single_threaded([one_thread]):
         t.join()
     total = sum(r["us_per_image"] for r in rows)
@@ -146,7 +146,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds, best of N (default: 5)")
     ap.add_argument("--name", default="inference", help="results file benchmarks/results/NAME.json (default: inference)")
     ap.add_argument("--profile", action="store_true",
-                    help="only print a cProfile of one end-to-end prediction (core.evaluate.predict_dataset, "
+                    help="only print a cProfile of one end-to-end prediction (core.inference.evaluate.predict_dataset, "
                          "schedule 'serial' so that one thread holds all the work), top 20 by own time")
     args = ap.parse_args()
     if args.profile:
@@ -158,7 +158,7 @@ def main():
     x = decode_dataset(ds, lm.preprocess).x                 # uint8 (N, 3, S, S)
     bs = args.batch_size
 
-    def gpu_autocast():                         # as core.evaluate.predict_logits runs a GPU forward
+    def gpu_autocast():                         # as core.inference.evaluate.predict_logits runs a GPU forward
         return torch.autocast("cuda", dtype=torch.float16, enabled=lm.device.type == "cuda")
 
     def batch(model, b, i):                     # the forward of x[i:i + b] as it is (not cut into FORWARD_CHUNKs)

@@ -4,7 +4,7 @@
 
 Generates (once, cached in benchmarks/_cache/, not committed) a Hugging Face Hemg-schema parquet of
 --images JPEGs of 512-1024 px per side (quality 90, smooth colour fields plus texture noise, so they
-compress like photos: ~100-250 kB each), then evaluates it with core.evaluate.evaluate under several
+compress like photos: ~100-250 kB each), then evaluates it with core.inference.evaluate.evaluate under several
 preprocessing settings, each in a fresh process whose peak memory is recorded: the proportional set
 size (PSS: shared pages split between the processes sharing them, so forked DataLoader workers are not
 counted twice) of the process and its workers, sampled every 100 ms:
@@ -12,7 +12,7 @@ counted twice) of the process and its workers, sampled every 100 ms:
 - squash 32, full decoding: every pixel decoded (libjpeg-turbo), then resized to 32x32;
 - squash 32, draft decoding (PreprocessConfig.draft): JPEGs decoded at 1/8 scale straight from the DCT;
 - crop 128 (fit "crop"): a 128x128 window at native resolution, 1 window and 5 windows averaged;
-each in-process in lanes (evaluate's default on a CPU: core.evaluate.decoding_schedule), in-process decoding
+each in-process in lanes (evaluate's default on a CPU: core.inference.evaluate.decoding_schedule), in-process decoding
 between batches on one thread team, and with 2 DataLoader workers. The model is an untrained seed-v21 at the right input size:
 this measures speed, not accuracy. "forward only" is the same model on in-memory tensors of the same
 shape: the gap to it is decoding. Ratios are within one run; the machine may be shared.
@@ -66,11 +66,11 @@ def make_parquet(path, n: int, seed: int = 0) -> None:
 def child(config: str, workers: int, schedule: str, parquet: str, repeats: int) -> None:
     """Runs in its own process: evaluate the parquet, print one JSON line."""
     import torch
-    from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate, predict_logits
-    from core.models import build_model
-    from core.preprocess import PreprocessConfig
+    from core.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate, predict_logits
+    from core.model.models import build_model
+    from core.data.preprocess import PreprocessConfig
     pcfg = PreprocessConfig(**CONFIGS[config])
     torch.manual_seed(0)
     ckpt = os.path.join(os.path.dirname(parquet), f"{config}.pt")
@@ -132,8 +132,8 @@ def main():
         print(f"generated {parquet.relative_to(ROOT)} ({parquet.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.0f} s")
     # Baseline memory: a process that imports the same modules and opens the dataset, evaluating nothing.
-    base_cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, '.'); import json, torch, core.evaluate, "
-                "core.datasets as d; d.open_dataset(sys.argv[1], class_map={'AiArtData': 1, 'RealArt': 0}); "
+    base_cmd = [sys.executable, "-c", "import sys; sys.path.insert(0, '.'); import json, torch, core.inference.evaluate, "
+                "core.data.datasets as d; d.open_dataset(sys.argv[1], class_map={'AiArtData': 1, 'RealArt': 0}); "
                 "print(json.dumps({}))", str(parquet)]
     _, base_mb = run_measured(base_cmd)
     rows = []

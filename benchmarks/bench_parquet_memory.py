@@ -3,7 +3,7 @@
     python benchmarks/bench_parquet_memory.py [--images 20000] [--weights weights/default.pt]
 
 Writes N 32x32 JPEGs into parquet shards (image struct of bytes/path, ClassLabel label names in the
-Hugging Face metadata), then evaluates them with core.evaluate while sampling the process's RSS.
+Hugging Face metadata), then evaluates them with core.inference.evaluate while sampling the process's RSS.
 """
 from __future__ import annotations
 
@@ -21,9 +21,9 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset
-from core.evaluate import predict_dataset
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset
+from core.inference.evaluate import predict_dataset
 
 
 def write_parquet(folder: Path, n: int, shards: int = 4, seed: int = 0) -> int:

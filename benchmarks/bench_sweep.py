@@ -3,7 +3,7 @@
     python benchmarks/bench_sweep.py [--weights weights/default.pt] [--data data/sample/test]
 
 Batched: the set is decoded once and each shift is applied to whole batches of tensors
-(core.robustness.sweep's fast path). Baseline, measured on a few levels and scaled: each image is
+(core.audits.robustness.sweep's fast path). Baseline, measured on a few levels and scaled: each image is
 decoded, shifted and preprocessed per level through the dataset (the generic path).
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ import time
 
 from common import ROOT, print_table, save
 
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset
-from core.evaluate import predict_dataset
-from core.robustness import sweep
-from core.shifts import SWEEP_LEVELS, Shift
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset
+from core.inference.evaluate import predict_dataset
+from core.audits.robustness import sweep
+from core.data.shifts import SWEEP_LEVELS, Shift
 
 
 def main():

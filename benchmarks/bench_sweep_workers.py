@@ -2,7 +2,7 @@
 
     python benchmarks/bench_sweep_workers.py [--trials 2] [--busy] [--out sweep_workers]
 
-The sweep of core.robustness.sweep on its stated subsample (SWEEP_MAX_IMAGES of data/sample/test, shipped
+The sweep of core.audits.robustness.sweep on its stated subsample (SWEEP_MAX_IMAGES of data/sample/test, shipped
 weights/default.pt), computed (a) by one thread on the process's 2 torch threads (a page computing it) and
 (b) by 2 workers on one torch thread each (`workers=2`, run_app's warm-up). Trials alternate a, b, a, b so
 a shared machine's load falls on both. Per trial: wall seconds and the process's CPU seconds; the tables
@@ -26,9 +26,9 @@ import torch
 
 from common import ROOT, print_table, save
 
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset
-from core.robustness import SWEEP_MAX_IMAGES, sweep
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset
+from core.audits.robustness import SWEEP_MAX_IMAGES, sweep
 
 
 def main():

@@ -3,7 +3,7 @@
     python benchmarks/bench_training.py [--data data/sample] [--epochs 12] [--target 0.97]
 
 Rows: bare forward+backward+step on uint8 tensors already in memory (the limit), one epoch of
-core.train (augmentation, loss, optimiser, progress hooks included). Then a full core.train run,
+core.model.train (augmentation, loss, optimiser, progress hooks included). Then a full core.model.train run,
 evaluating the test split after every epoch, reports when test accuracy first reaches --target.
 """
 from __future__ import annotations
@@ -16,11 +16,11 @@ from common import ROOT, best_of, print_table, save
 import torch
 import torch.nn.functional as F
 
-from core.datasets import open_dataset
-from core.models import build_model
-from core.preprocess import PreprocessConfig, to_model_input
-from core.evaluate import decode_dataset
-from core.train import TrainConfig, augment, evaluate, train
+from core.data.datasets import open_dataset
+from core.model.models import build_model
+from core.data.preprocess import PreprocessConfig, to_model_input
+from core.inference.evaluate import decode_dataset
+from core.model.train import TrainConfig, augment, evaluate, train
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
     # The limit: forward + backward + AdamW step on tensors in memory, no augmentation, same batch size.
     ds = open_dataset(args.data, split="train")
     torch.manual_seed(0)
-    # Same memory layout as core.train (channels_last), so the ratio compares like with like.
+    # Same memory layout as core.model.train (channels_last), so the ratio compares like with like.
     model = build_model(args.arch, input_size=32).to(memory_format=torch.channels_last)
     dec = decode_dataset(ds, PreprocessConfig())
     x, y = dec.x, dec.y
@@ -89,8 +89,8 @@ def main():
     epoch_ips = sorted(h["images_per_second"] for h in ck["history"])
     median_ips = epoch_ips[len(epoch_ips) // 2]
     rows = [{"what": "bare forward+backward+step (in memory)", "images_per_s": 1 / t_bare, "ratio": 1.0},
-            {"what": "same + core.train augmentation", "images_per_s": 1 / t_aug, "ratio": t_bare / t_aug},
-            {"what": "core.train epoch (median)", "images_per_s": median_ips, "ratio": median_ips * t_bare}]
+            {"what": "same + core.model.train augmentation", "images_per_s": 1 / t_aug, "ratio": t_bare / t_aug},
+            {"what": "core.model.train epoch (median)", "images_per_s": median_ips, "ratio": median_ips * t_bare}]
     print()
     print_table(rows, ["what", "images_per_s", "ratio"])
     print(f"\nwall time of the whole run: {wall:.0f} s; test accuracy reached {args.target:.0%} "

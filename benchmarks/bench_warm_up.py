@@ -7,7 +7,7 @@ evaluations, Limitations' sweep, stability battery and Grad-CAM audit, Forensics
 model B, Error slices' image properties, then the other splits), into an empty runs/ folder, in
 WARM_UP_ORDER, at the calling thread's priority (no nice). Per step: wall seconds and CPU seconds of
 the process (all threads; on a shared machine CPU seconds move less than wall seconds). Also printed:
-Limitations' forward passes (core.limitations.first_view_forwards). Writes benchmarks/results/<out>.json.
+Limitations' forward passes (core.audits.limitations.first_view_forwards). Writes benchmarks/results/<out>.json.
 """
 from __future__ import annotations
 
@@ -30,8 +30,8 @@ def main():
     torch.set_num_threads(args.threads)
     import pages_support.paths as paths
     import run_app
-    from core.datasets import open_dataset
-    from core.limitations import first_view_forwards, subsample_sizes
+    from core.data.datasets import open_dataset
+    from core.audits.limitations import first_view_forwards, subsample_sizes
     runs = Path(tempfile.mkdtemp(prefix="bench-warm-up-"))
     paths.RUNS_DIR = runs                      # the steps read RUNS_DIR when they are built
     rows = []

@@ -6,10 +6,10 @@ What a page opened at once on a fresh server computes itself (Forensics' analysi
 properties: mostly Python per file), timed in the main thread of a fresh process, with:
 
 - `alone`: no warm-up running (the reference);
-- `threads`: run_app.warm_up in a thread of the same process, as before session 7 (its lanes in SCHED_IDLE
+- `threads`: run_app.warm_up in a thread of the same process (its lanes in SCHED_IDLE
   threads after the first step), so the page's thread shares the interpreter lock with the lanes;
 - `process`: run_app's warm-up process (run_app._warm_up_in_background, SCHED_IDLE lanes after the first
-  step), as run_app.py starts it since session 7.
+  step), as run_app.py starts it.
 
 The warm-up works on the shipped default.pt and data/sample into a temporary runs/ of its own (so it never
 finds the page's results), and the page's computation starts once the warm-up's first step (the test
@@ -36,9 +36,9 @@ def run_one(mode: str) -> dict:
     import threading
 
     import run_app
-    from core.datasets import open_dataset
-    from core.forensics import analyse
-    from core.slices import image_properties
+    from core.data.datasets import open_dataset
+    from core.audits.forensics import analyse
+    from core.audits.slices import image_properties
     from pages_support.paths import SAMPLE_DIR
     run_app.import_compute_modules()
     ds = open_dataset(str(SAMPLE_DIR), split="test", fmt="cifake")

@@ -7,15 +7,15 @@
 Steps (each skipped when its output exists, so an interrupted run resumes):
 1. the second member, seed-v21 with pseudo-fakes 0.3 on all of sample v2's train split, 30 + 3 epochs, seed 0
    (the shipped two-stream's recipe, data and split, so the two share their calibration split):
-   `python -m core.train --data data/sample --arch seed-v21 --pseudo-fakes 0.3 --epochs 30 --finetune-epochs 3
+   `python -m core train --data data/sample --arch seed-v21 --pseudo-fakes 0.3 --epochs 30 --finetune-epochs 3
    --out runs/v21pf.pt`
 2. its leave-one-generator-out folds at the shipped LOGO budget (20 + 2 epochs per fold):
-   `python -m core.generalize --data data/sample --arch seed-v21 --pseudo-fakes 0.3 --epochs 20
+   `python -m core generalize --data data/sample --arch seed-v21 --pseudo-fakes 0.3 --epochs 20
    --finetune-epochs 2 --out runs/logo-v21pf`
 3. per weighting w (two-stream, seed-v21): the ensemble of the shipped weights/default.pt and the member
-   (`python -m core.ensemble --members weights/default.pt runs/v21pf.pt --weights w --out ...`), its verdict
+   (`python -m core ensemble --members weights/default.pt runs/v21pf.pt --weights w --out ...`), its verdict
    summary on test and ood, and the ensemble of the two recipes' LOGO folds
-   (`python -m core.ensemble --logo weights/logo runs/logo-v21pf --weights w --out ...`).
+   (`python -m core ensemble --logo weights/logo runs/logo-v21pf --weights w --out ...`).
 With `--second ts-seed1` the second member is instead the shipped recipe itself (two-stream, pseudo-fakes 0.3,
 30 + 3 epochs) with model seed 1 on the same split (`--seed 1 --split-seed 0`): a seed ensemble. Its LOGO
 folds are not trained by this script (5 x 20 + 2 epochs, over an hour here); without them the LOGO columns are
@@ -34,12 +34,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.datasets import open_dataset  # noqa: E402
-from core.ensemble import build_ensemble, ensemble_logo  # noqa: E402
-from core.evaluate import evaluate  # noqa: E402
-from core.generalize import load_leaderboard, run_logo, summarize  # noqa: E402
-from core.train import TrainConfig, train  # noqa: E402
+from core.model.checkpoint import load_checkpoint  # noqa: E402
+from core.data.datasets import open_dataset  # noqa: E402
+from core.model.ensemble import build_ensemble, ensemble_logo  # noqa: E402
+from core.inference.evaluate import evaluate  # noqa: E402
+from core.audits.generalize import load_leaderboard, run_logo, summarize  # noqa: E402
+from core.model.train import TrainConfig, train  # noqa: E402
 
 SECONDS = {"v21pf": dict(data="data/sample", arch="seed-v21", pseudo_fakes=0.3, seed=0),
            "ts-seed1": dict(data="data/sample", arch="two-stream", pseudo_fakes=0.3, seed=1, split_seed=0)}

@@ -3,7 +3,7 @@
     python benchmarks/familiarity_layers.py [--weights weights/logo/ddpm/model.pt] [--held-out ddpm]
                                             [--data data/sample] [--train-images 4000]
 
-The shipped familiarity (core.verdict.Familiarity) is a class-conditional Mahalanobis distance on the last
+The shipped familiarity (core.verdict.verdict.Familiarity) is a class-conditional Mahalanobis distance on the last
 block's pooled features. This script fits the same kind of distance (tied covariance, shrinkage 0.1) on
 other feature sets of a LOGO fold model: every block's spatial mean, every block's mean and standard
 deviation, one distance per block combined by Bonferroni (min p-value x number of blocks), the residual
@@ -28,8 +28,8 @@ from PIL import Image
 from common import ROOT, save
 
 sys.path.insert(0, str(ROOT))
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.preprocess import to_model_input  # noqa: E402
+from core.model.checkpoint import load_checkpoint  # noqa: E402
+from core.data.preprocess import to_model_input  # noqa: E402
 
 SHRINKAGE = 0.1
 FLAG_RATE = 0.05

@@ -7,7 +7,7 @@ averaged over rings of integer radius 1..S/2 (radius on the wrapped frequency gr
 (`source` of the FAKEs; all REALs together) the mean over images; printed and written as the
 difference to the REALs' mean (log power: +0.7 is about twice the power). Writes
 benchmarks/results/family_spectra.json. This is the image's own spectrum, not the high-pass residual
-`core.forensics` shows, and it is what the README's sentence on the ddpm family quotes.
+`core.audits.forensics` shows, and it is what the README's sentence on the ddpm family quotes.
 """
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import numpy as np
 from common import ROOT, save
 
 sys.path.insert(0, str(ROOT))
-from core.datasets import open_dataset  # noqa: E402
-from core.images import ImageError  # noqa: E402
+from core.data.datasets import open_dataset  # noqa: E402
+from core.data.images import ImageError  # noqa: E402
 
 
 def radial_log_power(grey: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ spent runnable but waiting for a CPU), the threads that ran longest over the vie
 
 `--stop-warm-up` stops (SIGSTOP) the server's child processes (run_app.py's warm-up) once the server answers
 and lets them go on after the view: what the page costs the browser with nothing else competing for the cores.
-This is how session 11 found that the warm-up, in SCHED_IDLE in the server's session, still took a core from
-a browser in a session of its own (Linux autogroups; core.threads.own_background_group).
+It shows whether the warm-up, in SCHED_IDLE in the server's session, takes a core from a browser in a
+session of its own (Linux autogroups; core.inference.threads.own_background_group).
 
 Writes benchmarks/results/NAME.json (default first_view_timeline): per trial the page's complete time (no
 skeleton, no spinner, the script run finished), the renderer main thread's run and wait seconds and the

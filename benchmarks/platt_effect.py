@@ -3,7 +3,7 @@
     python benchmarks/platt_effect.py            # weights/default.pt on test and ood, the folds of weights/logo
     python benchmarks/platt_effect.py --weights W --logo DIR --results OUT.json
 
-A Platt-calibrated checkpoint (core.checkpoint.platt_calibrated) carries its offset in the bias of the
+A Platt-calibrated checkpoint (core.model.checkpoint.platt_calibrated) carries its offset in the bias of the
 layer that outputs the logit and records it in metrics["platt"]["logit_offset"]. Subtracting it from
 the stored predictions' logits and from the checkpoint's calibration logits gives, exactly, the verdicts
 the model made before calibration (no forward pass: the offset is added after every feature). At threshold
@@ -31,10 +31,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.datasets import open_dataset  # noqa: E402
-from core.evaluate import cached_evaluation, load_evaluation  # noqa: E402
-from core.verdict import verdict_summary  # noqa: E402
+from core.model.checkpoint import load_checkpoint  # noqa: E402
+from core.data.datasets import open_dataset  # noqa: E402
+from core.inference.evaluate import cached_evaluation, load_evaluation  # noqa: E402
+from core.verdict.verdict import verdict_summary  # noqa: E402
 
 ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.1)
 MAX_TEST_UNSURE = 0.05

@@ -30,10 +30,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core.checkpoint import load_checkpoint  # noqa: E402
-from core.datasets import open_dataset  # noqa: E402
-from core.evaluate import cached_evaluation, load_evaluation  # noqa: E402
-from core.verdict import UNSURE, decide, verdict_summary  # noqa: E402
+from core.model.checkpoint import load_checkpoint  # noqa: E402
+from core.data.datasets import open_dataset  # noqa: E402
+from core.inference.evaluate import cached_evaluation, load_evaluation  # noqa: E402
+from core.verdict.verdict import UNSURE, decide, verdict_summary  # noqa: E402
 
 ALPHAS = (0.01, 0.02, 0.03, 0.05, 0.1)
 FLAG_RATES = (0.0, 0.01, 0.02, 0.03, 0.05)

@@ -63,7 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generators as gen  # noqa: E402  (data/generators.py, beside this script)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from core.datasets import group_of_origin  # noqa: E402
+from core.data.datasets import group_of_origin  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / "data" / "_cache"
@@ -606,7 +606,7 @@ def write_split(out: Path, split: str, reals, fakes, rng):
 
 def photo_group(origin: str) -> str:
     """The PHOTOS group of the photo an origin names ("" for an image no photo was cut into): crops of
-    a stereo pair's two photos share it, so splits made by group (core.train's calibration split)
+    a stereo pair's two photos share it, so splits made by group (core.model.train's calibration split)
     never put one photo of a pair on each side."""
     return GROUP_OF_PHOTO.get(group_of_origin(origin), "")
 

@@ -1,8 +1,8 @@
 """Generator families for the embedded sample, each trained here from scratch on the train REAL crops.
 
-Used by ``data/build_sample.py``; runnable on its own to train one family in the background::
+Used by ``data/build_sample.py``; ``data/train_generator.py`` trains one family on its own, in the background::
 
-    python data/generators.py --family ddpm --minutes 25          # writes weights/generators/ddpm.pt
+    python data/train_generator.py --family ddpm --minutes 25     # writes weights/generators/ddpm.pt
 
 Families (``FAMILIES``), and how their images reach 32x32:
 
@@ -22,10 +22,8 @@ that loads with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import math
-import sys
 import time
 from pathlib import Path
 
@@ -542,35 +540,6 @@ def save_grid(imgs: torch.Tensor, path: Path, cols=8, scale=2) -> None:
     sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST).save(path)
 
 
-def main(argv=None):
-    """Train one family on the train REAL crops that build_sample.py cuts, and save its weights."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import build_sample as bs
-    p = argparse.ArgumentParser(description="Train one generator family for the sample.")
-    p.add_argument("--family", required=True, choices=FAMILIES)
-    p.add_argument("--steps", type=int, default=100000, help="step cap (default: 100000)")
-    p.add_argument("--minutes", type=float, default=20, help="wall-time cap in minutes (default: 20)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--weights", type=Path, default=bs.REPO / "weights" / "generators")
-    p.add_argument("--preview", type=int, default=64, help="samples in the preview grid (default: 64)")
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    crops = bs.train_crops_for(args.family)
-    log(f"[{args.family}] {len(crops)} train crops of {crops.shape[-1]} px")
-    model, cfg, done, secs = train_family(args.family, crops, args.steps, args.minutes, bs.DEFAULT_SEED + hash_family(args.family))
-    path = args.weights / f"{args.family}.pt"
-    save_generator(path, model, args.family, cfg, done, secs)
-    log(f"[{args.family}] saved {path} after {done} steps, {secs:.0f} s")
-    if args.preview:
-        inputs = crops[:args.preview] if args.family == "regen" else None
-        prev = generate(args.family, model, cfg, args.preview, 1, inputs)
-        save_grid(to_tensor([a for a, _ in prev]), bs.CACHE / "progress" / f"{args.family}_final.png")
-
-
 def hash_family(kind: str) -> int:
     """A stable per-family seed offset (Python's hash() is salted per process)."""
     return 1 + FAMILIES.index(kind)
-
-
-if __name__ == "__main__":
-    main()

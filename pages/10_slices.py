@@ -1,16 +1,16 @@
 """Error slices page: accuracy per source and per binned image property (brightness, saturation,
 sharpness, JPEG quality, original size), worst first, each with its Wilson interval; pick a slice to
-see its images. core.slices computes everything (`python -m core.slices --data PATH --out DIR`).
+see its images. core.audits.slices computes everything (`python -m core slices --data PATH --out DIR`).
 """
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from core.audit_cache import result_dir
-from core.evaluate import dataset_fingerprint
-from core.slices import cached_properties, join, members, read_properties, slice_table
-from core.labels import CLASS_NAMES
+from core.report.audit_cache import result_dir
+from core.inference.evaluate import dataset_fingerprint
+from core.audits.slices import cached_properties, join, members, read_properties, slice_table
+from core.data.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import RUNS_DIR, context_and_evaluation_or_stop
 from pages_support.views import gallery, pct, static_table

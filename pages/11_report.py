@@ -1,5 +1,5 @@
-"""Audit report page: build the one-file HTML report (core.report) for the sidebar's model, data and
-threshold, and download it. The same file as `python -m core.report --weights W --data PATH --out F`.
+"""Audit report page: build the one-file HTML report (core.report.report) for the sidebar's model, data and
+threshold, and download it. The same file as `python -m core report --weights W --data PATH --out F`.
 """
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.report import build_report
+from core.report.report import build_report
 from pages_support import common as _common
 from pages_support.common import RUNS_DIR, get_context
 

@@ -14,11 +14,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.archive import ArchiveError, read_zip_images
-from core.gradcam import overlay_heatmap
-from core.images import ImageError, load_image
-from core.predict import Prediction, predict_many, predict_one
-from core.verdict import explain
+from core.data.archive import ArchiveError, read_zip_images
+from core.model.gradcam import overlay_heatmap
+from core.data.images import ImageError, load_image
+from core.inference.predict import Prediction, predict_many, predict_one
+from core.verdict.verdict import explain
 from pages_support.common import Context, get_context, image_bytes, load_model_cached
 from pages_support.forensics_views import batch_stability_ui, spectrum_ui, stability_ui
 from pages_support.views import data_uri, display_scale, enlarged

@@ -2,7 +2,7 @@
 curves with the threshold's operating point, and the images behind each cell.
 
 Everything follows the sidebar threshold: metrics are recomputed from the stored P(AI) of every
-image (core.metrics.classification_metrics), which is cheap; the model does not run again.
+image (core.metrics.metrics.classification_metrics), which is cheap; the model does not run again.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
+from core.metrics.metrics import (CELLS, annotate_calls, classification_metrics, confusion_cells, operating_point, pr_curve,
                           roc_curve)
 from pages_support import charts
 from pages_support.common import context_and_evaluation_or_stop

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.checkpoint import CheckpointError, with_temperature
-from core.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
+from core.model.checkpoint import CheckpointError, with_temperature
+from core.metrics.metrics import (HIGH_CONFIDENCE, abstention, annotate_calls, bootstrap_ece, classification_metrics,
                           reliability_bins, risk_coverage, temperature_scaling_split)
-from core.verdict import conformal_curve, verdict_summary
+from core.verdict.verdict import conformal_curve, verdict_summary
 from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import context_and_evaluation_or_stop

@@ -1,16 +1,16 @@
 """Misclassifications page: the false positives (REAL called FAKE) and false negatives (FAKE called
 REAL) at the sidebar threshold, most confident first, with their source and Grad-CAM on demand.
 
-Filters by source, by verdict (REAL/FAKE/UNSURE, core.verdict) and by confidence; the filtered list
+Filters by source, by verdict (REAL/FAKE/UNSURE, core.verdict.verdict) and by confidence; the filtered list
 downloads as CSV.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from core.evaluate import add_verdicts
-from core.labels import CLASS_NAMES
-from core.metrics import HIGH_CONFIDENCE, annotate_calls
+from core.inference.evaluate import add_verdicts
+from core.data.labels import CLASS_NAMES
+from core.metrics.metrics import HIGH_CONFIDENCE, annotate_calls
 from pages_support.common import context_and_evaluation_or_stop
 from pages_support.views import gallery, pct
 

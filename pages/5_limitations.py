@@ -1,12 +1,12 @@
 """Limitations page: every limitation the seed project documented, quoted, tested and given a verdict.
 
 Each section: the claim (quoted from the seed's README), the test, the measured result and a plain
-verdict sentence computed from the numbers (core.limitations). Robustness numbers come from one stored
-sweep (core.robustness.sweep via sweep_ui; its levels appear as they are measured on a first visit); the
+verdict sentence computed from the numbers (core.audits.limitations). Robustness numbers come from one stored
+sweep (core.audits.robustness.sweep via sweep_ui; its levels appear as they are measured on a first visit); the
 unseen-generator test evaluates the sample's `ood` split next to `test`; the Grad-CAM audit
-(concentration and deletion test) runs on up to core.limitations.AUDIT_IMAGES images and is stored under
+(concentration and deletion test) runs on up to core.audits.limitations.AUDIT_IMAGES images and is stored under
 runs/. On larger data the sweep and the stability battery run on a stated stratified subsample
-(core.limitations.subsample_note, the same sentence as the CLI's), every rate and mean with its 95%
+(core.audits.limitations.subsample_note, the same sentence as the CLI's), every rate and mean with its 95%
 interval, so a first visit to the sample completes in seconds (benchmarks/bench_browser.py).
 """
 from __future__ import annotations
@@ -17,15 +17,15 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core import limitations as lim
-from core.generalize import logo_frames
-from core.images import ImageError
-from core.labels import CLASS_NAMES
-from core.limitations import CLAIMS, SEED, level_text
-from core.metrics import HIGH_CONFIDENCE, annotate_calls
-from core.predict import predict_many
-from core.robustness import SWEEP_MAX_IMAGES, cached_gradcam_audit
-from core.shifts import SWEEP_LEVELS, shift_array
+from core.audits import limitations as lim
+from core.audits.generalize import logo_frames
+from core.data.images import ImageError
+from core.data.labels import CLASS_NAMES
+from core.audits.limitations import CLAIMS, SEED, level_text
+from core.metrics.metrics import HIGH_CONFIDENCE, annotate_calls
+from core.inference.predict import predict_many
+from core.audits.robustness import SWEEP_MAX_IMAGES, cached_gradcam_audit
+from core.data.shifts import SWEEP_LEVELS, shift_array
 from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import (Context, evaluation_ui, get_context, image_bytes, load_model_cached, open_dataset_cached,
@@ -33,7 +33,7 @@ from pages_support.common import (Context, evaluation_ui, get_context, image_byt
 from pages_support.forensics_views import flip_rate_section
 from pages_support.views import enlarged, gallery, num, pct
 
-# Axis titles of the preprocessing section's curves (the grouping and order come from core.limitations).
+# Axis titles of the preprocessing section's curves (the grouping and order come from core.audits.limitations).
 AXIS = {"grayscale": "grayscale amount (1 = fully gray)", "saturation": "saturation factor (0 = gray, 1 = unchanged)",
         "hue": "hue rotation (fraction of a turn)", "jpeg": "JPEG quality (lower = stronger compression)",
         "blur": "gaussian blur sigma (pixels)", "noise": "gaussian noise std (of 255)",
@@ -43,7 +43,7 @@ N_EXAMPLES = 1          # example images per class shown under each shift
 
 
 def record(verdicts: list, v) -> None:
-    """Add a verdict (core.limitations.Verdict, or the {"limitation", "verdict"} dicts other sections add)."""
+    """Add a verdict (core.audits.limitations.Verdict, or the {"limitation", "verdict"} dicts other sections add)."""
     verdicts.append({"limitation": v.limitation, "verdict": v.text} if isinstance(v, lim.Verdict) else v)
 
 
@@ -106,7 +106,7 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
            "36 passes over every image would keep this page waiting; each accuracy comes with its 95% Wilson "
            "interval)") if len(ctx.ds) > SWEEP_MAX_IMAGES else ""
     st.markdown(f"**Test.** Every image of the evaluation set{sub} is transformed at increasing severity before "
-                "preprocessing, and accuracy, ECE and per-class recall are measured again (core.robustness.sweep). "
+                "preprocessing, and accuracy, ECE and per-class recall are measured again (core.audits.robustness.sweep). "
                 "Sweep metrics use threshold 0.5: the sweep stores summary numbers per level, not per-image scores.")
     sw = sweep_ui(ctx)
     if sw is None or sw.empty:
@@ -147,7 +147,7 @@ def preprocessing_section(ctx: Context, df: pd.DataFrame, verdicts: list) -> Non
 
 
 def _identity_level(name: str) -> float:
-    from core.shifts import IDENTITY_LEVEL
+    from core.data.shifts import IDENTITY_LEVEL
     return float(IDENTITY_LEVEL[name])
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.images import ImageError
-from core.labels import CLASS_NAMES
-from core.models import count_parameters
+from core.data.images import ImageError
+from core.data.labels import CLASS_NAMES
+from core.model.models import count_parameters
 from pages_support import charts
 from pages_support import common as _common
 from pages_support.common import get_context
@@ -200,7 +200,7 @@ def data_card(ctx) -> None:
         st.subheader("Data card (data/README.md)")
         # One toggle away, not drawn on every first view: its 14 KB of markdown and nine figures were most of
         # what the browser drew on this page, and until it had drawn everything no element was shown (browser
-        # trace of a fresh server's first view, session 10: script done 8.6 s, first number 22.7 s under load).
+        # trace of a fresh server's first view: script done 8.6 s, first number 22.7 s under load).
         if st.toggle("Show the data card: how the sample was built, its generators and figures", value=False,
                      key="md_data_card"):
             with st.container(border=True):

@@ -1,10 +1,10 @@
 """Generalization page: how the detector does on each generator, and on generators it never saw.
 
-1. Per source of the current evaluation (core.generalize.source_table): every REAL image against
+1. Per source of the current evaluation (core.audits.generalize.source_table): every REAL image against
    one FAKE source at a time: AP, accuracy at the sidebar threshold, TPR at 5% FPR, FAKE recall,
    UNSURE share, wrong-and-decided share, with counts. Select a row to see its images.
 2. The stored leave-one-generator-out leaderboard of the shipped recipe (weights/logo/, written by
-   `python -m core.generalize`): one model per held-out family, evaluated on that family only.
+   `python -m core generalize`): one model per held-out family, evaluated on that family only.
    Select a row to see the held-out family's images as that model judged them.
 """
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.generalize import load_leaderboard, same_test_data, source_table
-from core.images import ImageError, load_image
-from core.labels import CLASS_NAMES
-from core.verdict import UNSURE, VerdictModel, decide
+from core.audits.generalize import load_leaderboard, same_test_data, source_table
+from core.data.images import ImageError, load_image
+from core.data.labels import CLASS_NAMES
+from core.verdict.verdict import UNSURE, VerdictModel, decide
 from pages_support.common import ROOT, WEIGHTS_DIR, context_and_evaluation_or_stop
 from pages_support.views import enlarged, gallery, num, pct
 
@@ -72,7 +72,7 @@ def logo_section(threshold: float) -> None:
     res = load_leaderboard(LOGO_DIR)
     if res is None:
         st.info(f"No stored leaderboard of the current result format in {LOGO_DIR}. Make one with `python -m "
-                f"core.generalize --data data/sample --out {LOGO_DIR}` (one training run per family; fold models "
+                f"core.audits.generalize --data data/sample --out {LOGO_DIR}` (one training run per family; fold models "
                 "already there are re-evaluated, not retrained).")
         return
     board, summary = res
@@ -90,7 +90,7 @@ def logo_section(threshold: float) -> None:
     if same is False:
         st.warning(f"This leaderboard was evaluated on other files than those now in {summary.get('test_root')} "
                    "(the data was rebuilt since): its numbers describe the data it was run on, and its images are "
-                   "not shown. `python -m core.generalize` with the same options on the current data makes a new one.")
+                   "not shown. `python -m core generalize` with the same options on the current data makes a new one.")
     shown = board.rename(columns=COLUMNS)
     ev = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
                       column_config=_fmt(shown), key="gen_logo")
@@ -101,8 +101,8 @@ def logo_section(threshold: float) -> None:
     if same is False:
         st.info(f"{fam}: the images this row was measured on are no longer in {summary.get('test_root')}.")
         return
-    from core.checkpoint import read_checkpoint
-    from core.evaluate import load_evaluation
+    from core.model.checkpoint import read_checkpoint
+    from core.inference.evaluate import load_evaluation
     fold = LOGO_DIR / fam
     res = load_evaluation(fold / "eval")
     if res is None:

@@ -1,7 +1,7 @@
 """Forensics page: residual spectra per class and source, the shortcut check (can the file pipeline
 alone tell the classes apart?) and the re-encoding control.
 
-Numbers come from core.forensics (the same as `python -m core.forensics --data PATH --out DIR`),
+Numbers come from core.audits.forensics (the same as `python -m core forensics --data PATH --out DIR`),
 computed once per dataset and kept under runs/; every figure has its numbers as a table or CSV.
 """
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached_analysis, cached_reencoding,
+from core.audits.forensics import (FEATURE_GROUPS, FLAG_THRESHOLD, analysis_dir, cached_analysis, cached_reencoding,
                             load_spectra_npz, radial_table, reencoding_dir, spectrum_figure, spectrum_figure_name)
-from core.labels import CLASS_NAMES
+from core.data.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, get_context
 from pages_support.views import num, pct, static_table
@@ -33,14 +33,14 @@ def _read_analysis(out_dir: str) -> dict:
             "props": pd.read_csv(d / "file_properties.csv", keep_default_na=False),
             "distributions": pd.read_csv(d / "shortcut_distributions.csv", keep_default_na=False),
             "npz": (d / "spectra.npz").read_bytes(),
-            # The heat maps `python -m core.forensics --out DIR` writes, stored with the analysis: drawing 18 of
+            # The heat maps `python -m core forensics --out DIR` writes, stored with the analysis: drawing 18 of
             # them again was a tenth of this page's first script run (py-spy, fresh server).
             "figures": {f.name: f.read_bytes() for f in d.glob("spectrum_*.png")}}
 
 
 def analysis_ui(ctx: Context, on_shortcuts=None) -> dict:
     """The stored analysis; computed here when missing, with on_shortcuts(part) called as soon as its shortcut
-    check is done (core.forensics.analyse), before the spectra."""
+    check is done (core.audits.forensics.analyse), before the spectra."""
     out = analysis_dir(ctx.ds, RUNS_DIR)
     if not (out / "shortcuts.json").is_file():
         bar = st.progress(0.0, text=f"Reading {len(ctx.ds):,} files (headers, spectra)...")
@@ -52,7 +52,7 @@ def analysis_ui(ctx: Context, on_shortcuts=None) -> dict:
 
 
 def _heat(res: dict, key: str) -> bytes:
-    # A static PNG (core.forensics.spectrum_figure, the file `python -m core.forensics --out DIR` writes): a
+    # A static PNG (core.audits.forensics.spectrum_figure, the file `python -m core forensics --out DIR` writes): a
     # spectrum's hover values add little to the picture, and its numbers are in spectra.npz below.
     return res["figures"].get(spectrum_figure_name(key)) or spectrum_figure(res["spectra"], key)
 

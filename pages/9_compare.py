@@ -1,8 +1,8 @@
 """Compare page: the sidebar's model (A) against a second model (B) on the same data and threshold.
 
 Metrics side by side with paired bootstrap intervals, a ROC overlay, the disagreement table with the
-images of each cell, McNemar's exact test and per-source deltas: core.compare, the same numbers as
-`python -m core.compare --weights A B --data PATH --out DIR`.
+images of each cell, McNemar's exact test and per-source deltas: core.audits.compare, the same numbers as
+`python -m core compare --weights A B --data PATH --out DIR`.
 """
 from __future__ import annotations
 
@@ -12,20 +12,20 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.checkpoint import CheckpointError
-from core.compare import (CELL_MEANING, CELLS, CompareError, cached_comparison, disagreement_cells, metrics_table,
+from core.model.checkpoint import CheckpointError
+from core.audits.compare import (CELL_MEANING, CELLS, CompareError, cached_comparison, disagreement_cells, metrics_table,
                           roc_table)
-from core.labels import CLASS_NAMES
+from core.data.labels import CLASS_NAMES
 from pages_support import charts
 from pages_support.common import (RUNS_DIR, Context, _file_sha, evaluation_ui, get_context, load_model_cached,
                                   shipped_weights)
 from pages_support.views import gallery, num, pct, static_table
 
-N_BOOT = 1000          # core.compare's default, as `python -m core.compare` uses
+N_BOOT = 1000          # core.audits.compare's default, as `python -m core compare` uses
 
 
 def compare_ui(ctx: Context, lm_b) -> tuple[pd.DataFrame, dict]:
-    """core.compare.cached_comparison (stored under runs/; the app's warm-up stores the default pair's at 0.5)."""
+    """core.audits.compare.cached_comparison (stored under runs/; the app's warm-up stores the default pair's at 0.5)."""
     with st.spinner(f"Bootstrap intervals ({N_BOOT:,} paired resamples)..."):
         return cached_comparison(ctx.lm, lm_b, ctx.ds, RUNS_DIR, ctx.threshold, N_BOOT)
 

@@ -16,12 +16,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from core.datasets import DatasetError, ImageDataset, cifake_splits, open_dataset
-from core.evaluate import cached_evaluation, evaluation_dir, load_evaluation
-from core.labels import LabelMappingError, describe_mapping, parse_class_map
-from core.robustness import cached_sweep, sweep_path
-from core.shifts import Shift
+from core.model.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from core.data.datasets import DatasetError, ImageDataset, cifake_splits, open_dataset
+from core.inference.evaluate import cached_evaluation, evaluation_dir, load_evaluation
+from core.data.labels import LabelMappingError, describe_mapping, parse_class_map
+from core.audits.robustness import cached_sweep, sweep_path
+from core.data.shifts import Shift
 
 from pages_support import paths as _paths
 from pages_support.paths import DEFAULT_WEIGHTS, ROOT, RUNS_DIR, SAMPLE_DIR, WEIGHTS_DIR  # noqa: F401 (re-exported)
@@ -64,7 +64,7 @@ def _file_sha(path: str) -> str:
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _sha_cached(path: str, size: int, mtime: int) -> str:
-    from core.checkpoint import file_sha256
+    from core.model.checkpoint import file_sha256
     return file_sha256(path)
 
 
@@ -85,7 +85,7 @@ def _model_ui() -> tuple[LoadedModel, str] | None:
                                   help="Shipped checkpoints live in weights/; see the Model & data page.")
     path = None
     if choice == "Upload a checkpoint":
-        up = st.sidebar.file_uploader("Checkpoint (.pt saved by core.train)", type=["pt", "pth", "ckpt"], key="ckpt_upload")
+        up = st.sidebar.file_uploader("Checkpoint (.pt saved by core.model.train)", type=["pt", "pth", "ckpt"], key="ckpt_upload")
         if up is None:
             st.sidebar.info("Upload a checkpoint, or pick a shipped one.")
             return None

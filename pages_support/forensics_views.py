@@ -1,7 +1,7 @@
 """Rendering for the forensic additions to existing pages: the Predict page's residual spectrum and
 verdict stability (one image and the batch column), and the Limitations page's flip-rate section.
 
-Numbers come from core.forensics and core.stability; this module only caches, lays out and draws.
+Numbers come from core.audits.forensics and core.audits.stability; this module only caches, lays out and draws.
 """
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.figures import heatmap_png
-from core.forensics import image_spectrum
-from core.images import ImageError, load_image
-from core.labels import CLASS_NAMES
-from core.limitations import STABILITY_MAX_IMAGES
-from core.stability import (CHANGES, check_image, flip_table, flips, probs_of_sources, read_stability,
+from core.report.figures import heatmap_png
+from core.audits.forensics import image_spectrum
+from core.data.images import ImageError, load_image
+from core.data.labels import CLASS_NAMES
+from core.audits.limitations import STABILITY_MAX_IMAGES
+from core.audits.stability import (CHANGES, check_image, flip_table, flips, probs_of_sources, read_stability,
                             stability_result_dir, stability_verdict, cached_dataset_stability)
 from pages_support import charts
 from pages_support.common import RUNS_DIR, Context, load_model_cached, open_dataset_cached
@@ -112,7 +112,7 @@ def _read_stability_cached(out_dir: str) -> pd.DataFrame | None:
 
 def dataset_stability_ui(ctx: Context) -> pd.DataFrame | None:
     """Per-image P(AI) under every change for the selected dataset (a stratified subsample of at most
-    core.limitations.STABILITY_MAX_IMAGES): from runs/, else computed with a bar."""
+    core.audits.limitations.STABILITY_MAX_IMAGES): from runs/, else computed with a bar."""
     out = stability_result_dir(ctx.lm, ctx.ds, RUNS_DIR, STABILITY_MAX_IMAGES)
     if not (out / "stability.csv").is_file():
         n = min(len(ctx.ds), STABILITY_MAX_IMAGES)
@@ -130,7 +130,7 @@ def flip_rate_section(ctx: Context, verdicts: list) -> None:
            "bars show 95% Wilson intervals)") if ctx.ds is not None and len(ctx.ds) > STABILITY_MAX_IMAGES else ""
     st.markdown(f"**Test.** Every image of the evaluation set{sub} is re-scored after each everyday change "
                 f"({', '.join(CHANGES.values())}), applied to the decoded image before preprocessing "
-                f"(core.stability). A call *flips* when it differs from the call on the unchanged image at "
+                f"(core.audits.stability). A call *flips* when it differs from the call on the unchanged image at "
                 f"threshold {ctx.threshold:.2f}, whether or not either call is right.")
     df = dataset_stability_ui(ctx)
     if df is None or df.empty:

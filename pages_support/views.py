@@ -13,10 +13,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from core.gradcam import overlay_heatmap
-from core.images import ImageError
-from core.labels import CLASS_NAMES
-from core.predict import predict_many
+from core.model.gradcam import overlay_heatmap
+from core.data.images import ImageError
+from core.data.labels import CLASS_NAMES
+from core.inference.predict import predict_many
 from pages_support.common import Context, image_bytes
 
 DISPLAY_SIDE = 128      # px: small images are enlarged (nearest-neighbour) to about this side
@@ -88,7 +88,7 @@ def _cams(sha: str, weights_path: str, dataset_key: tuple, stamp: float, ids: tu
 
 
 def cams_for(ctx: Context, ids: list[str]) -> dict:
-    """{id: core.predict.Prediction with both classes' Grad-CAM} for the given prediction ids."""
+    """{id: core.inference.predict.Prediction with both classes' Grad-CAM} for the given prediction ids."""
     return _cams(ctx.lm.sha256, ctx.weights_path, tuple(ctx.dataset_key), _stamp(ctx), tuple(ids))
 
 
@@ -124,7 +124,7 @@ def gallery(ctx: Context, rows: pd.DataFrame, n_cols: int = 6, cam: bool = False
 def default_caption(r, threshold: float) -> str:
     called = CLASS_NAMES[int(r["prob_fake"] >= threshold)]
     src = f" · {r['source']}" if r.get("source") else ""
-    # The verdict column is present when the frame went through core.evaluate.add_verdicts at this threshold.
+    # The verdict column is present when the frame went through core.inference.evaluate.add_verdicts at this threshold.
     verdict = f" · verdict {r['verdict']}" if r.get("verdict") == "UNSURE" else ""
     return f"P(AI) {r['prob_fake']:.3f} · true {CLASS_NAMES[int(r['label'])]} · called {called}{verdict}{src}"
 

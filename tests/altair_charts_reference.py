@@ -1,4 +1,4 @@
-"""The Altair code of pages_support.charts before it wrote Vega-Lite dicts itself (session 8), kept as the reference
+"""Altair code for the charts pages_support.charts writes as Vega-Lite dicts, kept as the reference
 tests/test_charts.py checks the dicts against: the same specification for every chart kind and option the pages use.
 """
 from __future__ import annotations

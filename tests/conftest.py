@@ -101,7 +101,7 @@ def tiny_cifake(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained_ckpt(tiny_cifake, tmp_path_factory) -> Path:
     """A seed-v21 trained for a few epochs on tiny_cifake (takes a few seconds)."""
-    from core.train import TrainConfig, train
+    from core.model.train import TrainConfig, train
     out = tmp_path_factory.mktemp("w") / "tiny.pt"
     train(TrainConfig(data=str(tiny_cifake), arch="seed-v21", epochs=4, finetune_epochs=1, batch_size=16,
                       lr=3e-3, val_fraction=0.25, out=str(out), seed=0,

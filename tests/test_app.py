@@ -68,7 +68,7 @@ def make_sample(root: Path, n=N_PER_CLASS, seed=0) -> Path:
 
 @pytest.fixture(scope="session")
 def app_dirs(tmp_path_factory):
-    from core.train import TrainConfig, train
+    from core.model.train import TrainConfig, train
     base = tmp_path_factory.mktemp("app")
     sample = make_sample(base / "sample")
     weights = base / "weights"
@@ -136,9 +136,9 @@ def _table(at, column) -> pd.DataFrame:
 
 def _predictions(app_dirs, split="test") -> pd.DataFrame:
     """The stored per-image predictions the app evaluated (the 'hand computation' starts here)."""
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluation_dir, load_evaluation
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluation_dir, load_evaluation
     lm = load_checkpoint(app_dirs["weights"] / "default.pt")
     ds = open_dataset(app_dirs["sample"], split=split)
     res = load_evaluation(evaluation_dir(app_dirs["runs"], lm, ds, None))
@@ -253,8 +253,8 @@ def test_misclassification_counts_follow_threshold(app, app_dirs):
 # ----------------------------------------------------------------------------- predict
 
 def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
-    from core.checkpoint import load_checkpoint
-    from core.predict import predict_one
+    from core.model.checkpoint import load_checkpoint
+    from core.inference.predict import predict_one
     at = _page(app, "1_predict")
     img = _encode(_noise(np.random.default_rng(5), 48), "PNG")
     at.file_uploader(key="predict_upload").set_value(("upload_me.png", img, "image/png")).run()
@@ -272,7 +272,7 @@ def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
         label = "FAKE" if p >= t else "REAL"
         assert metrics["Label at the threshold"] == label, (p, t)
         assert float(metrics["Distance from threshold"]) == pytest.approx(p - t, abs=2e-4)
-        # The verdict (core.verdict) comes first, in words: REAL/FAKE/UNSURE at this threshold.
+        # The verdict (core.verdict.verdict) comes first, in words: REAL/FAKE/UNSURE at this threshold.
         verdict, why = pred.verdict(lm.verdict, t)
         assert verdict in ("REAL", "FAKE", "UNSURE") and (verdict == label or verdict == "UNSURE")
         text = " ".join(m.value for m in at.markdown)
@@ -285,11 +285,11 @@ def test_predict_one_image_shows_label_p_ai_and_gradcam(app, app_dirs):
 
 
 def test_predict_says_a_grayscale_upload_is_unsure_because_it_lacks_colour(app_dirs, tmp_path, monkeypatch):
-    """A checkpoint whose familiarity has a colour part (core.verdict.colourfulness; the app's tiny one gets a
+    """A checkpoint whose familiarity has a colour part (core.verdict.verdict.colourfulness; the app's tiny one gets a
     400-image colour reference, as a full calibration split gives): a grayscale upload is UNSURE, and the
     verdict says it is far less colourful; the same image in colour is not flagged for colour."""
     import torch
-    from core.checkpoint import read_checkpoint, save_checkpoint
+    from core.model.checkpoint import read_checkpoint, save_checkpoint
     weights = tmp_path / "weights"
     weights.mkdir()
     ck, _ = read_checkpoint(app_dirs["weights"] / "default.pt")
@@ -385,8 +385,8 @@ def test_predict_caps_images_per_run(app, monkeypatch):
 # ----------------------------------------------------------------------------- calibration
 
 def test_calibration_numbers_and_saved_copy(app_dirs, monkeypatch, tmp_path):
-    from core.checkpoint import file_sha256, load_checkpoint
-    from core.metrics import expected_calibration_error, temperature_scaling_split
+    from core.model.checkpoint import file_sha256, load_checkpoint
+    from core.metrics.metrics import expected_calibration_error, temperature_scaling_split
     weights = tmp_path / "weights"
     weights.mkdir()
     shutil.copy(app_dirs["weights"] / "default.pt", weights / "default.pt")
@@ -420,7 +420,7 @@ def test_calibration_numbers_and_saved_copy(app_dirs, monkeypatch, tmp_path):
 
 
 def test_risk_coverage_readout(app, app_dirs):
-    from core.metrics import risk_coverage
+    from core.metrics.metrics import risk_coverage
     at = _page(app, "3_calibration")
     at.slider(key="cal_abstain").set_value(50).run()
     df = _predictions(app_dirs)
@@ -437,7 +437,7 @@ def _image_captions(at) -> list[str]:
 
 
 def test_limitations_example_images_off_on_a_first_view_and_one_click_away(app):
-    from core.shifts import SWEEP_LEVELS
+    from core.data.shifts import SWEEP_LEVELS
     at = _page(app, "5_limitations")
     assert at.toggle(key="lim_examples").value is False
     assert not any(c.startswith("clean · P(AI)") for c in _image_captions(at))
@@ -456,11 +456,11 @@ def test_limitations_sections_and_verdicts(app, app_dirs):
     for part in ("grayscale", "jpeg", "blur", "noise", "downscale", "brightness", "contrast", "saturation", "hue",
                  "Dataset bias", "High-quality", "Grad-CAM", "Confidence", "Binary"):
         assert part in names
-    # Every verdict is the one core.limitations computes from the same numbers (its branches are tested on
+    # Every verdict is the one core.audits.limitations computes from the same numbers (its branches are tested on
     # hand-built numbers in test_limitations.py), and the CLI prints this very table.
     expected = _core_limitations_table(app_dirs, 0.5)
     pd.testing.assert_frame_equal(summary, expected)
-    from core.limitations import subsample_note
+    from core.audits.limitations import subsample_note
     assert subsample_note(2 * N_PER_CLASS) in [c.value for c in at.caption]
     bias = _table(at, "FAKE generator(s)")
     assert list(bias["split"]) == ["test", "ood"] and list(bias["images"]) == [2 * N_PER_CLASS] * 2
@@ -478,16 +478,16 @@ def test_limitations_sections_and_verdicts(app, app_dirs):
 
 
 def _core_limitations_table(app_dirs, threshold) -> pd.DataFrame:
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.limitations import audit, summary_table
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.audits.limitations import audit, summary_table
     lm = load_checkpoint(app_dirs["weights"] / "default.pt")
     ds = open_dataset(app_dirs["sample"], split="test")
     return summary_table(audit(lm, ds, threshold, app_dirs["sample"], app_dirs["runs"]))
 
 
 def test_limitations_cli_prints_the_page_table(app_dirs, capsys):
-    from core import limitations
+    from core.audits import limitations
     rc = limitations.main(["--weights", str(app_dirs["weights"] / "default.pt"), "--data",
                            str(app_dirs["sample"] / "test"), "--sample", str(app_dirs["sample"]),
                            "--runs", str(app_dirs["runs"])])
@@ -510,8 +510,8 @@ def test_limitations_cli_prints_the_page_table(app_dirs, capsys):
 
 
 def test_model_and_data_cards(app, app_dirs):
-    from core.checkpoint import load_checkpoint
-    from core.models import count_parameters
+    from core.model.checkpoint import load_checkpoint
+    from core.model.models import count_parameters
     at = _page(app, "6_model_data")
     lm = load_checkpoint(app_dirs["weights"] / "default.pt")
     metrics = {m.label: m.value for m in at.metric}
@@ -560,7 +560,7 @@ def test_model_and_data_page_sends_the_data_cards_png_figures_as_they_are(app_di
 def test_model_and_data_page_draws_the_cards_code_blocks_as_plain_text(app_dirs, tmp_path, monkeypatch):
     """A fenced code block of the data card (or the model cards) is an st.text, not markdown: Streamlit draws a
     markdown code block with its syntax highlighter, whose 1.56 MB script kept every element of a fresh server's
-    first view a skeleton until it had run (browser trace, session 10); the prose and figures around it stay."""
+    first view a skeleton until it had run (browser trace); the prose and figures around it stay."""
     import shutil
     sample = tmp_path / "data" / "sample"
     shutil.copytree(app_dirs["sample"], sample)
@@ -581,9 +581,9 @@ def test_model_and_data_page_draws_the_cards_code_blocks_as_plain_text(app_dirs,
 
 
 def test_helpers_added_to_core():
-    """core.metrics.temperature_scaling_split and core.shifts.shift_array (added for these pages)."""
-    from core.metrics import temperature_scaling_split
-    from core.shifts import apply_shift, shift_array
+    """core.metrics.metrics.temperature_scaling_split and core.data.shifts.shift_array (added for these pages)."""
+    from core.metrics.metrics import temperature_scaling_split
+    from core.data.shifts import apply_shift, shift_array
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 4000)
     z = rng.normal(0, 1, 4000) + np.where(y == 1, 1.5, -1.5)
@@ -602,9 +602,9 @@ def test_helpers_added_to_core():
 
 
 def test_gradcam_audit_dataset_samples_without_decoding_everything(app_dirs):
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.robustness import gradcam_audit_dataset
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.audits.robustness import gradcam_audit_dataset
     lm = load_checkpoint(app_dirs["weights"] / "default.pt")
     ds = open_dataset(app_dirs["sample"], split="test")
     out = gradcam_audit_dataset(lm, ds, n=10, seed=0)
@@ -629,7 +629,7 @@ def test_shipped_defaults(monkeypatch, tmp_path):
         ("photo.png", _encode(_smooth(np.random.default_rng(0), 64), "PNG"), "image/png")).run()
     assert not at.exception and not at.error
     at = _page(at, "2_confusion")
-    from core.datasets import open_dataset
+    from core.data.datasets import open_dataset
     n = len(open_dataset(ROOT / "data" / "sample", split="test"))
     cells = _table(at, "cell")["count"]
     skipped = int({m.label: m.value for m in at.metric}["Unreadable (skipped)"])
@@ -639,12 +639,12 @@ def test_shipped_defaults(monkeypatch, tmp_path):
 
 
 def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypatch):
-    """The per-source table is core.generalize.source_table at the sidebar threshold; a stored LOGO
+    """The per-source table is core.audits.generalize.source_table at the sidebar threshold; a stored LOGO
     leaderboard (weights/logo) is shown as stored, with its summary."""
     import shutil
-    from core.checkpoint import load_checkpoint
-    from core.evaluate import RESULT_FORMAT
-    from core.generalize import LEADERBOARD_COLUMNS, source_table
+    from core.model.checkpoint import load_checkpoint
+    from core.inference.evaluate import RESULT_FORMAT
+    from core.audits.generalize import LEADERBOARD_COLUMNS, source_table
     at = _page(app, "7_generalization")
     df = _predictions(app_dirs)
     lm = load_checkpoint(app_dirs["weights"] / "default.pt")
@@ -679,8 +679,8 @@ def test_generalization_page_tables_equal_core(app, app_dirs, tmp_path, monkeypa
     assert {m.label: m.value for m in at2.metric}["Mean AUC on unseen families"] == f"{row['auc']:.3f}"
     assert not any("other files than those now in" in w.value for w in at2.warning)
     # The same leaderboard, recorded as evaluated on other files (a sample rebuilt since): the page says so.
-    from core.datasets import open_dataset
-    from core.generalize import test_fingerprint
+    from core.data.datasets import open_dataset
+    from core.audits.generalize import test_fingerprint
     summary = json.loads((weights / "logo" / "summary.json").read_text())
     for fingerprint, warned in ((test_fingerprint(open_dataset(app_dirs["sample"] / "test")), False),
                                 ("0123456789abcdef", True)):

@@ -14,14 +14,14 @@ from test_app import _encode, _noise, _page, _smooth, _table, app, app_dirs, ass
 
 
 def _lm_ds(app_dirs, split="test"):
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
     return load_checkpoint(app_dirs["weights"] / "default.pt"), open_dataset(app_dirs["sample"], split=split)
 
 
 def test_predict_one_image_shows_stability_and_spectrum(app, app_dirs):
-    from core import stability
-    from core.images import load_image
+    from core.audits import stability
+    from core.data.images import load_image
     at = _page(app, "1_predict")
     data = _encode(_noise(np.random.default_rng(5), 48), "PNG")
     at.file_uploader(key="predict_upload").set_value(("upload_me.png", data, "image/png")).run()
@@ -42,7 +42,7 @@ def test_predict_one_image_shows_stability_and_spectrum(app, app_dirs):
 
 
 def test_predict_batch_table_has_stability_column(app, app_dirs):
-    from core import stability
+    from core.audits import stability
     at = _page(app, "1_predict")
     rng = np.random.default_rng(1)
     files = [(f"img{i}.jpg", _encode(_noise(rng) if i % 2 else _smooth(rng)), "image/jpeg") for i in range(4)]
@@ -57,7 +57,7 @@ def test_predict_batch_table_has_stability_column(app, app_dirs):
 
 
 def test_limitations_flip_rates_equal_core(app, app_dirs):
-    from core.stability import dataset_stability, flip_table
+    from core.audits.stability import dataset_stability, flip_table
     at = _page(app, "5_limitations")
     assert "Verdict stability under everyday changes" in [h.value for h in at.header]
     shown = _table(at, "flip_rate").set_index("change")
@@ -85,11 +85,11 @@ def test_forensics_page_draws_the_shortcut_check_before_the_spectra_then_the_sto
         app_dirs, tmp_path, monkeypatch):
     """On a first view (nothing stored) the shortcut check, which needs only the files' headers, is drawn as
     soon as it is computed, before the spectra pass (made to fail here: the metric is there all the same);
-    the spectra's heat maps are sent as the stored files `python -m core.forensics --out DIR` writes."""
+    the spectra's heat maps are sent as the stored files `python -m core forensics --out DIR` writes."""
     from streamlit.elements.lib import image_utils
     from streamlit.testing.v1 import AppTest
 
-    from core import forensics
+    from core.audits import forensics
     from test_app import ROOT, _point_app_at
     _point_app_at(monkeypatch, app_dirs["weights"], app_dirs["sample"], tmp_path / "runs")
     real_spectra = forensics.dataset_spectra
@@ -118,7 +118,7 @@ def test_forensics_page_draws_the_shortcut_check_before_the_spectra_then_the_sto
 
 
 def test_forensics_page_numbers_equal_core(app, app_dirs):
-    from core import forensics
+    from core.audits import forensics
     at = _page(app, "8_forensics")
     _, ds = _lm_ds(app_dirs)
     res = forensics.analyse(ds)
@@ -138,7 +138,7 @@ def test_forensics_page_numbers_equal_core(app, app_dirs):
 
 def test_compare_page_against_itself_and_core(app, app_dirs, monkeypatch):
     """The fixture has one shipped model: compare it with itself through the path option."""
-    from core import compare
+    from core.audits import compare
     at = _page(app, "9_compare")
     at.selectbox(key="compare_b").set_value("Checkpoint path").run()
     at.text_input(key="compare_b_path").set_value(str(app_dirs["weights"] / "default.pt")).run()
@@ -149,15 +149,15 @@ def test_compare_page_against_itself_and_core(app, app_dirs, monkeypatch):
     assert cells["only_a"] == cells["only_b"] == 0 and cells.sum() == 48
     assert any("p = 1;" in m.value for m in at.markdown)
     metrics = _table(at, "B - A").set_index("metric")
-    from core.evaluate import evaluate
+    from core.inference.evaluate import evaluate
     lm, ds = _lm_ds(app_dirs)
     _, m = evaluate(lm, ds)
     assert metrics.loc["accuracy", "A"] == pytest.approx(m["accuracy"]) and metrics.loc["accuracy", "B - A"] == 0
 
 
 def test_slices_page_equals_core(app, app_dirs):
-    from core import slices
-    from core.evaluate import evaluate
+    from core.audits import slices
+    from core.inference.evaluate import evaluate
     at = _page(app, "10_slices")
     shown = _table(at, "dimension")
     lm, ds = _lm_ds(app_dirs)

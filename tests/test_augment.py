@@ -1,13 +1,13 @@
-"""Training augmentation (core.augment): resampling, the recipe's per-image shifts, pseudo-fakes."""
+"""Training augmentation (core.model.augment): resampling, the recipe's per-image shifts, pseudo-fakes."""
 import torch
 
 import math
 
 import pytest
 
-from core.augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes,
+from core.model.augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, pseudo_fakes,
                           resample, spectral_gain, synthetic_trace)
-from core.train import TrainConfig, get_args_parser, main_config
+from core.model.train import TrainConfig, get_args_parser, main_config
 
 
 def _checker(s=32):

@@ -183,9 +183,9 @@ def _cell_counts(pg) -> dict[str, int]:
 
 
 def stored_predictions(server):
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluation_dir, load_evaluation
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluation_dir, load_evaluation
     lm = load_checkpoint(server["weights"] / "default.pt")
     res = load_evaluation(evaluation_dir(server["runs"], lm, open_dataset(server["sample"], split="test"), None))
     assert res is not None, "the app did not store its evaluation"
@@ -323,7 +323,7 @@ def test_foreign_checkpoint_is_refused_in_the_sidebar(page, server, tmp_path):
     sidebar.get_by_text("Cannot use this checkpoint").wait_for()
     settle(page)
     message = sidebar.locator('[data-testid="stAlertContentError"]').first.inner_text()
-    from core.checkpoint import CheckpointError, load_checkpoint
+    from core.model.checkpoint import CheckpointError, load_checkpoint
     with pytest.raises(CheckpointError) as refusal:
         load_checkpoint(foreign)
     assert message.strip() == f"Cannot use this checkpoint: {refusal.value}"

@@ -1,6 +1,6 @@
 """The colour part of "unlike the training data": an image far less colourful than the held-out images (a
 grayscale photo for a model trained on colour ones) is flagged, in-distribution images still at most at the
-flag rate. Hand-checked numbers, planted data, the wiring in core.train, core.evaluate, core.predict and the
+flag rate. Hand-checked numbers, planted data, the wiring in core.model.train, core.inference.evaluate, core.inference.predict and the
 `--fit-colour` CLI that adds it to an older checkpoint."""
 import io
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from core.verdict import (COLOUR_SHARE, UNSURE, WHY_UNFAMILIAR, Familiarity, VerdictModel, colourfulness,
+from core.verdict.verdict import (COLOUR_SHARE, UNSURE, WHY_UNFAMILIAR, Familiarity, VerdictModel, colourfulness,
                           decide, explain, fit_familiarity, head_share)
 
 
@@ -90,7 +90,7 @@ def test_describe_names_the_colour_part_and_when_it_cannot_flag():
 
 
 def _with_colour_reference(ckpt_path, out, colour_ref):
-    from core.checkpoint import read_checkpoint, save_checkpoint
+    from core.model.checkpoint import read_checkpoint, save_checkpoint
     ck, _ = read_checkpoint(ckpt_path)
     if colour_ref is None:
         ck["verdict"]["familiarity"].pop("colour_reference", None)
@@ -101,8 +101,8 @@ def _with_colour_reference(ckpt_path, out, colour_ref):
 
 
 def test_train_stores_the_calibration_splits_colour_and_fit_colour_rebuilds_it(trained_ckpt, tmp_path, capsys):
-    from core.checkpoint import load_checkpoint, read_checkpoint
-    from core.verdict import main
+    from core.model.checkpoint import load_checkpoint, read_checkpoint
+    from core.verdict.recalibrate import main
     ck, _ = read_checkpoint(trained_ckpt)
     fam = ck["verdict"]["familiarity"]
     stored = fam["colour_reference"].numpy()
@@ -120,8 +120,8 @@ def test_train_stores_the_calibration_splits_colour_and_fit_colour_rebuilds_it(t
 
 def test_fit_colour_refuses_other_data_and_checkpoints_without_verdict_data(trained_ckpt, tmp_path, capsys):
     from conftest import make_cifake
-    from core.checkpoint import read_checkpoint, save_checkpoint
-    from core.verdict import main
+    from core.model.checkpoint import read_checkpoint, save_checkpoint
+    from core.verdict.recalibrate import main
     other = make_cifake(tmp_path / "other", seed=5)
     assert main(["--weights", str(trained_ckpt), "--data", str(other), "--fit-colour", str(tmp_path / "x.pt")]) == 2
     assert "differ from the ones stored at training time" in capsys.readouterr().err
@@ -136,11 +136,11 @@ def test_fit_colour_refuses_other_data_and_checkpoints_without_verdict_data(trai
 def test_evaluate_and_predict_mark_grayscale_images_unsure(trained_ckpt, tiny_cifake, tmp_path):
     """The tiny fixture's calibration split is too small for the colour part to flag anything (13 images), so
     the checkpoint gets a 400-image colour reference of colour images, as a larger split would give."""
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
-    from core.predict import predict_one
-    from core.shifts import parse_shift
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
+    from core.inference.predict import predict_one
+    from core.data.shifts import parse_shift
     rng = np.random.default_rng(0)
     path = _with_colour_reference(trained_ckpt, tmp_path / "c.pt", colourfulness(_colour_images(rng, 400, 32)))
     lm = load_checkpoint(path)
@@ -155,7 +155,7 @@ def test_evaluate_and_predict_mark_grayscale_images_unsure(trained_ckpt, tiny_ci
     assert colourfulness(torch.zeros(0, 3, 2, 2, dtype=torch.uint8)).shape == (0,)
     assert colour["familiarity"].to_numpy() == pytest.approx(
         np.minimum(1, colour_plain["familiarity"].to_numpy() / (1 - COLOUR_SHARE)))
-    # one uploaded grayscale image (mode L) through core.predict
+    # one uploaded grayscale image (mode L) through core.inference.predict
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8), mode="L").save(buf, format="PNG")
     pred = predict_one(lm, "gray.png", buf.getvalue(), with_cam=False)

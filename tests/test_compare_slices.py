@@ -1,4 +1,4 @@
-"""Model comparison (core.compare) and error slices (core.slices) with hand-built tables and tiny fixtures.
+"""Model comparison (core.audits.compare) and error slices (core.audits.slices) with hand-built tables and tiny fixtures.
 
     python -m pytest -q tests/test_compare_slices.py
 """
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageFilter
 
-from core import compare, slices
-from core.stats import wilson_interval
+from core.audits import compare, slices
+from core.metrics.stats import wilson_interval
 
 
 def _joined():
@@ -51,7 +51,7 @@ def test_compare_counts_mcnemar_and_per_source_hand_checked():
 
 
 def test_weighted_stats_equal_core_metrics_on_repeated_rows():
-    """Each bootstrap replicate, scored as weights, equals core.metrics on the images it draws (ties included)."""
+    """Each bootstrap replicate, scored as weights, equals core.metrics.metrics on the images it draws (ties included)."""
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 60)
     p = np.round(np.clip(0.3 * y + rng.random(60) * 0.7, 0, 1), 1)      # coarse values: many ties
@@ -79,9 +79,9 @@ def test_cached_comparison_is_the_core_result_stored_once(tiny_cifake, trained_c
     """The Compare page's result: compare_predictions on the two stored evaluations, stored per threshold under
     runs/ and read back (the same numbers, the same types either way); another threshold is another result."""
     import json
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import cached_evaluation
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import cached_evaluation
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     joined, first = compare.cached_comparison(lm, lm, ds, tmp_path, 0.5, n_boot=50)
@@ -116,9 +116,9 @@ def test_compare_cli(trained_ckpt, tiny_cifake, tmp_path, capsys):
         assert k in res
     assert res["n"] == 48 and res["only_a"] == res["only_b"] == 0 and res["mcnemar_p"] == 1.0
     assert res["metrics"]["a"]["accuracy"] == res["metrics"]["b"]["accuracy"]
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
     _, m = evaluate(load_checkpoint(trained_ckpt), open_dataset(tiny_cifake))
     assert res["metrics"]["a"]["accuracy"]["value"] == pytest.approx(m["accuracy"])
     assert res["metrics"]["a"]["roc_auc"]["value"] == pytest.approx(m["roc_auc"])
@@ -165,8 +165,8 @@ def test_vectorised_measurements_equal_pillow_and_scipy_one_image_at_a_time(tmp_
     root = make_cifake(tmp_path / "d", n_train=1, n_test=5)
     big = Image.fromarray(rng.integers(0, 256, (40, 48, 3)).astype(np.uint8))
     big.save(root / "test" / "REAL" / "big.png")                  # another size: its own batch
-    from core.datasets import open_dataset
-    from core.images import load_image
+    from core.data.datasets import open_dataset
+    from core.data.images import load_image
     ds = open_dataset(root, split="test")
     monkeypatch.setattr(slices, "MEASURE_PIXELS", 3 * 32 * 32)    # batches of 3 32x32 images
     props = slices.image_properties(ds)

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from conftest import make_hemg_parquet
-from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-from core.datasets import open_dataset
-from core.evaluate import decode_dataset, predict_dataset
-from core.models import build_model
-from core.preprocess import PreprocessConfig
-from core.robustness import gradcam_audit_dataset
-from core.shifts import parse_shift
+from core.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from core.data.datasets import open_dataset
+from core.inference.evaluate import decode_dataset, predict_dataset
+from core.model.models import build_model
+from core.data.preprocess import PreprocessConfig
+from core.audits.robustness import gradcam_audit_dataset
+from core.data.shifts import parse_shift
 
 SHIFTS = [None, "jpeg:30", "blur:1.5", "noise:16", "grayscale", "downscale:2", "hue:0.25", "contrast:0.5"]
 

@@ -1,4 +1,4 @@
-"""One definition of confidence (core.metrics.confidence), checked by hand, and every number built on it:
+"""One definition of confidence (core.metrics.metrics.confidence), checked by hand, and every number built on it:
 confident errors, risk-coverage order, abstention; plus the confusion-cell helpers pages render."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.metrics import (abstention, annotate_calls, classification_metrics, confidence, confusion_cells,
+from core.metrics.metrics import (abstention, annotate_calls, classification_metrics, confidence, confusion_cells,
                           operating_point, reliability_bins, risk_coverage, row_shares)
 
 P = np.array([0.02, 0.25, 0.45, 0.6, 0.95])

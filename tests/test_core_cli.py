@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 
 from conftest import jpeg_bytes, make_hemg_parquet, noise_image
-from core import evaluate, predict, train
-from core.checkpoint import load_checkpoint
+from core.inference import evaluate, predict
+from core.model import train
+from core.model.checkpoint import load_checkpoint
 
 
 def test_train_cli_writes_self_describing_checkpoint(tiny_cifake, tmp_path):
@@ -33,7 +34,7 @@ def test_train_cli_writes_self_describing_checkpoint(tiny_cifake, tmp_path):
 
 def test_training_is_deterministic_with_seed(tiny_cifake, tmp_path):
     import torch
-    from core.train import TrainConfig
+    from core.model.train import TrainConfig
     kw = dict(data=str(tiny_cifake), arch="seed-v1", epochs=1, finetune_epochs=0, batch_size=32,
               model_args={"channels": [4, 8, 8], "hidden": 8}, seed=3)
     a = train.train(TrainConfig(out=str(tmp_path / "a.pt"), **kw), log=lambda *x: None).checkpoint
@@ -122,9 +123,9 @@ def test_evaluate_with_every_shift(trained_ckpt, tiny_cifake, tmp_path, shift):
     shift's effect on those images is measured (grey channels, halved brightness, a quarter hue turn...)."""
     import torch
     from PIL import Image
-    from core.datasets import open_dataset
-    from core.evaluate import predict_logits
-    from core.shifts import apply_shift, parse_shift
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import predict_logits
+    from core.data.shifts import apply_shift, parse_shift
     rc = evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "ev"),
                         "--shift", shift])
     assert rc == 0
@@ -175,7 +176,7 @@ def test_train_on_parquet(tmp_path):
     folder = make_hemg_parquet(tmp_path / "hemg", n_per_class=16)
     assert train.main(["--data", str(folder), "--epochs", "1", "--finetune-epochs", "0", "--batch-size", "8",
                        "--out", str(tmp_path / "p.pt"), "--model-args", '{"channels": [4, 8, 8, 8], "hidden": 8}']) == 0
-    # 32 images: 3 calibration (core.verdict), 3 validation, 26 training
+    # 32 images: 3 calibration (core.verdict.verdict), 3 validation, 26 training
     assert load_checkpoint(tmp_path / "p.pt").meta["train_config"]["train_images"] == 26
 
 
@@ -197,7 +198,7 @@ def test_predict_cli_json_lines(trained_ckpt, tiny_cifake, tmp_path, capsys):
 
 
 def test_predict_folder_answers_every_file(trained_ckpt, tmp_path, capsys):
-    """core.predict on a folder: one line per file, a result or a reason; .svg and .heic are not dropped."""
+    """core.inference.predict on a folder: one line per file, a result or a reason; .svg and .heic are not dropped."""
     rng = np.random.default_rng(6)
     d = tmp_path / "mixed"
     (d / "deeper").mkdir(parents=True)

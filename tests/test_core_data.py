@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from conftest import jpeg_bytes, make_hemg_parquet, noise_image
-from core.datasets import DatasetError, collate_records, detect_format, open_dataset
-from core.images import ImageError, load_image
-from core.labels import FAKE, REAL, LabelMappingError, parse_class_map
-from core.preprocess import SEED_V21_PREPROCESS, PreprocessConfig, preprocess_image
+from core.data.datasets import DatasetError, collate_records, detect_format, open_dataset
+from core.data.images import ImageError, load_image
+from core.data.labels import FAKE, REAL, LabelMappingError, parse_class_map
+from core.data.preprocess import SEED_V21_PREPROCESS, PreprocessConfig, preprocess_image
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -269,7 +269,7 @@ def test_parse_class_map_errors():
 
 
 def test_groups_from_manifest_group_or_origin(tmp_path):
-    from core.datasets import group_of_origin
+    from core.data.datasets import group_of_origin
     assert group_of_origin("baboon.jpg box=(1, 2, 3, 4) @32") == "baboon.jpg"
     assert group_of_origin("regen seed=7 index=3 of opencv-doc baboon.jpg box=(1, 2, 3, 4) @64") == "baboon.jpg"
     assert group_of_origin("dcgan seed=7 index=3") == "dcgan seed=7 index=3"

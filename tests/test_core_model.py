@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, with_temperature
-from core.gradcam import deletion_test, gradcam, heat_concentration, overlay_heatmap
-from core.metrics import (apply_temperature, bootstrap_ece, classification_metrics, expected_calibration_error,
+from core.model.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint, with_temperature
+from core.model.gradcam import deletion_test, gradcam, heat_concentration, overlay_heatmap
+from core.metrics.metrics import (apply_temperature, bootstrap_ece, classification_metrics, expected_calibration_error,
                           fit_temperature, reliability_bins, risk_coverage)
-from core.models import ARCHITECTURES, build_model
-from core.preprocess import PreprocessConfig
-from core.shifts import SHIFT_NAMES, SWEEP_LEVELS, ShiftError, apply_shift, parse_shift
+from core.model.models import ARCHITECTURES, build_model
+from core.data.preprocess import PreprocessConfig
+from core.data.shifts import SHIFT_NAMES, SWEEP_LEVELS, ShiftError, apply_shift, parse_shift
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

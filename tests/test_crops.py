@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from core.images import load_image
-from core.preprocess import (PreprocessConfig, crop_positions, preprocess_image, preprocess_views,
+from core.data.images import load_image
+from core.data.preprocess import (PreprocessConfig, crop_positions, preprocess_image, preprocess_views,
                              random_crop_position)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +72,7 @@ def test_config_contract_and_old_checkpoints():
 
 
 def test_logits_of_k_windows_are_averaged():
-    from core.evaluate import predict_logits
+    from core.inference.evaluate import predict_logits
 
     class MeanRed(torch.nn.Module):                 # logit = mean of the red channel, in [0, 1]
         def forward(self, x):
@@ -122,7 +122,7 @@ def _large_images(root: Path, n=12, seed=0) -> Path:
 
 @pytest.fixture(scope="module")
 def crop_run(tmp_path_factory):
-    from core.train import TrainConfig, train
+    from core.model.train import TrainConfig, train
     d = tmp_path_factory.mktemp("crops")
     data = _large_images(d / "train")
     _large_images(d / "test", n=8, seed=1)
@@ -133,7 +133,7 @@ def crop_run(tmp_path_factory):
 
 
 def test_training_draws_new_windows_every_epoch(crop_run):
-    from core.train import training_windows
+    from core.model.train import training_windows
     _, res = crop_run
     a, b = training_windows(res.data, 1, 0), training_windows(res.data, 2, 0)
     assert a.shape == res.data.x_train.shape and a.shape[1:] == (3, 32, 32) and len(a) >= 12
@@ -142,10 +142,10 @@ def test_training_draws_new_windows_every_epoch(crop_run):
 
 
 def test_crop_checkpoint_evaluates_and_predicts_with_k_windows(crop_run, capsys):
-    from core import evaluate, predict
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import predict_logits
+    from core.inference import evaluate, predict
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import predict_logits
     d, _ = crop_run
     lm = load_checkpoint(d / "crop.pt")
     assert lm.preprocess == PreprocessConfig(size=32, fit="crop", crops=3)
@@ -171,7 +171,7 @@ def test_crop_checkpoint_evaluates_and_predicts_with_k_windows(crop_run, capsys)
 
 
 def test_crops_refused_for_resize_checkpoints(trained_ckpt, tiny_cifake, tmp_path, capsys):
-    from core import evaluate
+    from core.inference import evaluate
     assert evaluate.main(["--weights", str(trained_ckpt), "--data", str(tiny_cifake), "--out", str(tmp_path / "x"),
                           "--crops", "3"]) == 2
     assert "--fit crop" in capsys.readouterr().err

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import torch
 
-from core import evaluate
-from core.checkpoint import load_checkpoint
+from core.inference import evaluate
+from core.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ["--arch", "seed-v21", "--epochs", "4", "--finetune-epochs", "1", "--batch-size", "16", "--lr", "3e-3",
         "--val-fraction", "0.25", "--model-args", '{"channels": [8, 16, 16, 32], "hidden": 16}']
 
-# Run under torchrun: core.train.train with an on_epoch observer that saves each rank's parameters.
+# Run under torchrun: core.model.train.train with an on_epoch observer that saves each rank's parameters.
 RANK_SCRIPT = textwrap.dedent("""
     import sys, torch
-    from core.train import get_args_parser, main_config, train
+    from core.model.train import get_args_parser, main_config, train
     out_dir = sys.argv[1]
     cfg = main_config(get_args_parser().parse_args(sys.argv[2:]))
 
@@ -50,11 +50,11 @@ def test_torchrun_two_process_gloo(tiny_cifake, tmp_path):
     assert any(not torch.equal(first[k], last[k]) for k in first), "parameters never changed: nothing was trained"
 
     single = tmp_path / "single.pt"
-    assert subprocess.run([sys.executable, "-m", "core.train", "--data", str(tiny_cifake), "--out", str(single), *ARGS],
+    assert subprocess.run([sys.executable, "-m", "core", "train", "--data", str(tiny_cifake), "--out", str(single), *ARGS],
                           cwd=ROOT, env=env, capture_output=True, timeout=300).returncode == 0
     lm = load_checkpoint(ddp)
     assert lm.meta["train_config"]["world_size"] == 2
-    # 128 images: 13 calibration (core.verdict), 32 validation, 83 training; each rank sees half of every
+    # 128 images: 13 calibration (core.verdict.verdict), 32 validation, 83 training; each rank sees half of every
     # epoch: 41 images -> 2 steps of 16.
     assert lm.meta["train_config"]["train_images"] == 83
     acc = {}
@@ -77,7 +77,7 @@ def test_torchrun_sharded_evaluate_equals_single_process(tiny_cifake, trained_ck
     (data / "FAKE" / "zz_text.jpg").write_text("not an image")
     (data / "FAKE" / "zz_empty.jpg").write_bytes(b"")                             # 51 items: uneven shards
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    args = ["-m", "core.evaluate", "--weights", str(trained_ckpt), "--data", str(data), "--batch-size", "8"]
+    args = ["-m", "core", "evaluate", "--weights", str(trained_ckpt), "--data", str(data), "--batch-size", "8"]
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         *args, "--out", str(tmp_path / "ddp")], cwd=ROOT, env=env, capture_output=True, text=True,
                        timeout=300)

@@ -1,4 +1,4 @@
-"""Ensembles (core.models.Ensemble, core.ensemble): the logit is the weighted mean of the members' calibrated
+"""Ensembles (core.model.models.Ensemble, core.model.ensemble): the logit is the weighted mean of the members' calibrated
 logits, the members' spread joins the familiarity, a split shared by all members is checked, and the LOGO of an
 ensemble recipe tabulates exactly what its stored predictions say."""
 import dataclasses
@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.ensemble import build_ensemble, ensemble_logo, main as ensemble_main
-from core.evaluate import evaluate, load_evaluation
-from core.datasets import open_dataset
-from core.generalize import LEADERBOARD_COLUMNS, held_out_row, run_logo
-from core.models import build_model, fuse_for_inference
-from core.train import TrainConfig, load_data, train
-from core.verdict import Familiarity, VerdictModel, calibration_temperature, features_of, pooled_features
+from core.model.checkpoint import load_checkpoint
+from core.model.ensemble import build_ensemble, ensemble_logo, main as ensemble_main
+from core.inference.evaluate import evaluate, load_evaluation
+from core.data.datasets import open_dataset
+from core.audits.generalize import LEADERBOARD_COLUMNS, held_out_row, run_logo
+from core.model.models import build_model, fuse_for_inference
+from core.model.train import TrainConfig, load_data, train
+from core.verdict.verdict import Familiarity, VerdictModel, calibration_temperature, features_of, pooled_features
 
 from test_generalize import TINY, families_root, make_families  # noqa: F401  (fixture)
 
@@ -107,7 +107,7 @@ def test_build_ensemble_from_members_trained_on_one_split(families_root, two_mem
     assert np.array_equal(lm.verdict.cal_labels, td.y_cal.numpy())
     assert any("ensemble" in s for s in lm.verdict.describe())
     # the model card names the members, their temperatures and weights, not member 0's recipe as the ensemble's
-    from core.cards import model_card
+    from core.report.cards import model_card
     card = model_card(str(out), lm, {})
     assert "Ensemble of 2" in card and f"T {temps[1]:.3f}, weight 0.5" in card and "- Training:" not in card
 

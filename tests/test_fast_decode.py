@@ -1,4 +1,4 @@
-"""The fast JPEG path of core.images.load_image gives Pillow's pixels exactly, and is really taken."""
+"""The fast JPEG path of core.data.images.load_image gives Pillow's pixels exactly, and is really taken."""
 from __future__ import annotations
 
 import io
@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core import images
-from core.images import _jpeg_header, _load_plain_jpeg, load_image
-from core.preprocess import PreprocessConfig, preprocess_image
+from core.data import images
+from core.data.images import _jpeg_header, _load_plain_jpeg, load_image
+from core.data.preprocess import PreprocessConfig, preprocess_image
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core import robustness
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset, stratified_subset
-from core.stats import wilson_interval
+from core.audits import robustness
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset, stratified_subset
+from core.metrics.stats import wilson_interval
 
 
 def test_stratified_subset_keeps_label_shares():
@@ -98,7 +98,7 @@ def test_gradcam_audit_is_stored_and_read_back(tiny_cifake, trained_ckpt, tmp_pa
 
 
 def test_stability_battery_on_a_subsample(tiny_cifake, trained_ckpt, tmp_path):
-    from core.stability import cached_dataset_stability, flip_table
+    from core.audits.stability import cached_dataset_stability, flip_table
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     df = cached_dataset_stability(lm, ds, tmp_path, max_images=10)
@@ -110,7 +110,7 @@ def test_stability_battery_on_a_subsample(tiny_cifake, trained_ckpt, tmp_path):
 def test_first_view_work_is_within_its_budget_and_stated():
     # The sample's test split (3,000 images): 36 x 200 + 9 x 200 + 4 x 200 = 9,800 forwards, under the
     # ~10 s budget; 500 images each (the old sizes) were 24,500 and a 44 s first view.
-    from core import limitations as lim
+    from core.audits import limitations as lim
     assert lim.first_view_forwards(3000) == 9800 <= lim.FIRST_VIEW_FORWARDS
     assert lim.subsample_sizes(3000) == {"sweep": 200, "stability": 200, "gradcam": 200}
     assert lim.subsample_sizes(150) == {"sweep": 150, "stability": 150, "gradcam": 150}
@@ -132,7 +132,7 @@ def test_gradcam_audit_summary_carries_intervals():
     assert s["concentration_ci"] == pytest.approx([0.3 - 0.248414, 0.3 + 0.248414], abs=1e-5)
     assert s["drop_gap_ci"] == pytest.approx([0.2 - 0.430265, 0.2 + 0.430265], abs=1e-5)
     assert s["flip_rate_cam_ci"] == pytest.approx(list(wilson_interval(1, 3)))
-    from core.limitations import gradcam_verdict
+    from core.audits.limitations import gradcam_verdict
     v = gradcam_verdict(s)
     assert "On 3 images, 95% intervals: concentration 5.2%-54.8%; difference of the two drops -0.230 to 0.630." in v.text
     one = robustness.audit_summary({k: a[:1] for k, a in arrays.items()}, 0.1)
@@ -141,7 +141,7 @@ def test_gradcam_audit_summary_carries_intervals():
 
 def test_shift_verdict_states_the_subsample_and_intervals():
     import pandas as pd
-    from core.limitations import shift_verdict
+    from core.audits.limitations import shift_verdict
     base = {"accuracy": 0.9, "accuracy_ci_low": 0.85, "accuracy_ci_high": 0.94, "n": 200, "n_total": 3000}
     rows = pd.DataFrame([{"shift": "blur", "level": 2.0, "accuracy": 0.8, "accuracy_ci_low": 0.74,
                           "accuracy_ci_high": 0.85, "recall_REAL": 0.8, "recall_FAKE": 0.8, "n": 200, "n_total": 3000}])

@@ -1,4 +1,4 @@
-"""Frequency forensics, the shortcut check and the re-encoding control (core.forensics), on fixtures in tmp_path.
+"""Frequency forensics, the shortcut check and the re-encoding control (core.audits.forensics), on fixtures in tmp_path.
 
     python -m pytest -q tests/test_forensics.py
 """
@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from conftest import smooth_image
-from core import forensics
-from core.datasets import open_dataset
+from core.audits import forensics
+from core.data.datasets import open_dataset
 
 
 def _save(img: Image.Image, path, fmt="JPEG", **kw):
@@ -193,9 +193,9 @@ def _jpeg_corpus() -> dict[str, bytes]:
 
 
 def test_jpeg_headers_read_without_pillow_equal_pillows_reading():
-    """file_properties reads a plain JPEG's header itself (core.images.read_jpeg_header) and gives Pillow's answers
+    """file_properties reads a plain JPEG's header itself (core.data.images.read_jpeg_header) and gives Pillow's answers
     to the last field on every kind of file, sending what it does not read (XMP, CMYK, MPF, truncated) to Pillow."""
-    from core.images import read_jpeg_header
+    from core.data.images import read_jpeg_header
 
     def pillow(data):
         return forensics._file_properties_pillow(data, {**dict.fromkeys(forensics.PROPERTY_COLUMNS[3:]),
@@ -277,8 +277,8 @@ def test_reencoding_removes_the_pipeline_difference(tmp_path):
 
 
 def test_reencoding_control_numbers_are_core_evaluate_numbers(trained_ckpt, tiny_cifake, tmp_path):
-    from core.checkpoint import load_checkpoint
-    from core.evaluate import evaluate
+    from core.model.checkpoint import load_checkpoint
+    from core.inference.evaluate import evaluate
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     rc = forensics.reencoding_control(lm, ds, quality=50)
@@ -314,7 +314,7 @@ def test_forensics_cli_writes_every_output(tmp_path, capsys):
 def test_forensics_and_slices_on_hemg_parquet(tmp_path):
     """A user's Hugging Face parquet: file properties come from the stored bytes, every row is measured."""
     from conftest import make_hemg_parquet
-    from core import slices
+    from core.audits import slices
     ds = open_dataset(make_hemg_parquet(tmp_path / "pq", n_per_class=6))
     res = forensics.analyse(ds)
     assert res["shortcuts"]["per_class"]["FAKE"]["format"] == {"JPEG": 6}
@@ -325,7 +325,7 @@ def test_forensics_and_slices_on_hemg_parquet(tmp_path):
 
 
 def test_jpeg_quality_search_equals_the_plain_loop():
-    # The memoised, vectorised search (core.forensics._nearest_ijg_quality) against the definition written as a
+    # The memoised, vectorised search (core.audits.forensics._nearest_ijg_quality) against the definition written as a
     # loop: nearest IJG quality by summed absolute difference, the lowest quality on ties; luma-only tables too.
     def loop(luma, chroma):
         best, best_d = None, None

@@ -7,10 +7,10 @@ import threading
 import torch
 from torch import nn
 
-from core.checkpoint import LoadedModel, load_checkpoint, make_checkpoint, save_checkpoint
-from core.gradcam import gradcam, gradcam_pair
-from core.models import build_model, fuse_for_inference
-from core.preprocess import PreprocessConfig
+from core.model.checkpoint import LoadedModel, load_checkpoint, make_checkpoint, save_checkpoint
+from core.model.gradcam import gradcam, gradcam_pair
+from core.model.models import build_model, fuse_for_inference
+from core.data.preprocess import PreprocessConfig
 
 
 def _seed_v21_with_statistics(seed=0, arch="seed-v21") -> nn.Module:
@@ -73,8 +73,8 @@ def test_fused_seed_v1_has_nothing_to_fold():
 def test_gradcam_on_fused_matches_unfused(tiny_cifake, trained_ckpt):
     """Grad-CAM differentiates the head (not folded) at the last block's output: exact up to the features'
     rounding. Tolerance: maps within 1e-3 (they are in [0, 1]), logits within 1e-4."""
-    from core.datasets import collate_records, open_dataset
-    from core.preprocess import to_model_input
+    from core.data.datasets import collate_records, open_dataset
+    from core.data.preprocess import to_model_input
     m = load_checkpoint(trained_ckpt).model                        # trained: BatchNorm statistics are real
     f = fuse_for_inference(m)
     ds = open_dataset(tiny_cifake, split="test")
@@ -113,10 +113,10 @@ class _Constant(nn.Module):
 
 
 def test_evaluate_predict_and_sweep_use_inference_model(tiny_cifake, trained_ckpt):
-    from core.datasets import open_dataset
-    from core.evaluate import predict_dataset
-    from core.predict import predict_many
-    from core.robustness import sweep
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import predict_dataset
+    from core.inference.predict import predict_many
+    from core.audits.robustness import sweep
     real = load_checkpoint(trained_ckpt)
     lm = LoadedModel(model=real.model, arch=real.arch, preprocess=real.preprocess, temperature=1.0,
                      sha256="x", inference_model=_Constant())

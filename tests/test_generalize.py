@@ -12,13 +12,13 @@ from PIL import Image
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from conftest import jpeg_bytes
-from core.checkpoint import load_checkpoint
-from core.evaluate import evaluate, load_evaluation
-from core.datasets import open_dataset
-from core.generalize import LEADERBOARD_COLUMNS, families_of, run_logo, same_test_data, source_table
-from core.predict import predict_many
-from core.train import TrainConfig, train
-from core.verdict import UNSURE, WHY_UNFAMILIAR, VerdictModel
+from core.model.checkpoint import load_checkpoint
+from core.inference.evaluate import evaluate, load_evaluation
+from core.data.datasets import open_dataset
+from core.audits.generalize import LEADERBOARD_COLUMNS, families_of, run_logo, same_test_data, source_table
+from core.inference.predict import predict_many
+from core.model.train import TrainConfig, train
+from core.verdict.verdict import UNSURE, WHY_UNFAMILIAR, VerdictModel
 
 TINY = dict(arch="seed-v1", epochs=3, finetune_epochs=0, batch_size=16, lr=3e-3, val_fraction=0.2,
             calib_fraction=0.2, model_args={"channels": [8, 16, 16], "hidden": 16}, seed=0)
@@ -133,8 +133,8 @@ def test_logo_trains_one_model_per_family_and_rows_match_stored_predictions(fami
     assert not board3["auc"].equals(board2["auc"])
     # The recipe gains --fit-platt: the stored fold models are Platt-calibrated on their own calibration split
     # (never retrained) and, their hash having changed, re-evaluated: every logit moves by the fold's offset.
-    import core.train
-    monkeypatch.setattr(core.train, "train", lambda *a, **k: pytest.fail("a fold was retrained"))
+    import core.model.train
+    monkeypatch.setattr(core.model.train, "train", lambda *a, **k: pytest.fail("a fold was retrained"))
     before = {f: load_evaluation(out / f / "eval")[0].set_index("path")["logit"] for f in board["held_out"]}
     run_logo(replace(cfg, data=str(rebuilt), fit_platt=True), out, log=lambda *a: None)
     for f in board["held_out"]:

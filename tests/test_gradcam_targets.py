@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
-from core.checkpoint import LoadedModel
-from core.gradcam import called_fake, deletion_test, gradcam, gradcam_pair
-from core.predict import predict_many
-from core.preprocess import PreprocessConfig
+from core.model.checkpoint import LoadedModel
+from core.model.gradcam import called_fake, deletion_test, gradcam, gradcam_pair
+from core.inference.predict import predict_many
+from core.data.preprocess import PreprocessConfig
 
 
 class Planted(nn.Module):

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from conftest import jpeg_bytes, noise_image
-from core.archive import ArchiveError, read_zip_images
-from core.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from core.images import ImageError, load_image
-from core.models import build_model
-from core.predict import predict_many, predict_one
-from core.preprocess import PreprocessConfig
+from core.data.archive import ArchiveError, read_zip_images
+from core.model.checkpoint import CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
+from core.data.images import ImageError, load_image
+from core.model.models import build_model
+from core.inference.predict import predict_many, predict_one
+from core.data.preprocess import PreprocessConfig
 
 
 def _png_bytes(img: Image.Image, **kw) -> bytes:
@@ -284,8 +284,8 @@ def test_memory_bounded_over_1000_gradcam_predictions(lm):
 
 def test_interrupted_evaluation_leaves_no_complete_looking_result(tmp_path, lm, tiny_cifake, monkeypatch):
     import pandas as pd
-    from core import evaluate
-    from core.datasets import open_dataset
+    from core.inference import evaluate
+    from core.data.datasets import open_dataset
     ds = open_dataset(tiny_cifake)
 
     def crash(*a, **k):
@@ -296,7 +296,7 @@ def test_interrupted_evaluation_leaves_no_complete_looking_result(tmp_path, lm, 
         evaluate.cached_evaluation(lm, ds, tmp_path / "runs")
     out = evaluate.evaluation_dir(tmp_path / "runs", lm, ds, None)
     assert not out.exists() and evaluate.load_evaluation(out) is None
-    # temp dir cleaned up (.locks holds the results' lock files, core.checkpoint.ResultLock: empty, reusable)
+    # temp dir cleaned up (.locks holds the results' lock files, core.model.checkpoint.ResultLock: empty, reusable)
     assert [p for p in (tmp_path / "runs").iterdir() if p.name != ".locks"] == []
     monkeypatch.undo()
     df, m = evaluate.cached_evaluation(lm, ds, tmp_path / "runs")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import ImageError, load_image
+from core.data.images import ImageError, load_image
 
 pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif is in requirements.txt")
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,8 +65,8 @@ def test_avif_decodes():
 
 
 def test_heic_predicts_from_library_and_cli(tmp_path, trained_ckpt):
-    from core.checkpoint import load_checkpoint
-    from core.predict import predict_many
+    from core.model.checkpoint import load_checkpoint
+    from core.inference.predict import predict_many
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 256, (64, 48, 3)).astype(np.uint8))
     (tmp_path / "phone").mkdir()
@@ -74,7 +74,7 @@ def test_heic_predicts_from_library_and_cli(tmp_path, trained_ckpt):
     lm = load_checkpoint(trained_ckpt)
     pred = predict_many(lm, [("IMG_0001.HEIC", (tmp_path / "phone" / "IMG_0001.HEIC").read_bytes())])[0]
     assert pred.error is None and 0 <= pred.prob_fake <= 1 and pred.original_size == (48, 64)
-    r = subprocess.run([sys.executable, "-m", "core.predict", "--weights", str(trained_ckpt), str(tmp_path / "phone")],
+    r = subprocess.run([sys.executable, "-m", "core", "predict", "--weights", str(trained_ckpt), str(tmp_path / "phone")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     line = json.loads(r.stdout.strip())

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from conftest import jpeg_bytes, make_cifake, smooth_image
-from core.datasets import open_dataset
-from core.images import ImageError, load_image
-from core.verdict import Familiarity
+from core.data.datasets import open_dataset
+from core.data.images import ImageError, load_image
+from core.verdict.verdict import Familiarity
 
 
 def test_familiarity_distance_by_hand_and_against_the_definition():
@@ -103,7 +103,7 @@ def test_the_default_schedule_by_device_and_threads():
     or sweep lane), a decoding thread beside a GPU's forward."""
     import torch
 
-    from core import evaluate as ev
+    from core.inference import evaluate as ev
     assert ev.decoding_schedule(torch.device("cpu"), 2) == "lanes"
     assert ev.decoding_schedule(torch.device("cpu"), 1) == "serial"
     assert ev.decoding_schedule(torch.device("cuda"), 2) == "thread"
@@ -119,8 +119,8 @@ def test_every_schedule_gives_the_same_rows_in_dataset_order(trained_ckpt, tiny_
 
     import torch
 
-    from core import evaluate as ev
-    from core.checkpoint import load_checkpoint
+    from core.inference import evaluate as ev
+    from core.model.checkpoint import load_checkpoint
     lm = load_checkpoint(trained_ckpt)
     root = tmp_path / "c"
     shutil.copytree(tiny_cifake, root)
@@ -180,7 +180,7 @@ def test_map_in_lanes_keeps_order_raises_at_the_failing_unit_and_joins_its_lanes
 
     import torch
 
-    from core.threads import map_in_lanes
+    from core.inference.threads import map_in_lanes
 
     def work(k):                                   # later units finish first: the output is still in unit order
         time.sleep(0.002 * (10 - k))
@@ -225,7 +225,7 @@ def test_start_single_threaded_from_many_threads_keeps_the_process_thread_count(
     momentary 1 as the process value and puts that back for every later thread."""
     import threading
 
-    from core.threads import process_threads, start_single_threaded
+    from core.inference.threads import process_threads, start_single_threaded
     before = process_threads()
     errors = []
 
@@ -250,8 +250,8 @@ def test_a_failing_progress_or_unit_stops_the_lanes(trained_ckpt, tiny_cifake, m
     stop taking units and are gone when it does."""
     import threading
 
-    from core import evaluate as ev
-    from core.checkpoint import load_checkpoint
+    from core.inference import evaluate as ev
+    from core.model.checkpoint import load_checkpoint
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")                  # 48 images: 48 units of 1
     monkeypatch.setattr(ev, "FORWARD_CHUNK", 1)
@@ -291,8 +291,8 @@ def test_the_cpu_forward_runs_in_chunks_with_the_same_logits_and_features(traine
     per image and for K windows (the per-image mean is taken after the chunks are joined)."""
     import torch
 
-    from core import evaluate as ev
-    from core.checkpoint import load_checkpoint
+    from core.inference import evaluate as ev
+    from core.model.checkpoint import load_checkpoint
     lm = load_checkpoint(trained_ckpt)
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (23, 3, lm.preprocess.size, lm.preprocess.size),
                                                              dtype=np.uint8))

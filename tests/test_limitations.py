@@ -1,4 +1,4 @@
-"""core.limitations: every verdict branch on hand-built numbers, the cut-offs at their edges, and the CLI
+"""core.audits.limitations: every verdict branch on hand-built numbers, the cut-offs at their edges, and the CLI
 printing the page's summary table."""
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import limitations as lim
-from core.limitations import Verdict
+from core.audits import limitations as lim
+from core.audits.limitations import Verdict
 
 
 def sweep_rows(name, accs, rr=None, rf=None):
@@ -125,7 +125,7 @@ def test_statuses_are_closed_and_table_shape():
 
 
 def test_stability_wrapper_maps_every_sentence(monkeypatch):
-    import core.stability as stab
+    import core.audits.stability as stab
     for text, status in (("Holds: x", "holds"), ("Holds weakly: x", "holds weakly"),
                          ("Not observed here: x", "not observed"), ("Not tested: x", "not tested")):
         monkeypatch.setattr(stab, "stability_verdict", lambda table, t=text: t)

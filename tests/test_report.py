@@ -1,4 +1,4 @@
-"""The one-file audit report (core.report and the Audit report page) on the tiny app fixtures.
+"""The one-file audit report (core.report.report and the Audit report page) on the tiny app fixtures.
 
     python -m pytest -q tests/test_report.py
 """
@@ -27,20 +27,20 @@ def _threshold_moving_cells(df) -> float:
 
 
 def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path):
-    from core import report
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
+    from core.report.report import report
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
     weights = app_dirs["weights"] / "default.pt"
     lm, ds = load_checkpoint(weights), open_dataset(app_dirs["sample"], split="test")
     df, _ = evaluate(lm, ds)
     t = _threshold_moving_cells(df)
     _, want = evaluate(lm, ds, threshold=t)
     out = tmp_path / "r" / "report.html"
-    logo = tmp_path / "logo"            # a stored leave-one-generator-out leaderboard, as core.generalize writes it
+    logo = tmp_path / "logo"            # a stored leave-one-generator-out leaderboard, as core.audits.generalize writes it
     logo.mkdir()
     (logo / "leaderboard.csv").write_text("held_out,n,auc\ngen-planted,48,0.6172\n")
-    from core.evaluate import RESULT_FORMAT
+    from core.inference.evaluate import RESULT_FORMAT
     (logo / "summary.json").write_text(f'{{"mean_auc": 0.6172, "result_format": {RESULT_FORMAT}}}')
     rc = report.main(["--weights", str(weights), "--data", str(app_dirs["sample"]), "--out", str(out),
                       "--threshold", str(t), "--runs", str(app_dirs["runs"]), "--sample", str(app_dirs["sample"]),

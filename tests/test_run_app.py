@@ -1,7 +1,7 @@
 """run_app.py: the server answers with the test evaluation stored and every other default result being
 computed, once, under the pages' keys, at a lower CPU priority.
 
-- core.checkpoint.result_lock: two concurrent callers of one stored result compute it once (the app's
+- core.model.checkpoint.result_lock: two concurrent callers of one stored result compute it once (the app's
   warm-up and a first page view would otherwise compute the same result twice on the same cores), for
   every result the warm-up computes;
 - a caller of a sweep being computed receives its rows as they are measured (the Limitations page on a
@@ -28,10 +28,11 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, make_cifake, stop_process
-from core import evaluate as ev
-from core import checkpoint, robustness
-from core.checkpoint import load_checkpoint, save_checkpoint, read_checkpoint
-from core.datasets import open_dataset
+from core.inference import evaluate as ev
+from core.model import checkpoint
+from core.audits import robustness
+from core.model.checkpoint import load_checkpoint, save_checkpoint, read_checkpoint
+from core.data.datasets import open_dataset
 
 
 def test_concurrent_callers_of_one_result_compute_it_once(tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
@@ -151,9 +152,9 @@ def test_warm_up_process_exits_with_the_server_process(tiny_cifake, trained_ckpt
 def test_result_lock_holds_across_processes(tmp_path):
     """Another process holding a result's lock: acquire(blocking=False) fails here, a blocking acquire waits
     for its release; a holder killed outright releases it (the kernel drops its flock)."""
-    from core.checkpoint import result_lock
+    from core.model.checkpoint import result_lock
     out = tmp_path / "runs" / "eval-abc"
-    holder = ("import sys, time\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+    holder = ("import sys, time\nfrom core.model.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
               "lock.acquire()\nprint('held', flush=True)\ntime.sleep(float(sys.argv[2]))\nlock.release()\n"
               "print('released', flush=True)\ntime.sleep(30)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -180,10 +181,10 @@ def test_a_released_result_lock_is_not_held_by_a_process_forked_meanwhile(tmp_pa
     """A process forked while a result's lock is held (a DataLoader worker of an evaluation running beside it,
     as the warm-up's evaluation of train was while its other lane held the Grad-CAM audit's lock) does not keep
     the lock after its holder releases it: the Limitations page waited 20 s for the audit's lock after the audit
-    was stored, until that evaluation's workers exited (session 8, py-spy of a fresh server)."""
+    was stored, until that evaluation's workers exited (py-spy of a fresh server)."""
     import multiprocessing
 
-    from core.checkpoint import result_lock
+    from core.model.checkpoint import result_lock
     out = tmp_path / "runs" / "gradcam-audit-abc"
     lock = result_lock(out)
     lock.acquire()
@@ -191,7 +192,7 @@ def test_a_released_result_lock_is_not_held_by_a_process_forked_meanwhile(tmp_pa
     forked.start()                                     # as torch's DataLoader starts its workers on Linux
     try:
         lock.release()
-        probe = ("import sys\nfrom core.checkpoint import result_lock\n"
+        probe = ("import sys\nfrom core.model.checkpoint import result_lock\n"
                  "print(result_lock(sys.argv[1]).acquire(blocking=False))")
         res = subprocess.run([sys.executable, "-c", probe, str(out)], cwd=ROOT, capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}, timeout=120)
@@ -211,8 +212,8 @@ def test_a_caller_of_a_sweep_another_process_computes_receives_its_rows_as_they_
     import pandas as pd
     rows = [{"shift": "none", "level": 0.0, "n": 6}, {"shift": "blur", "level": 1.0, "n": 6},
             {"shift": "blur", "level": 2.0, "n": 6}]
-    computer = ("import sys, time, json\nimport pandas as pd\nfrom core import robustness\n"
-                "from core.checkpoint import load_checkpoint\nfrom core.datasets import open_dataset\n"
+    computer = ("import sys, time, json\nimport pandas as pd\nfrom core.audits import robustness\n"
+                "from core.model.checkpoint import load_checkpoint\nfrom core.data.datasets import open_dataset\n"
                 "rows = json.loads(sys.argv[3])\n"
                 "def slow_sweep(lm, ds, progress=None, on_row=None, **kw):\n"
                 "    for r in rows:\n"
@@ -270,7 +271,7 @@ def _run_both(fn):
 
 @pytest.mark.parametrize("kind", ["properties", "forensics", "stability", "gradcam-audit", "compare"])
 def test_every_warmed_result_is_computed_once_under_concurrency(kind, tiny_cifake, trained_ckpt, tmp_path, monkeypatch):
-    from core import compare, forensics, slices, stability
+    from core.audits import compare, forensics, slices, stability
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     module, inner, call = {
@@ -478,8 +479,8 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
     """In process: paths pointed at tiny fixtures; every WARM_UP_ORDER step runs, in order, and leaves its
     result where the page's own call finds it (asserted by making the page-side call fail if it computes)."""
     import run_app
-    from core import forensics, slices, stability
-    from core.limitations import AUDIT_IMAGES, AUDIT_TOP, STABILITY_MAX_IMAGES
+    from core.audits import forensics, slices, stability
+    from core.audits.limitations import AUDIT_IMAGES, AUDIT_TOP, STABILITY_MAX_IMAGES
     from pages_support import paths
     weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt, ood=True)
     for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
@@ -491,7 +492,7 @@ def test_warm_up_stores_every_default_result_under_the_pages_keys(tiny_cifake, t
     assert first.is_set()
     assert done == run_app.WARM_UP_ORDER, log
     # The pages' calls, each of which must now read from disk.
-    from core import compare
+    from core.audits import compare
     for module, name in ((ev, "evaluate"), (robustness, "sweep"), (robustness, "gradcam_audit_dataset"),
                          (slices, "image_properties"), (forensics, "analyse"), (stability, "dataset_stability"),
                          (compare, "compare_predictions")):
@@ -591,7 +592,7 @@ def test_results_computed_while_waiting_are_stored_under_the_pages_keys(tiny_cif
     evaluation of Compare's default model B, each then read from disk by the page's own call (made to fail if
     it computes); the comparison itself still needs computing (the default model's evaluation is not there)."""
     import run_app
-    from core import compare, forensics, slices
+    from core.audits import compare, forensics, slices
     from pages_support import paths
     weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt)
     for name, value in (("WEIGHTS_DIR", weights), ("SAMPLE_DIR", sample), ("RUNS_DIR", runs),
@@ -624,7 +625,7 @@ def test_the_server_process_primes_the_sidebars_models_and_dataset_and_freezes_t
     from streamlit.testing.v1 import AppTest
 
     import pages_support.common as common
-    from core.checkpoint import CheckpointError, file_sha256
+    from core.model.checkpoint import CheckpointError, file_sha256
     weights, sample, runs = _weights_and_sample(tmp_path, trained_ckpt, ood=True)
     from test_app import _point_app_at
     _point_app_at(monkeypatch, weights, sample, runs)
@@ -738,7 +739,7 @@ def test_own_background_group_moves_the_process_and_its_later_children_to_a_grou
     A process that never left the kernel's default autogroup (no setsid since boot in its line, as under CI's
     runner) reads an empty /proc/self/autogroup: that group is named '(default)' here."""
     before = Path("/proc/self/autogroup").read_text()
-    code = ("import os, subprocess, sys\nfrom core.threads import own_background_group\n"
+    code = ("import os, subprocess, sys\nfrom core.inference.threads import own_background_group\n"
             "before = (open('/proc/self/autogroup').read().split() or ['(default)'])[0]\n"
             "ok = own_background_group(19)\n"
             "child = subprocess.run([sys.executable, '-c', \"print(open('/proc/self/autogroup').read().strip())\"],"
@@ -766,9 +767,9 @@ def test_warm_up_moves_to_its_background_group_between_the_first_step_and_the_la
     run_app.warm_up(log=lambda *a: None, background=lambda: order.append("background"))
     assert order[:2] == ["first", "background"] and sorted(order[2:]) == ["ood", "sweep"]
 
-    import core.threads
+    import core.inference.threads
     calls = []
-    monkeypatch.setattr(core.threads, "own_background_group", lambda nice: calls.append(nice))
+    monkeypatch.setattr(core.inference.threads, "own_background_group", lambda nice: calls.append(nice))
     monkeypatch.setattr(run_app, "import_compute_modules", lambda: None)
     monkeypatch.setattr(run_app, "warm_up", lambda log, first_done, background: background())
     r, w = os.pipe()
@@ -783,12 +784,12 @@ def test_a_caller_blocked_on_a_result_another_process_holds_says_so_while_it_wai
     """A blocking acquire of a result another process holds leaves a marker next to the lock file for as long as
     it waits: the holder sees it (waited_for, waited_for_here: run_app's warm-up then runs at nice 0); gone once
     the lock is acquired, and never left by an acquire that did not wait."""
-    from core.checkpoint import result_lock, waited_for_here
+    from core.model.checkpoint import result_lock, waited_for_here
     out = tmp_path / "runs" / "eval-abc"
     lock = result_lock(out)
     assert lock.acquire()
     assert not lock.waited_for() and not waited_for_here()      # held here, nobody waits
-    waiter = ("import sys\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+    waiter = ("import sys\nfrom core.model.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
               "print('waiting', flush=True)\nlock.acquire()\nprint('got it', flush=True)\nlock.release()")
     p = subprocess.Popen([sys.executable, "-c", waiter, str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          stdout=subprocess.PIPE, text=True)
@@ -811,9 +812,9 @@ def test_a_caller_blocked_on_a_result_another_process_holds_says_so_while_it_wai
 
 
 def test_the_warm_ups_priority_follows_whether_a_page_waits_for_it(monkeypatch):
-    """follow_waiters: nice 0 while core.checkpoint.waited_for_here() says a caller waits, WARM_UP_GROUP_NICE
+    """follow_waiters: nice 0 while core.model.checkpoint.waited_for_here() says a caller waits, WARM_UP_GROUP_NICE
     otherwise; a refused change (the kernel's rate limit) is tried again at the next poll."""
-    import core.checkpoint
+    import core.model.checkpoint
     import run_app
     answers = iter([False, True, True, True, False, False])
     stop = threading.Event()
@@ -824,7 +825,7 @@ def test_the_warm_ups_priority_follows_whether_a_page_waits_for_it(monkeypatch):
         except StopIteration:
             stop.set()
             return False
-    monkeypatch.setattr(core.checkpoint, "waited_for_here", waited)
+    monkeypatch.setattr(core.model.checkpoint, "waited_for_here", waited)
     calls, refuse = [], [True]
 
     def set_nice(n):
@@ -841,9 +842,9 @@ def test_a_thread_waiting_for_a_result_is_not_counted_as_computing_it(tmp_path):
     """waited_for_here counts only results a thread of this process holds: a thread here that is itself blocked
     on a result another process computes (its own marker beside the lock file) does not raise the warm-up's
     priority."""
-    from core.checkpoint import result_lock, waited_for_here
+    from core.model.checkpoint import result_lock, waited_for_here
     out = tmp_path / "runs" / "eval-xyz"
-    holder = ("import sys, time\nfrom core.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
+    holder = ("import sys, time\nfrom core.model.checkpoint import result_lock\nlock = result_lock(sys.argv[1])\n"
               "lock.acquire()\nprint('held', flush=True)\nsys.stdin.readline()\nlock.release()")
     p = subprocess.Popen([sys.executable, "-c", holder, str(out)], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.images import load_image
+from core.data.images import load_image
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
@@ -80,9 +80,9 @@ def test_sample_size_budget():
 
 @pytest.mark.skipif(not (ROOT / "weights" / "default.pt").is_file(), reason="weights/default.pt not built")
 def test_default_checkpoint_reproduces_its_card_on_sample_test(tmp_path):
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
     lm = load_checkpoint(ROOT / "weights" / "default.pt")
     df, m = evaluate(lm, open_dataset(SAMPLE, split="test"))
     assert m["n"] == 3000 and m["n_skipped"] == 0
@@ -96,7 +96,7 @@ def test_default_checkpoint_reproduces_its_card_on_sample_test(tmp_path):
 
 
 def test_photo_groups_never_straddle_splits_and_cover_every_real_crop():
-    """The manifests' group column (what core.train's calibration split keeps whole): every REAL crop and
+    """The manifests' group column (what core.model.train's calibration split keeps whole): every REAL crop and
     every regenerated crop has one (the true 32x32 CIFAR images are not crops), a stereo pair shares one,
     and no group is in two splits."""
     where = {}

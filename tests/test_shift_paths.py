@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint
-from core.datasets import open_dataset
-from core.evaluate import decode_dataset, predict_dataset
-from core.metrics import classification_metrics
-from core.preprocess import PreprocessConfig
-from core.robustness import sweep
-from core.shifts import Shift, apply_shift
+from core.model.checkpoint import load_checkpoint
+from core.data.datasets import open_dataset
+from core.inference.evaluate import decode_dataset, predict_dataset
+from core.metrics.metrics import classification_metrics
+from core.data.preprocess import PreprocessConfig
+from core.audits.robustness import sweep
+from core.data.shifts import Shift, apply_shift
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Wilson intervals, McNemar's exact test and bootstrap CIs (core.stats) against values worked by hand, and the
-verdict-stability battery (core.stability, core.predict --stability).
+"""Wilson intervals, McNemar's exact test and bootstrap CIs (core.metrics.stats) against values worked by hand, and the
+verdict-stability battery (core.audits.stability, core.inference.predict --stability).
 
     python -m pytest -q tests/test_stats_stability.py
 """
@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import jpeg_bytes, noise_image, smooth_image
-from core import stability
-from core.stats import bootstrap_ci, mcnemar_exact, mean_interval, wilson_interval
+from core.audits import stability
+from core.metrics.stats import bootstrap_ci, mcnemar_exact, mean_interval, wilson_interval
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -82,7 +82,7 @@ def test_changes_do_what_they_say():
 
 def test_image_at_the_threshold_flips_and_far_from_it_is_stable(trained_ckpt):
     """With the threshold exactly at the image's own P(AI), every change that lowers P(AI) flips the call."""
-    from core.checkpoint import load_checkpoint
+    from core.model.checkpoint import load_checkpoint
     lm = load_checkpoint(trained_ckpt)
     img = noise_image(np.random.default_rng(5))
     row = stability.stability_probs(lm, [img])[0]
@@ -119,7 +119,7 @@ def test_flip_table_hand_checked():
 
 
 def test_predict_cli_stability_adds_flips_under(trained_ckpt, tmp_path, capsys):
-    from core import predict
+    from core.inference import predict
     rng = np.random.default_rng(2)
     (tmp_path / "a.jpg").write_bytes(jpeg_bytes(smooth_image(rng)))
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
@@ -135,9 +135,9 @@ def test_predict_cli_stability_adds_flips_under(trained_ckpt, tmp_path, capsys):
 
 def test_dataset_stability_matches_evaluate(trained_ckpt, tiny_cifake):
     """The unchanged column is the evaluation's P(AI): one model, one preprocessing."""
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
     lm = load_checkpoint(trained_ckpt)
     ds = open_dataset(tiny_cifake, split="test")
     df, skipped = stability.dataset_stability(lm, ds, chunk=10)

@@ -1,13 +1,13 @@
-"""core.train in parts: load_data / train_one_epoch / evaluate, the on_epoch observer, the TrainResult,
+"""core.model.train in parts: load_data / train_one_epoch / evaluate, the on_epoch observer, the TrainResult,
 and teardown in a `finally`."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from core import train as ct
-from core.train import TrainConfig, evaluate, load_data, train, train_one_epoch
-from core.models import build_model
+from core.model import train as ct
+from core.model.train import TrainConfig, evaluate, load_data, train, train_one_epoch
+from core.model.models import build_model
 
 TINY = dict(arch="seed-v1", model_args={"channels": [4, 8, 8], "hidden": 8}, batch_size=16, seed=2)
 
@@ -24,7 +24,7 @@ def test_on_epoch_sees_every_epoch_and_result_carries_model_and_validation(tiny_
     assert [acc for *_, acc in reports] == [h["val_acc"] for h in res.history]
     # The result: the best model (eval mode) with the validation split that chose it (10% of 128 images).
     assert not res.model.training
-    # 128 images: 13 calibration (core.verdict), 13 validation, 102 training
+    # 128 images: 13 calibration (core.verdict.verdict), 13 validation, 102 training
     assert len(res.data.x_cal) == 13 and len(res.data.x_val) == 13 and len(res.data.x_train) == 102
     assert res.data.x_val.dtype == torch.uint8
     assert torch.equal(res.data.x_val, val.x_val)
@@ -147,9 +147,9 @@ def test_fit_platt_calibrates_the_saved_model_on_its_calibration_split(tiny_cifa
     """--fit-platt: the saved model's logits on the calibration images are the stored ones, those are
     calibrated (fitting again finds b = 0 at the stored T), the returned model is the saved one, and the
     offset is what a fit on the uncalibrated model's calibration logits gives."""
-    from core.checkpoint import load_checkpoint
-    from core.evaluate import predict_logits
-    from core.metrics import fit_platt
+    from core.model.checkpoint import load_checkpoint
+    from core.inference.evaluate import predict_logits
+    from core.metrics.metrics import fit_platt
     kw = dict(data=str(tiny_cifake), epochs=2, finetune_epochs=0, **TINY)
     plain = train(TrainConfig(out=str(tmp_path / "plain.pt"), **kw), log=lambda *a: None)
     res = train(TrainConfig(out=str(tmp_path / "platt.pt"), fit_platt=True, **kw), log=lambda *a: None)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from core.verdict import (FAKE, REAL, UNSURE, WHY_BAND, WHY_UNFAMILIAR, Familiarity, VerdictModel,
+from core.verdict.verdict import (FAKE, REAL, UNSURE, WHY_BAND, WHY_UNFAMILIAR, Familiarity, VerdictModel,
                           conformal_quantile, conformity_scores, decide, fit_familiarity, logit_of,
                           prediction_sets, verdict_summary)
 
@@ -163,10 +163,10 @@ def test_checkpoint_without_verdict_still_loads_and_predicts(tmp_path):
     """A checkpoint from before the verdict (no "verdict" entry) predicts; its verdict is the label."""
     import torch
     from PIL import Image
-    from core.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
-    from core.models import build_model
-    from core.predict import predict_many
-    from core.preprocess import PreprocessConfig
+    from core.model.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+    from core.model.models import build_model
+    from core.inference.predict import predict_many
+    from core.data.preprocess import PreprocessConfig
     torch.manual_seed(0)
     model = build_model("seed-v1", input_size=32, channels=[4, 8, 8], hidden=8)
     ck = make_checkpoint(model, "seed-v1", {"input_size": 32, "channels": [4, 8, 8], "hidden": 8}, PreprocessConfig())
@@ -185,10 +185,11 @@ def test_calibration_temperature_recovers_a_planted_scale_and_cli_writes_a_copy(
     """Calibration logits that are 2.5x the true log-odds: the fitted T is 2.5 (within sampling error),
     the CLI writes a copy with that T, leaves the original alone, and refuses a checkpoint without data."""
     import torch
-    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
-    from core.models import build_model
-    from core.preprocess import PreprocessConfig
-    from core.verdict import calibration_temperature, main
+    from core.model.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
+    from core.model.models import build_model
+    from core.data.preprocess import PreprocessConfig
+    from core.verdict.recalibrate import main
+    from core.verdict.verdict import calibration_temperature
     rng = np.random.default_rng(0)
     u = rng.normal(0, 2, 20000)                                  # true log-odds
     y = (rng.random(20000) < 1 / (1 + np.exp(-u))).astype(int)
@@ -212,10 +213,10 @@ def test_set_alpha_writes_a_copy_whose_band_is_at_that_level(tmp_path, capsys):
     """--set-alpha 0.3 writes a copy whose band is at the 0.3 level (quantile worked out by hand below), leaves the
     original alone, and refuses a checkpoint without calibration data or an alpha outside (0, 0.5)."""
     import torch
-    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
-    from core.models import build_model
-    from core.preprocess import PreprocessConfig
-    from core.verdict import main
+    from core.model.checkpoint import file_sha256, load_checkpoint, make_checkpoint, save_checkpoint
+    from core.model.models import build_model
+    from core.data.preprocess import PreprocessConfig
+    from core.verdict.recalibrate import main
     # REAL calibration images at logits 0.5, 1.5, ..., 9.5 (threshold 0.5: margins m = z, scores s = m): wrong
     # side, so s = +z. ceil((n + 1)(1 - alpha)) / n with n = 10: alpha 0.05 -> rank 11 > n -> q = inf (band is
     # everything); alpha 0.3 -> rank ceil(7.7) = 8 -> q = 7.5.
@@ -239,7 +240,7 @@ def test_set_alpha_writes_a_copy_whose_band_is_at_that_level(tmp_path, capsys):
 
 
 def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
-    from core.generalize import held_out_row
+    from core.audits.generalize import held_out_row
     vm = VerdictModel(cal_logits=np.array([3.0, -3.0, -2.0, 2.0]), cal_labels=np.array([1, 0, 1, 0]), alpha=0.5,
                       familiarity=Familiarity(np.zeros((2, 1)), np.eye(1), np.array([1.0, 2.0, 3.0])))
     # band (q = 2, as above): UNSURE when |logit| <= 2; unfamiliar when familiarity < 0.05
@@ -257,14 +258,14 @@ def test_held_out_row_fake_unsure_and_unfamiliar_by_hand():
 
 
 def test_verdict_cli_summary_uses_the_checkpoints_verdict_data(trained_ckpt, tiny_cifake, capsys):
-    """`python -m core.verdict --weights W --data D` reports the same UNSURE shares as the evaluation, and
+    """`python -m core recalibrate --weights W --data D` reports the same UNSURE shares as the evaluation, and
     describes the band and familiarity the checkpoint carries (it once read them from the wrong place and
     reported every checkpoint as having neither, with 0% UNSURE)."""
     import json
-    from core.checkpoint import load_checkpoint
-    from core.datasets import open_dataset
-    from core.evaluate import evaluate
-    from core.verdict import main
+    from core.model.checkpoint import load_checkpoint
+    from core.data.datasets import open_dataset
+    from core.inference.evaluate import evaluate
+    from core.verdict.recalibrate import main
     lm = load_checkpoint(trained_ckpt)
     assert lm.verdict.has_band and lm.verdict.familiarity is not None
     df, m = evaluate(lm, open_dataset(tiny_cifake, split="test"))
@@ -281,7 +282,7 @@ def test_fit_platt_by_hand_and_on_a_planted_model():
     logistic fit gives a + c = logit(0.8) = ln 4 and -a + c = logit(0.4) = ln(2/3), so a = ln(6) / 2 and
     c = ln(8/3) / 2: T = 1 / a = 2 / ln 6 = 1.1162, b = c = 0.4904. A planted (T, b) is recovered from 20,000
     draws; classes the logits separate perfectly put T at its lower bound; one class is refused."""
-    from core.metrics import fit_platt
+    from core.metrics.metrics import fit_platt
     z = np.r_[np.ones(10), -np.ones(10)]
     y = np.r_[np.ones(8), np.zeros(2), np.ones(4), np.zeros(6)]
     t, b = fit_platt(z, y)
@@ -303,11 +304,11 @@ def test_fit_platt_cli_folds_the_offset_into_the_model(tmp_path, capsys):
     calibration finds nothing left: T and b unchanged, offset 0), the original is untouched, and checkpoints
     without calibration data or without a single-logit layer (an ensemble) are refused."""
     import torch
-    from core.checkpoint import file_sha256, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
-    from core.metrics import fit_platt
-    from core.models import build_model
-    from core.preprocess import PreprocessConfig
-    from core.verdict import main
+    from core.model.checkpoint import file_sha256, load_checkpoint, make_checkpoint, read_checkpoint, save_checkpoint
+    from core.metrics.metrics import fit_platt
+    from core.model.models import build_model
+    from core.data.preprocess import PreprocessConfig
+    from core.verdict.recalibrate import main
     z = torch.tensor([1.0] * 10 + [-1.0] * 10)
     labels = torch.tensor([1] * 8 + [0] * 2 + [1] * 4 + [0] * 6)
     meta = {"calibration": {"logits": z, "labels": labels, "alpha": 0.3, "n": 20}}
@@ -334,7 +335,7 @@ def test_fit_platt_cli_folds_the_offset_into_the_model(tmp_path, capsys):
     assert pp["metrics"]["platt"]["b"] == pytest.approx(math.log(8 / 3) / 2, abs=1e-5)
     assert pp["temperature"] == pytest.approx(new.temperature, abs=1e-5)
     assert file_sha256(tmp_path / "m.pt") == before
-    from core.cards import model_card
+    from core.report.cards import model_card
     assert f"logit offset {offset:+.3f} folded" in model_card(str(tmp_path / "p.pt"), new, {})
     assert "Platt" not in model_card(str(tmp_path / "m.pt"), old, {})
     save_checkpoint(make_checkpoint(model, "seed-v1", args, PreprocessConfig()), tmp_path / "old.pt")
