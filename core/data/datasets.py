@@ -548,6 +548,26 @@ def open_dataset(path, split: str | None = None, fmt: str = "auto", class_map: d
     return ds
 
 
+def concat_datasets(datasets: list[ImageDataset]) -> ImageDataset:
+    """One dataset over the items of several (training on a sample plus extra domains, say); the first one's
+    format and label mapping describe it. Photo groups are kept per dataset (prefixed with its root), so a
+    grouped split still holds out whole photos. Items are read through each item's own dataset."""
+    if len(datasets) == 1:
+        return datasets[0]
+    kinds = {type(d) for d in datasets}
+    if any(k is ParquetDataset for k in kinds):
+        raise DatasetError("extra training data must be image folders or manifests, not parquet")
+    items, groups, warnings = [], [], []
+    for d in datasets:
+        items += d.items
+        g = d.groups()
+        groups += [f"{d.root}:{x}" for x in (g if g is not None else [it[0] for it in d.items])]
+        warnings += d.warnings
+    first = datasets[0]
+    return ImageDataset(items, " + ".join(d.root for d in datasets), first.label_mapping, warnings,
+                        format=first.format, groups=groups)
+
+
 def cifake_splits(path) -> list[str]:
     """Split folder names of a CIFAKE-layout root ([] for anything else)."""
     p = Path(path)

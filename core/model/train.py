@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from core.model.augment import (ALL_PSEUDO_FAKE_KINDS, PSEUDO_FAKE_KINDS, AugmentRecipe, augment, parse_pseudo_fake_kinds,
                       pseudo_fakes)
 from core.model.checkpoint import make_checkpoint, platt_calibrated, save_checkpoint
-from core.data.datasets import DatasetError, open_dataset
+from core.data.datasets import DatasetError, concat_datasets, open_dataset
 from core.inference.evaluate import decode_dataset
 from core.data.labels import LabelMappingError, parse_class_map
 from core.metrics.metrics import classification_metrics
@@ -53,6 +53,7 @@ from core.verdict.verdict import calibration_temperature, fit_verdict
 class TrainConfig:
     data: str = "data/sample"
     split: str = "train"              # split folder of a CIFAKE-layout root
+    extra_data: list = field(default_factory=list)   # more training datasets (their split `split` if CIFAKE-layout)
     val_data: str | None = None       # separate validation set; else carved from train
     val_fraction: float = 0.1         # share of train held out for validation when val_data is None
     format: str = "auto"
@@ -223,6 +224,8 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     pcfg = cfg.preprocess_config()
     class_map = parse_class_map(cfg.class_map)
     ds = open_dataset(cfg.data, split=cfg.split, fmt=cfg.format, class_map=class_map)
+    if cfg.extra_data:
+        ds = concat_datasets([ds] + [open_dataset(p, split=cfg.split, class_map=class_map) for p in cfg.extra_data])
     if cfg.exclude_fake_sources:
         drop = set(cfg.exclude_fake_sources)
         keep = [i for i, (_, label, src) in enumerate(ds.items) if not (label == 1 and src in drop)]
@@ -522,6 +525,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train an AI-generated-image detector.")
     p.add_argument("--data", required=True, help="dataset path: CIFAKE root, class folder, manifest CSV or parquet")
     p.add_argument("--split", default=d.split, help=f"split folder of a CIFAKE root (default: {d.split})")
+    p.add_argument("--extra-data", default="",
+                   help="comma list of more training datasets, e.g. data/extra (default: none)")
     p.add_argument("--val-data", default=None, help="separate validation dataset (default: carve from train)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help=f"default: {d.val_fraction}")
     p.add_argument("--format", default="auto", choices=["auto", "cifake", "folder", "manifest", "parquet"],
@@ -594,6 +599,8 @@ def main_config(args: argparse.Namespace) -> TrainConfig:
     except ValueError as e:
         raise ValueError(f"--model-args is not JSON: {e}") from None
     kw = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__ and k != "model_args"}
+    if isinstance(kw.get("extra_data"), str):
+        kw["extra_data"] = [s for s in kw["extra_data"].split(",") if s]
     if isinstance(kw.get("exclude_fake_sources"), str):
         kw["exclude_fake_sources"] = [s for s in kw["exclude_fake_sources"].split(",") if s]
     try:
