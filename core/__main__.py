@@ -23,6 +23,7 @@ TOOLS = {
     "predict": "core.inference.predict",
     "recalibrate": "core.verdict.recalibrate",
     "generalize": "core.audits.generalize",
+    "new-content": "core.audits.new_content",
     "robustness": "core.audits.robustness",
     "stability": "core.audits.stability",
     "compare": "core.audits.compare",

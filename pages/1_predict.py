@@ -23,6 +23,7 @@ from pages_support.common import Context, get_context, image_bytes, load_model_c
 from pages_support.forensics_views import batch_stability_ui, spectrum_ui, stability_ui
 from pages_support.views import data_uri, display_scale, enlarged
 
+NEAREST = 6                 # training images shown beside each upload (the familiarity's content space)
 MAX_IMAGES = 500            # per run: a batch of 500 32x32 predictions takes a few seconds on 2 CPU cores
 
 
@@ -65,7 +66,7 @@ def predict_batch_ui(ctx: Context, images: list[tuple[str, bytes]]) -> list[Pred
 @st.cache_data(show_spinner="Grad-CAM...", max_entries=32)
 def _predict_detail(sha: str, weights_path: str, name: str, data: bytes) -> tuple[Prediction, np.ndarray | None]:
     lm = load_model_cached(weights_path, sha)
-    pred = predict_one(lm, name, data, with_cam=True)
+    pred = predict_one(lm, name, data, with_cam=True, nearest=NEAREST)
     try:
         original = np.asarray(load_image(data).image)
     except ImageError:
@@ -93,6 +94,34 @@ def confidence_figure(p: float, threshold: float) -> go.Figure:
     return fig
 
 
+def nearest_ui(pred: Prediction) -> None:
+    """The training images nearest to the upload in the familiarity's content space, with labels and distances:
+    what an "unlike the training data" verdict is unlike, and what a confident one resembles."""
+    if pred.nearest is None:
+        st.caption("Nearest training images: this checkpoint has no content part (python -m core recalibrate "
+                   "--weights W --fit-content OUT adds one).")
+        return
+    st.markdown(f"**The {len(pred.nearest)} training images nearest to it** (content encoder's space; distance 0 "
+                "is the same content, 2 the most different)")
+    cols = st.columns(len(pred.nearest))
+    for col, n in zip(cols, pred.nearest):
+        with col:
+            image = nearest_image(n["path"])
+            caption = f"{n['label']} · d {n['distance']:.3f}"
+            if image is None:
+                st.caption(f"{caption} · {n['path']} (not on this machine)")
+            else:
+                st.image(enlarged(image, 96), caption=caption, width="stretch")
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def nearest_image(path: str) -> np.ndarray | None:
+    try:
+        return np.asarray(load_image(path).image)
+    except (ImageError, OSError, ValueError):
+        return None
+
+
 def detail_ui(ctx: Context, name: str, data: bytes) -> None:
     """Everything about one image: label, P(AI) breakdown, the model's input, the original, Grad-CAM."""
     pred, original = _predict_detail(ctx.lm.sha256, ctx.weights_path, name, data)
@@ -103,7 +132,8 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
     p, t = pred.prob_fake, ctx.threshold
     label = pred.label(t)
     verdict, why = pred.verdict(ctx.lm.verdict, t)
-    text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature, pred.colourfulness)
+    text = explain(verdict, why, p, pred.familiarity, ctx.lm.verdict, t, ctx.lm.temperature, pred.colourfulness,
+                   pred.familiarity_parts)
     # The verdict first, in words (st.error is reserved for failures, so colour, not alert boxes).
     colour = {"UNSURE": "orange", "FAKE": "red", "REAL": "green"}[verdict]
     st.markdown(f"**{verdict}** :{colour}[{text.split(': ', 1)[1]}]")
@@ -120,6 +150,7 @@ def detail_ui(ctx: Context, name: str, data: bytes) -> None:
     for line in ctx.lm.verdict.describe(t, ctx.lm.temperature):
         st.caption(line)
     st.plotly_chart(confidence_figure(p, t), key=f"conf-{name}")
+    nearest_ui(pred)
     stability_ui(ctx, name, data)
     for note in pred.notes:
         st.info(f"Decoding note: {note}")

@@ -35,7 +35,7 @@ from core.metrics.metrics import apply_temperature, classification_metrics
 from core.data.preprocess import PreprocessConfig, to_model_input
 from core.data.shifts import Shift, ShiftError, parse_shift
 from core.inference.threads import map_in_lanes
-from core.verdict.verdict import colourfulness, decide, pooled_features, verdict_summary
+from core.verdict.verdict import PART_COLUMN, colourfulness, decide, pooled_features, verdict_summary
 
 PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
 # The version of what a stored result means. Bump it whenever preprocessing, a shift, a metric or the
@@ -44,7 +44,7 @@ PREDICTION_COLUMNS = ["path", "label", "prob_fake", "logit", "source", "familiar
 #   2: per-image noise seeds (core.data.shifts), one confidence definition (core.metrics.metrics.confidence)
 #   3: familiarity and verdict columns (core.verdict.verdict)
 #   4: an empty conformal prediction set is decided, not UNSURE (core.verdict.verdict.decide)
-RESULT_FORMAT = 4
+RESULT_FORMAT = 5
 
 
 def auto_workers(n_items: int) -> int:
@@ -242,7 +242,8 @@ def _score_batch(lm: LoadedModel, batch: dict) -> dict:
         fam_model = lm.verdict.familiarity
         if fam_model is not None:
             z, f = predict_logits(lm.inference_model, batch["x"], lm.device, with_features=True)
-            out["fam"] = fam_model.score(f.numpy(), colourfulness(batch["x"]))
+            content = None if fam_model.content is None else fam_model.content.features(batch["x"])
+            out["fam"] = fam_model.parts(f.numpy(), colourfulness(batch["x"]), content)
         else:
             z = predict_logits(lm.inference_model, batch["x"], lm.device)
         out["z"] = z.numpy()
@@ -296,10 +297,11 @@ def _predict_rows(lm: LoadedModel, ds: ImageDataset, batch_size: int = 256, work
         for generator in opened:
             generator.close()
     z = np.concatenate(rows_z) if rows_z else np.zeros(0, np.float32)
-    fam = np.concatenate(rows_f) if rows_f else np.full(len(z), np.nan)
+    parts = {k: np.concatenate([r[k] for r in rows_f]) for k in rows_f[0]} if rows_f else {}
+    fam = np.minimum.reduce(list(parts.values())) if parts else np.full(len(z), np.nan)
     df = pd.DataFrame({"path": rows_id, "label": np.concatenate(rows_y) if rows_y else np.zeros(0, np.int64),
                        "prob_fake": apply_temperature(z, lm.temperature), "logit": z, "source": rows_src,
-                       "familiarity": fam})
+                       "familiarity": fam, **{f"{PART_COLUMN}{k}": v for k, v in parts.items()}})
     row_index = np.concatenate(rows_idx) if rows_idx else np.zeros(0, np.int64)
     # Rows and skipped items keep the order of `visited`, so the positions not among the rows, sorted, are the
     # skipped items' positions.

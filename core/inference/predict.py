@@ -28,7 +28,7 @@ from core.model.gradcam import gradcam_pair
 from core.data.images import ImageError, LoadedImage, load_image
 from core.data.labels import CLASS_NAMES
 from core.data.preprocess import preprocess_views, to_model_input
-from core.verdict.verdict import VerdictModel, colourfulness, decide, pooled_features
+from core.verdict.verdict import WHY_UNFAMILIAR, VerdictModel, colourfulness, decide, fired_parts, pooled_features
 
 
 @dataclass
@@ -46,6 +46,8 @@ class Prediction:
     familiarity: float | None = None           # core.verdict.verdict familiarity in [0, 1]; None without a model
     temperature: float = 1.0
     colourfulness: float | None = None         # core.verdict.verdict.colourfulness of the model input (its windows)
+    familiarity_parts: dict | None = None      # Familiarity.parts of this image: part name -> value
+    nearest: list | None = None                # [{path, label, distance}]: nearest training images (content space)
 
     def label(self, threshold: float = 0.5) -> str | None:
         return None if self.prob_fake is None else CLASS_NAMES[int(self.prob_fake >= threshold)]
@@ -73,14 +75,24 @@ class Prediction:
              "familiarity": None if self.familiarity is None else round(self.familiarity, 4)}
         if why:
             d["why"] = why
+            fired = fired_parts(self.familiarity_parts, vm.familiarity.flag_rate) if vm and vm.familiarity else []
+            if WHY_UNFAMILIAR in why and fired:
+                d["unfamiliar_parts"] = fired
+        if self.familiarity_parts:
+            d["familiarity_parts"] = {k: round(float(v), 4) for k, v in self.familiarity_parts.items()}
+        if self.nearest is not None:
+            d["nearest"] = self.nearest
         if self.notes:
             d["notes"] = self.notes
         return d
 
 
-def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False):
-    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity (B,) or None, colourfulness
-    (B,)). Thread-safe.
+def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = False, nearest: int = 0):
+    """uint8 (B, 3, S, S) -> (prob_fake (B,), logits (B,), cams or None, familiarity parts {name: (B,)} or None,
+    colourfulness (B,), nearest or None). Thread-safe.
+
+    nearest > 0, with a content part: (bank indices (B, n), distances (B, n)) of the nearest training images in
+    the content encoder's space (`ContentFamiliarity.neighbours`).
 
     cams: (explaining FAKE (B, S, S), explaining REAL (B, S, S)); pick per image by the called class.
     uint8 (B, K, 3, S, S), K windows per image: logits averaged over the windows (as
@@ -88,14 +100,18 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     """
     views = x_uint8.shape[1] if x_uint8.ndim == 5 else 0
     x = to_model_input((x_uint8.flatten(0, 1) if views else x_uint8).to(lm.device))
-    fam, colour = None, colourfulness(x_uint8)
-    if lm.verdict.familiarity is not None:
+    fam, colour, near = None, colourfulness(x_uint8), None
+    fm = lm.verdict.familiarity
+    if fm is not None:
         with torch.inference_mode():
             _, f = pooled_features(lm.inference_model, x)
         f = f.float().cpu()
         if views:
             f = f.view(-1, views, f.shape[1]).mean(dim=1)          # the windows' mean, as for the logits
-        fam = lm.verdict.familiarity.score(f.numpy(), colour)
+        content = None if fm.content is None else fm.content.features(x_uint8)
+        fam = fm.parts(f.numpy(), colour, content)
+        if nearest and content is not None:
+            near = fm.content.neighbours(content, nearest)
     if with_cam:
         cam_fake, cam_real, logits = gradcam_pair(lm.inference_model, x)
         if views:
@@ -108,12 +124,13 @@ def predict_tensors(lm: LoadedModel, x_uint8: torch.Tensor, with_cam: bool = Fal
     logits = logits.float().cpu()
     if views:
         logits = logits.view(-1, views).mean(dim=1)
-    return torch.sigmoid(logits / lm.temperature), logits, cams, fam, colour
+    return torch.sigmoid(logits / lm.temperature), logits, cams, fam, colour, near
 
 
 def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: bool = False,
-                 batch_size: int = 128, progress=None) -> list[Prediction]:
-    """Predict for [(name, path | bytes)]; every input gets a Prediction, failed ones with `error`."""
+                 batch_size: int = 128, progress=None, nearest: int = 0) -> list[Prediction]:
+    """Predict for [(name, path | bytes)]; every input gets a Prediction, failed ones with `error`. nearest > 0:
+    each Prediction also lists that many nearest training images (with a content part; else `nearest` is None)."""
     out: list[Prediction] = []
     pending: list[tuple[Prediction, torch.Tensor]] = []
 
@@ -121,10 +138,16 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
         if not pending:
             return
         x = torch.stack([t for _, t in pending])                   # (B, 3, S, S) or (B, K, 3, S, S) uint8
-        probs, logits, cams, fam, colour = predict_tensors(lm, x, with_cam)
+        probs, logits, cams, fam, colour, near = predict_tensors(lm, x, with_cam, nearest)
+        score = None if fam is None else np.minimum.reduce(list(fam.values()))
         for i, (pred, t) in enumerate(pending):
             pred.prob_fake, pred.logit, pred.temperature = float(probs[i]), float(logits[i]), lm.temperature
-            pred.familiarity = None if fam is None else float(fam[i])
+            pred.familiarity = None if fam is None else float(score[i])
+            pred.familiarity_parts = None if fam is None else {k: float(v[i]) for k, v in fam.items()}
+            if near is not None:
+                c = lm.verdict.familiarity.content
+                pred.nearest = [{"path": c.paths[j], "label": CLASS_NAMES[int(c.labels[j])],
+                                 "distance": round(float(d), 4)} for j, d in zip(near[0][i], near[1][i])]
             pred.colourfulness = float(colour[i])
             pred.model_input = (t[0] if t.ndim == 4 else t).permute(1, 2, 0).numpy()   # the (centre) window
             if cams is not None:
@@ -148,8 +171,8 @@ def predict_many(lm: LoadedModel, sources: list[tuple[str, object]], with_cam: b
     return out
 
 
-def predict_one(lm: LoadedModel, name: str, src, with_cam: bool = True) -> Prediction:
-    return predict_many(lm, [(name, src)], with_cam=with_cam)[0]
+def predict_one(lm: LoadedModel, name: str, src, with_cam: bool = True, nearest: int = 0) -> Prediction:
+    return predict_many(lm, [(name, src)], with_cam=with_cam, nearest=nearest)[0]
 
 
 def expand_inputs(paths: list[str]) -> list[tuple[str, object]]:
@@ -190,6 +213,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(default: the checkpoint's)")
     p.add_argument("--stability", action="store_true",
                    help="add \"flips_under\": the everyday changes (core.audits.stability.CHANGES) that flip the label")
+    p.add_argument("--nearest", type=int, default=0, metavar="N",
+                   help="add \"nearest\": the N training images nearest to each input in the familiarity's content "
+                        "space, with labels and distances (needs a checkpoint with a content part; default: 0)")
     p.add_argument("inputs", nargs="+", help="image files, folders or zip archives")
     return p
 
@@ -204,7 +230,11 @@ def main(argv=None) -> int:
         return 2
     items = expand_inputs(args.inputs)
     ok = [(n, s) for n, s in items if not isinstance(s, ImageError)]
-    preds = iter(predict_many(lm, ok))
+    if args.nearest and (lm.verdict.familiarity is None or lm.verdict.familiarity.content is None):
+        print(f"error: --nearest needs a checkpoint with a content part; {args.weights} has none "
+              "(python -m core recalibrate --weights W --fit-content OUT adds one)", file=sys.stderr)
+        return 2
+    preds = iter(predict_many(lm, ok, nearest=max(0, args.nearest)))
     if args.stability:
         from core.audits.stability import stability_of_sources
         flips = iter(stability_of_sources(lm, ok, args.threshold))

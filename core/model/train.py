@@ -46,7 +46,8 @@ from core.data.labels import LabelMappingError, parse_class_map
 from core.metrics.metrics import classification_metrics
 from core.model.models import ARCHITECTURES, build_model, count_parameters, select_device
 from core.data.preprocess import SEED_V21_PREPROCESS, PreprocessConfig, to_model_input
-from core.verdict.verdict import calibration_temperature, fit_verdict
+from core.verdict.content import fit_content
+from core.verdict.verdict import CONTENT_SHARE, calibration_temperature, fit_verdict
 
 
 @dataclass
@@ -88,6 +89,7 @@ class TrainConfig:
                                       # for data without groups)
     verdict_alpha: float = 0.05       # conformal miscoverage of the "near the threshold" band
     familiarity_flag_rate: float = 0.05   # share of in-distribution images the familiarity cut-off may flag
+    content_epochs: int = 0           # epochs of the familiarity's content encoder (core.verdict.content); 0: none
     max_train_images: int | None = None   # subsample train (seeded), for quick runs
     seed: int = 0
     split_seed: int | None = None     # seeds the calibration / validation / train split (None: `seed`); models
@@ -286,6 +288,21 @@ def load_data(cfg: TrainConfig, log=print, progress=None) -> TrainData:
     if len(torch.unique(y_tr)) < 2:
         raise DatasetError("training needs both REAL and FAKE images")
     return TrainData(x_tr, y_tr, x_val, y_val, x_cal, y_cal, pcfg, ds.describe(), dec.skipped, ds, dec.index[train_idx])
+
+
+def content_entry(data: TrainData, epochs: int, seed: int = 0, log=print) -> dict:
+    """The familiarity's content part for a checkpoint (core.verdict.content): an encoder trained on the training
+    images, their features as the kNN bank (with their file ids), the calibration split as the reference."""
+    ds, index = data.dataset, data.train_index
+    # A file's path as the dataset opened it (relative to the working folder when the data path was), so the
+    # app can show the image; a parquet row's id otherwise.
+    paths = [ds.items[int(i)][0] if isinstance(ds.items[int(i)][0], str) else ds.item_id(int(i)) for i in index] \
+        if ds is not None and index is not None else [""] * len(data.x_train)
+    fam, info = fit_content(data.x_train, data.y_train.numpy(), paths, data.x_cal, epochs=epochs, seed=seed,
+                            log=log)
+    log(f"content familiarity: encoder {info['epochs']} epochs in {info['seconds']:.0f} s, bank of "
+        f"{len(fam.paths):,} training images, k = {fam.k}")
+    return {"content": fam.as_meta(info), "content_share": float(CONTENT_SHARE)}
 
 
 def training_windows(data: TrainData, epoch: int, seed: int, workers: int | None = None) -> torch.Tensor:
@@ -492,6 +509,8 @@ def _train(cfg: TrainConfig, dist_: Dist, progress, log, on_epoch) -> TrainResul
     if len(data.x_cal) and len(torch.unique(data.y_cal)) == 2:
         verdict = fit_verdict(model, x_tr, y_tr, data.x_cal, data.y_cal, device, cfg.verdict_alpha,
                               cfg.familiarity_flag_rate)
+        if cfg.content_epochs:
+            verdict["familiarity"].update(content_entry(data, cfg.content_epochs, cfg.seed, log))
         log(f"verdict: conformal band on {len(data.x_cal)} calibration images, familiarity fitted on {len(x_tr)}")
     else:
         log("verdict: no calibration split with both classes (--calib-fraction 0 or too little data): "
@@ -580,6 +599,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help=f"conformal miscoverage of the UNSURE band (default: {d.verdict_alpha})")
     p.add_argument("--familiarity-flag-rate", type=float, default=d.familiarity_flag_rate,
                    help=f"share of in-distribution images flagged as unfamiliar (default: {d.familiarity_flag_rate})")
+    p.add_argument("--content-epochs", type=int, default=d.content_epochs,
+                   help="train the familiarity's content encoder for this many epochs, so images whose content is "
+                        "far from every training image are UNSURE (default: 0, none)")
     p.add_argument("--max-train-images", type=int, default=None, help="subsample the training set (default: all)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"default: {d.seed}")
     p.add_argument("--split-seed", type=int, default=None,

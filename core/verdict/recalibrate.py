@@ -1,5 +1,5 @@
 """Summarise a checkpoint's verdict on a dataset (per source too), or write a recalibrated copy of it: the
-temperature, Platt calibration, conformal level or colour reference set from its calibration split.
+temperature, Platt calibration, conformal level, colour reference or content part set from its training data.
 
     python -m core recalibrate --weights weights/default.pt --data data/sample --split test
     python -m core recalibrate --weights weights/default.pt --fit-platt runs/platt.pt
@@ -21,7 +21,8 @@ from core.data.datasets import DatasetError, open_dataset
 from core.inference.evaluate import evaluate
 from core.model.checkpoint import (CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint, with_platt,
                                    with_temperature, with_verdict_alpha)
-from core.model.train import config_of_checkpoint, load_data
+from core.model.train import config_of_checkpoint, content_entry, load_data
+from core.verdict.content import CONTENT_EPOCHS
 from core.verdict.verdict import (COLOUR_SHARE, _np, calibration_temperature, check_calibration_split,
                                   colourfulness, verdict_summary)
 
@@ -51,6 +52,25 @@ def with_colour_reference(source_path, out_path, data: str | None = None, device
     return len(colour)
 
 
+def with_content(source_path, out_path, data: str | None = None, epochs: int = CONTENT_EPOCHS, seed: int = 0,
+                 log=print) -> dict:
+    """Save a copy of a checkpoint whose familiarity gains the content part (core.verdict.content): an encoder
+    trained self-supervised on its training images (re-derived from its training config; `data` overrides the
+    recorded path), their features as the kNN bank, and the calibration split's distances as the reference.
+    Returns the fit's summary. The original is not modified."""
+    ck, _ = read_checkpoint(source_path)
+    v = ck.get("verdict") or {}
+    if not v.get("familiarity") or not v.get("calibration"):
+        raise CheckpointError(f"{source_path} has no familiarity model or calibration split: retrain it with "
+                              "core.model.train, which fits both and the content part")
+    td = load_data(config_of_checkpoint(ck, source_path, data), log=log)
+    lm = load_checkpoint(source_path)
+    check_calibration_split(lm.inference_model, ck, td.x_cal, lm.device, source_path)
+    v["familiarity"].update(content_entry(td, epochs=epochs, seed=seed, log=log))
+    save_checkpoint(ck, out_path)
+    return v["familiarity"]["content"]["train"]
+
+
 def main(argv=None) -> int:
     """Print the verdict summary of a checkpoint on a dataset (per source too), or write a copy of the
     checkpoint with its temperature (--fit-temperature), Platt calibration (--fit-platt) or conformal level
@@ -68,6 +88,12 @@ def main(argv=None) -> int:
     p.add_argument("--fit-colour", metavar="OUT",
                    help="write a copy of --weights to OUT whose familiarity also flags images far less colourful "
                         "than its calibration split (re-derived from the training data; --data overrides its path)")
+    p.add_argument("--fit-content", metavar="OUT",
+                   help="write a copy of --weights to OUT whose familiarity also flags content far from every "
+                        "training image (a content encoder trained on its training data, re-derived from its "
+                        "training config; --data overrides its path)")
+    p.add_argument("--content-epochs", type=int, default=CONTENT_EPOCHS,
+                   help=f"with --fit-content: the content encoder's training epochs (default: {CONTENT_EPOCHS})")
     p.add_argument("--fit-platt", metavar="OUT",
                    help="write a copy of --weights to OUT Platt-calibrated on its stored calibration split: T and "
                         "a logit offset (folded into the logit layer's bias) fitted together")
@@ -80,6 +106,15 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
         print(f"colour reference of {n:,} calibration images -> {args.fit_colour}")
+        return 0
+    if args.fit_content:
+        try:
+            info = with_content(args.weights, args.fit_content, data=args.data, epochs=args.content_epochs,
+                                log=lambda m: print(m, file=sys.stderr))
+        except (CheckpointError, DatasetError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"content part: {json.dumps(info)} -> {args.fit_content}")
         return 0
     if args.fit_platt:
         try:

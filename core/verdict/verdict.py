@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.verdict.content import ContentFamiliarity
+
 REAL, FAKE, UNSURE = "REAL", "FAKE", "UNSURE"
 VERDICTS = (REAL, FAKE, UNSURE)
 WHY_BAND = "near the threshold"
@@ -65,6 +67,11 @@ DEFAULT_ALPHA = 0.05          # conformal miscoverage: the true class is in the 
 DEFAULT_FLAG_RATE = 0.05      # familiarity cut-off: flags at most ~5% of in-distribution images
 SHRINKAGE = 0.1               # covariance shrinkage towards its diagonal; 256 features from ~9k images
 COLOUR_SHARE = 0.2            # share of the familiarity flag rate spent on "far less colourful than held-out images"
+CONTENT_SHARE = 0.4           # share spent on "content far from every training image" (docs/verdict.md: the probe)
+PART_COLUMN = "familiarity_"  # evaluation column prefix of each part's value (familiarity_content, ...)
+PART_NAMES = {"features": "far from the training data in the model's own features",
+              "content": "its content is far from every training image",
+              "colour": "far less colourful than the training images"}
 
 
 def logit_of(p: float) -> float:
@@ -104,6 +111,8 @@ class Familiarity:
     spread_reference: np.ndarray | None = None   # (n,) sorted member spreads of held-out images (ensembles)
     colour_reference: np.ndarray | None = None   # (n,) sorted colourfulness of held-out images
     colour_share: float = COLOUR_SHARE
+    content: ContentFamiliarity | None = None    # kNN on a content encoder's features (core.verdict.content)
+    content_share: float = CONTENT_SHARE
     # Derived once at construction (never changed after): L with precision = L L^T, and the means times L, so a
     # distance is one matmul, ||f L - mu L||, instead of one per class. None where precision is not positive
     # definite (then `distance` takes the two-matmul form).
@@ -147,22 +156,46 @@ class Familiarity:
         p = 1 / (1 + np.exp(-np.asarray(feats, np.float64)[:, self.width:]))
         return p.max(axis=1) - p.min(axis=1)
 
-    def score(self, feats, colour=None) -> np.ndarray:
-        """Familiarity in [0, 1]: share of reference images at least as far as each image (+1 smoothing);
-        for an ensemble, Bonferroni-combined with the share whose members disagree at least as much; with a
-        colour reference, combined (weighted Bonferroni, `colour_share`) with the share of reference images
-        at most as colourful as each image (`colour`: `colourfulness` of the model inputs, required then;
-        ignored without a colour reference)."""
+    @property
+    def shares(self) -> dict[str, float]:
+        """The share of the flag rate each part may spend (weighted Bonferroni: they add up to 1)."""
+        out = {}
+        if self.colour_reference is not None:
+            out["colour"] = self.colour_share
+        if self.content is not None:
+            out["content"] = self.content_share
+        out["features"] = 1.0 - sum(out.values())
+        return out
+
+    def parts(self, feats, colour=None, content=None) -> dict[str, np.ndarray]:
+        """Each part's p-value over its share of the flag rate, capped at 1, (N,) per part: an image is flagged
+        by a part when its value is below `flag_rate`, and `score` is the smallest of them.
+
+        - "features": share of held-out images at least as far (Mahalanobis, the model's own features); for an
+          ensemble, Bonferroni-combined with the share whose members disagree at least as much;
+        - "content" (with a content model): share of held-out images whose k-th nearest training image, in the
+          content encoder's space, is at least as far (`content`: `ContentFamiliarity.features` of the images);
+        - "colour" (with a colour reference): share of held-out images at most as colourful (`colour`:
+          `colourfulness` of the model inputs)."""
+        shares = self.shares
         p = tail_share(self.reference, self.distance(feats))
         if self.spread_reference is not None:
             p = np.minimum(1.0, 2 * np.minimum(p, tail_share(self.spread_reference, self.spread(feats))))
-        if self.colour_reference is None:
-            return p
-        if colour is None:
-            raise ValueError("this familiarity model has a colour reference: pass the images' colourfulness")
-        p_colour = head_share(self.colour_reference, colour)
-        w = self.colour_share
-        return np.minimum(1.0, np.minimum(p / (1 - w), p_colour / w))
+        out = {"features": p}
+        if self.content is not None:
+            if content is None:
+                raise ValueError("this familiarity model has a content part: pass the images' content features")
+            out["content"] = tail_share(self.content.reference, self.content.distance(content))
+        if self.colour_reference is not None:
+            if colour is None:
+                raise ValueError("this familiarity model has a colour reference: pass the images' colourfulness")
+            out["colour"] = head_share(self.colour_reference, colour)
+        return {k: np.minimum(1.0, v / shares[k]) for k, v in out.items()}
+
+    def score(self, feats, colour=None, content=None) -> np.ndarray:
+        """Familiarity in [0, 1], the smallest of `parts`: flagged (unlike the training data) below `flag_rate`,
+        which by construction happens to at most `flag_rate` of in-distribution images."""
+        return np.minimum.reduce(list(self.parts(feats, colour, content).values()))
 
 
 def colourfulness(x_uint8: torch.Tensor) -> np.ndarray:
@@ -210,7 +243,10 @@ class VerdictModel:
                                             flag_rate=float(fam.get("flag_rate", DEFAULT_FLAG_RATE)),
                                             spread_reference=None if spread is None else np.sort(_np(spread)),
                                             colour_reference=None if colour is None else np.sort(_np(colour)),
-                                            colour_share=float(fam.get("colour_share", COLOUR_SHARE)))
+                                            colour_share=float(fam.get("colour_share", COLOUR_SHARE)),
+                                            content=(ContentFamiliarity.from_meta(fam["content"])
+                                                     if fam.get("content") else None),
+                                            content_share=float(fam.get("content_share", CONTENT_SHARE)))
         return cls(**kw)
 
     @property
@@ -268,6 +304,17 @@ class VerdictModel:
                            "members' P(AI) disagree more than on all but a few held-out in-distribution images "
                            "(the two signals share the flag rate, Bonferroni).")
             fam = self.familiarity
+            if fam.content is not None:
+                c = fam.content
+                out.append(f"An image is also 'unlike the training data' when its content is far from every training "
+                           f"image: the distance to its {c.k}th nearest of {len(c.paths):,} training images, in the "
+                           f"features of an encoder trained self-supervised on them, is larger than for all but "
+                           f"{fam.flag_rate * fam.content_share:.0%} of the held-out images (kNN, Sun et al. 2022). "
+                           f"This part sees content the detector's own features ignore.")
+            else:
+                out.append("This checkpoint has no content part: new content (faces, drawings, art) can look familiar "
+                           "to the model's own features (python -m core recalibrate --weights W --fit-content OUT "
+                           "adds one).")
             if fam.colour_reference is not None:
                 out.append(f"An image is also 'unlike the training data' when it is far less colourful than the "
                            f"{len(fam.colour_reference):,} held-out images (a grayscale image, for a model trained "
@@ -318,10 +365,17 @@ def decide(logits, familiarity, vm: VerdictModel | None, threshold: float = 0.5,
     return verdicts, reasons
 
 
+def fired_parts(parts: dict | None, flag_rate: float) -> list[str]:
+    """The familiarity parts (`Familiarity.parts` of one image: name -> value) that flag it, in PART_NAMES order."""
+    return [k for k in PART_NAMES if parts and parts.get(k) is not None and parts[k] < flag_rate]
+
+
 def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float | None, vm: VerdictModel | None,
-            threshold: float = 0.5, temperature: float = 1.0, colour: float | None = None) -> str:
+            threshold: float = 0.5, temperature: float = 1.0, colour: float | None = None,
+            image_parts: dict | None = None) -> str:
     """The verdict in one or two plain sentences, as the app and the report show it. `colour`: the image's
-    `colourfulness`, to say so when the colour part is what flagged it."""
+    `colourfulness`, to say so when the colour part is what flagged it; `image_parts`: the image's familiarity
+    parts (name -> value, `Familiarity.parts`), to name the ones that flagged it."""
     lean = FAKE if prob_fake >= threshold else REAL
     fam = "" if familiarity is None else f"familiarity {familiarity:.3f}"
     if verdict != UNSURE:
@@ -344,9 +398,13 @@ def explain(verdict: str, why: list[str], prob_fake: float, familiarity: float |
         fm = vm.familiarity
         if fm.colour_reference is not None:
             what += ", or are this much less colourful"
+        if fm.content is not None:
+            what += ", or have content this far from every training image"
+        fired = fired_parts(image_parts, fm.flag_rate)
         parts.append(f"unlike the training data: {fam} (below {fm.flag_rate:.2f}: fewer than "
                      f"{fm.flag_rate:.0%} of held-out in-distribution images {what}), "
-                     "so its P(AI) is not evidence")
+                     "so its P(AI) is not evidence"
+                     + (f"; flagged by: {', '.join(PART_NAMES[k] for k in fired)}" if fired else ""))
         if colour is not None and fm.colour_reference is not None and \
                 head_share(fm.colour_reference, [colour])[0] < fm.flag_rate * fm.colour_share:
             parts.append(f"it is far less colourful than the images the model was calibrated on (colourfulness "
