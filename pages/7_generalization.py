@@ -3,7 +3,9 @@
 1. Per source of the current evaluation (core.audits.generalize.source_table): every REAL image against
    one FAKE source at a time: AP, accuracy at the sidebar threshold, TPR at 5% FPR, FAKE recall,
    UNSURE share, wrong-and-decided share, with counts. Select a row to see its images.
-2. The stored leave-one-generator-out leaderboard of the shipped recipe (weights/logo/, written by
+2. New content (core.audits.new_content): the verdicts on the probe's content domains, which the training data
+   lacks (data/new_content/README.md says what each is); select a domain to see its images.
+3. The stored leave-one-generator-out leaderboard of the shipped recipe (weights/logo/, written by
    `python -m core generalize`): one model per held-out family, evaluated on that family only.
    Select a row to see the held-out family's images as that model judged them.
 """
@@ -16,6 +18,8 @@ import pandas as pd
 import streamlit as st
 
 from core.audits.generalize import load_leaderboard, same_test_data, source_table
+from core.audits.new_content import DEFAULT_PROBE, evaluate_new_content, probe_available
+from core.data.datasets import open_dataset
 from core.data.images import ImageError, load_image
 from core.data.labels import CLASS_NAMES
 from core.verdict.verdict import UNSURE, VerdictModel, decide
@@ -60,6 +64,63 @@ def per_source_section(ctx, df: pd.DataFrame) -> None:
         part = part.sort_values("prob_fake")            # the most convincing fakes first
         st.markdown(f"**{src}**: {len(part):,} FAKE images, most convincing (lowest P(AI)) first")
         gallery(ctx, part.head(24))
+
+
+NEW_CONTENT_COLUMNS = {"domain": "domain", "class": "class", "n": "images", "auc": "ROC AUC",
+                       "auc_against": "AUC against", "acc": "accuracy", "share_unsure": "UNSURE",
+                       "share_wrong_decided": "wrong, not UNSURE", "share_unfamiliar": "unlike the training data",
+                       "by_features": "flagged: model features", "by_content": "flagged: content",
+                       "by_colour": "flagged: colour"}
+
+
+def new_content_section(ctx) -> None:
+    st.subheader("New content: domains the training data lacks")
+    probe = ROOT / DEFAULT_PROBE
+    if not probe_available(str(probe)):
+        st.info(f"No new-content probe at {DEFAULT_PROBE} (python data/build_new_content.py --what probe builds it).")
+        return
+    bar = st.progress(0.0, text="Evaluating the new-content probe...")
+    table, summary = evaluate_new_content(ctx.lm, str(probe), runs_dir=str(ROOT / "runs"), threshold=ctx.threshold,
+                                          progress=lambda d, t: bar.progress(d / max(t, 1), text=f"Probe: {d}/{t}"))
+    bar.empty()
+    a, b, c = st.columns(3)
+    a.metric("Worst domain: wrong, not UNSURE", pct(summary["worst_wrong_decided"]), help=summary["worst_domain"])
+    b.metric("REAL images UNSURE", pct(summary["real_unsure"]))
+    c.metric("ROC AUC, whole probe", num(summary["auc"]))
+    st.caption("Leave-one-generator-out tests a new generator on old content; this tests new content (drawings, "
+               "icons, art, new photographs, fakes of them from generators trained here). A FAKE domain KIND-CONTENT "
+               "is scored against the REAL domain CONTENT. 'flagged: ...' is the share each familiarity part flagged. "
+               "`python -m core new-content` prints the same table.")
+    shown = table.rename(columns=NEW_CONTENT_COLUMNS)
+    ev = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="single-row",
+                      column_config=_fmt(shown), key="gen_new_content")
+    i = _selected_row(ev)
+    if i is None or str(table.loc[i, "domain"]).startswith("all"):
+        return
+    dom = str(table.loc[i, "domain"])
+    from core.inference.evaluate import cached_evaluation
+    df, _ = cached_evaluation(ctx.lm, open_dataset(str(probe)), runs_dir=str(ROOT / "runs"))
+    part = df[df["source"].astype(str) == dom]
+    fam = part["familiarity"].to_numpy(np.float64) if "familiarity" in part else None
+    part = part.assign(verdict=decide(part["logit"], None if fam is None or np.isnan(fam).all() else fam,
+                                      ctx.lm.verdict, ctx.threshold, ctx.lm.temperature)[0],
+                       _right=np.where(part["label"] == 1, part["prob_fake"], 1 - part["prob_fake"]))
+    st.markdown(f"**{dom}**: {len(part):,} images, the most confidently wrong first")
+    file_gallery([str(probe / p) for p in part.sort_values("_right")["path"].head(24)],
+                 [f"P(AI) {r.prob_fake:.3f} · {r.verdict}" for r in part.sort_values("_right").head(24).itertuples()])
+
+
+def file_gallery(paths: list[str], captions: list[str], n_cols: int = 6) -> None:
+    """Images read from files (a stored evaluation of other data than the sidebar's), with captions."""
+    cols = st.columns(n_cols)
+    for k, (path, text) in enumerate(zip(paths, captions)):
+        with cols[k % n_cols]:
+            try:
+                arr = np.asarray(load_image(path).image)
+            except (ImageError, OSError):
+                st.caption(f"{path}: not found")
+                continue
+            st.image(enlarged(arr), caption=text)
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -123,15 +184,8 @@ def logo_section(threshold: float) -> None:
     st.markdown(f"**{fam}** held out: {len(fakes):,} fakes at threshold {threshold:.2f}: "
                 f"{v.get('FAKE', 0):,} FAKE, {v.get(UNSURE, 0):,} UNSURE, {v.get('REAL', 0):,} called REAL. "
                 "Most convincing first.")
-    cols = st.columns(6)
-    for k, (_, r) in enumerate(fakes.head(24).iterrows()):
-        with cols[k % 6]:
-            try:
-                arr = np.asarray(load_image(str(root / r["path"])).image)
-            except (ImageError, OSError):
-                st.caption(f"{r['path']}: not found under {root}")
-                continue
-            st.image(enlarged(arr), caption=f"P(AI) {r['prob_fake']:.3f} · {r['verdict']}")
+    top = fakes.head(24)
+    file_gallery([str(root / p) for p in top["path"]], [f"P(AI) {r.prob_fake:.3f} · {r.verdict}" for r in top.itertuples()])
 
 
 def main() -> None:
@@ -141,6 +195,7 @@ def main() -> None:
                "generator-out is the honest number; in-distribution accuracy is not. Labels: "
                f"{CLASS_NAMES[0]} = 0, {CLASS_NAMES[1]} = 1; P(AI) = P(FAKE).")
     per_source_section(ctx, df)
+    new_content_section(ctx)
     logo_section(ctx.threshold)
 
 

@@ -157,3 +157,26 @@ def test_predict_lists_the_nearest_training_images(trained_ckpt, tiny_cifake, tm
     d = [n["distance"] for n in line["nearest"]]
     assert d == sorted(d) and all(n["label"] in ("REAL", "FAKE") for n in line["nearest"])
     assert all(n["path"].startswith(str(tiny_cifake)) for n in line["nearest"])
+
+
+def test_new_content_table_by_hand():
+    """Four domains: clipart (REAL), gan-clipart (FAKE, scored against clipart), icons (REAL), odd (FAKE, against
+    every REAL image). Without a verdict model nothing is UNSURE, so wrong and not UNSURE is the error rate."""
+    import pandas as pd
+    from core.audits.new_content import new_content_summary, new_content_table
+    df = pd.DataFrame({"label": [0, 0, 1, 1, 0, 0, 1, 1],
+                       "logit": [-2.0, 1.0, 2.0, -1.0, -3.0, -2.5, 0.5, 3.0],
+                       "source": ["clipart", "clipart", "gan-clipart", "gan-clipart", "icons", "icons", "odd", "odd"]})
+    df["prob_fake"] = 1 / (1 + np.exp(-df["logit"]))
+    t = new_content_table(df, None).set_index("domain")
+    assert t.loc["clipart", "acc"] == 0.5 and t.loc["clipart", "share_wrong_decided"] == 0.5
+    assert t.loc["gan-clipart", "auc_against"] == "clipart"
+    # gan-clipart logits {2, -1} against clipart {-2, 1}: pairs won 3 of 4
+    assert t.loc["gan-clipart", "auc"] == pytest.approx(0.75)
+    assert t.loc["odd", "auc_against"] == "all REAL"
+    # odd {0.5, 3} against all REAL {-2, 1, -3, -2.5}: 7 of 8 pairs
+    assert t.loc["odd", "auc"] == pytest.approx(7 / 8)
+    assert t.loc["all REAL", "n"] == 4 and t.loc["all", "n"] == 8
+    s = new_content_summary(new_content_table(df, None))
+    assert s["worst_domain"] in ("clipart", "gan-clipart") and s["worst_wrong_decided"] == 0.5
+    assert s["real_unsure"] == 0.0 and s["wrong_decided"] == pytest.approx(2 / 8)   # clipart 1.0, gan-clipart -1.0

@@ -185,6 +185,11 @@ def collect(lm, weights_path, ds, threshold: float = 0.5, runs_dir="runs", sampl
     out["errors"] = wrong.sort_values("confidence", ascending=False)
     log("limitations")
     out["limitations"] = audit(lm, ds, threshold, Path(sample_dir), runs_dir, log=log)
+    from core.audits.new_content import DEFAULT_PROBE, evaluate_new_content, probe_available
+    out["new_content"] = None
+    if probe_available(DEFAULT_PROBE):
+        log("new-content probe")
+        out["new_content"] = evaluate_new_content(lm, DEFAULT_PROBE, runs_dir, threshold)
     out["leaderboard"], out["leaderboard_dir"] = None, str(logo_dir) if logo_dir else None
     if logo_dir is not None:
         from core.audits.generalize import load_leaderboard
@@ -247,6 +252,15 @@ def render(data: dict, lm, ds, weights_path) -> str:
     else:
         section(4, "<p class='muted'>No stored leave-one-generator-out leaderboard for this model "
                    "(<code>python -m core generalize</code> makes one; pass <code>--logo DIR</code>).</p>")
+    nc = data.get("new_content")
+    if nc is not None:
+        table, summary = nc
+        parts.append("<h3>New content: the probe (data/new_content)</h3><p>Content domains the training data lacks "
+                     "(drawings, icons, art, new photographs, and fakes of them made by generators trained here): "
+                     "leave-one-generator-out measures a new generator on old content, this measures new content. "
+                     f"Worst domain <b>{esc(summary['worst_domain'])}</b>: {fmt(summary['worst_wrong_decided'], '.1%')} "
+                     f"wrong and not UNSURE; REAL images UNSURE {fmt(summary['real_unsure'], '.1%')}; ROC AUC "
+                     f"{fmt(summary['auc'], '.3f')} (<code>python -m core new-content</code>).</p>" + table_html(table))
     s = data["shortcuts"]
     acc = s["metadata_only_accuracy"]
     box = (f"<div class='warn'>Flagged: file-level features alone separate the classes (balanced accuracy "
