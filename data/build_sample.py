@@ -583,8 +583,9 @@ def crops_for_training(family, dirs, reals, members, args) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- output
-def write_split(out: Path, split: str, reals, fakes, rng):
-    """reals: [(array, source, origin)]; fakes: [(array, family, origin)]."""
+def write_split(out: Path, split: str, reals, fakes, rng, group_of=None):
+    """reals: [(array, source, origin)]; fakes: [(array, family, origin)]; group_of(origin) gives the group
+    column (default photo_group)."""
     d = out / split
     if d.exists():
         shutil.rmtree(d)
@@ -600,7 +601,7 @@ def write_split(out: Path, split: str, reals, fakes, rng):
         Image.fromarray(np.ascontiguousarray(arr), "RGB").save(d / rel, **JPEG_KW)
         rows.append((rel, label, src, origin))
     rows.sort()
-    write_manifest(d / "manifest.csv", rows)
+    write_manifest(d / "manifest.csv", rows, group_of)
     return rows
 
 
@@ -611,12 +612,14 @@ def photo_group(origin: str) -> str:
     return GROUP_OF_PHOTO.get(group_of_origin(origin), "")
 
 
-def write_manifest(path: Path, rows) -> None:
-    """rows: (file, label, source, origin); writes file,label,source,origin,group."""
+def write_manifest(path: Path, rows, group_of=None) -> None:
+    """rows: (file, label, source, origin); writes file,label,source,origin,group (group_of(origin), default
+    photo_group)."""
+    group_of = group_of or photo_group
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file", "label", "source", "origin", "group"])
-        w.writerows([(*r[:4], photo_group(r[3])) for r in rows])
+        w.writerows([(*r[:4], group_of(r[3])) for r in rows])
 
 
 def add_groups(out: Path) -> None:
