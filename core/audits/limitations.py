@@ -34,6 +34,8 @@ SHIFT_HOLDS_DROP = 0.05        # accuracy lost at a shift's worst level for "hol
 SHIFT_WEAK_DROP = 0.02         # ... for "holds weakly"; below this: "not observed"
 ONE_SIDED_RECALL_GAP = 0.10    # recall gap between the classes at the worst level that makes the errors one-sided
 BIAS_HOLDS_DROP = 0.05         # accuracy lost from `test` to `ood` for "holds"
+NEW_CONTENT_WRONG = 0.10       # a probe domain's share wrong and not UNSURE above which new content "holds"
+NEW_CONTENT_REAL_UNSURE = 0.30  # the probe's REAL images' UNSURE share above which it "holds weakly"
 BIAS_WEAK_DROP = 0.02          # ... for "holds weakly"
 HQ_SURE_REAL = 0.1             # P(AI) below this: an AI image the model is sure is real
 CAM_DIFFUSE = 0.20             # Grad-CAM concentration (heat share of the hottest 10%) below this: diffuse
@@ -160,6 +162,11 @@ def _interval_sentence(base, worst) -> str:
     return f" {on} 95% intervals are {b0} (clean) and {bw} (worst level)."
 
 
+def probe_of(sample_dir) -> str:
+    """The new-content probe beside the sample (data/new_content/probe for data/sample)."""
+    return str(Path(sample_dir).parent / "new_content" / "probe")
+
+
 def split_row(split: str, df: pd.DataFrame, threshold: float) -> dict:
     """One row of the unseen-generator table: a split's metrics at the threshold and its FAKE generators."""
     m = classification_metrics(df["label"].to_numpy(), df["prob_fake"].to_numpy(), threshold)
@@ -188,6 +195,28 @@ def bias_verdict(test: dict, ood: dict) -> Verdict:
                                      "nothing about modern generators.")
     return Verdict("Dataset bias / unseen generators", status, v,
                    {"test_accuracy": test["accuracy"], "ood_accuracy": ood["accuracy"], "drop": drop})
+
+
+def new_content_verdict(summary: dict, probe: str) -> Verdict:
+    """From the new-content probe's summary (core.audits.new_content): does the verdict hold on content the
+    training data lacks? Holds (the limitation) when some domain has more than NEW_CONTENT_WRONG of its images
+    wrong and not UNSURE; holds weakly when none has, but only by calling more than NEW_CONTENT_REAL_UNSURE of
+    the REAL images UNSURE."""
+    worst, real = summary["worst_wrong_decided"], summary["real_unsure"]
+    facts = (f"on the new-content probe ({probe}): worst domain {summary['worst_domain']} {pct(worst)} wrong and not "
+             f"UNSURE, REAL images UNSURE {pct(real)}, ROC AUC {summary['auc']:.3f}" if summary["auc"] is not None
+             else f"on the new-content probe ({probe}): worst domain {summary['worst_domain']} {pct(worst)} wrong "
+                  f"and not UNSURE, REAL images UNSURE {pct(real)}")
+    if worst > NEW_CONTENT_WRONG:
+        status, v = "holds", f"Holds {facts}: on content it never saw, the model is confidently wrong."
+    elif real is not None and real > NEW_CONTENT_REAL_UNSURE:
+        status, v = "holds weakly", f"Holds weakly {facts}: few confident errors, but by abstaining on many real images."
+    else:
+        status, v = "not observed", (f"Not observed {facts}. The probe's domains are small and made here; new "
+                                     "content elsewhere may still fool it.")
+    return Verdict("Dataset bias / new content", status, v,
+                   {"worst_domain": summary["worst_domain"], "worst_wrong_decided": worst, "real_unsure": real,
+                    "auc": summary["auc"]})
 
 
 def bias_not_tested(found: list[str]) -> Verdict:
@@ -395,6 +424,11 @@ def audit(lm, ds, threshold: float = 0.5, sample_dir="data/sample", runs_dir="ru
         verdicts.append(bias_verdict(*rows))
     else:
         verdicts.append(bias_not_tested(splits))
+    from core.audits.new_content import evaluate_new_content, probe_available
+    probe = probe_of(sample_dir)
+    if probe_available(probe):
+        say("new-content probe")
+        verdicts.append(new_content_verdict(evaluate_new_content(lm, probe, runs_dir, threshold)[1], probe))
     hq = high_quality_verdict(df, threshold)
     if hq:
         verdicts.append(hq)
@@ -463,6 +497,11 @@ def unsure_frames(lm, ds, sample_dir, runs_dir, logo_dir=None) -> list:
     if "ood" in cifake_splits(sample_dir):
         ood = cached_evaluation(lm, open_dataset(sample_dir, split="ood"), runs_dir)[0]
         frames.append(("sample ood (unseen family)", ood, lm.verdict, lm.temperature))
+    from core.audits.new_content import probe_available
+    probe = probe_of(sample_dir)
+    if probe_available(probe):
+        frames.append(("new-content probe", cached_evaluation(lm, open_dataset(probe), runs_dir)[0], lm.verdict,
+                       lm.temperature))
     return frames + (logo_frames(logo_dir) if logo_dir else [])
 
 
