@@ -26,6 +26,8 @@ PAGES = [
     st.Page("pages/8_forensics.py", title="Forensics", icon=":material/query_stats:"),
     st.Page("pages/9_compare.py", title="Compare models", icon=":material/compare_arrows:"),
     st.Page("pages/10_slices.py", title="Error slices", icon=":material/pie_chart:"),
+    st.Page("pages/12_map.py", title="Map", icon=":material/scatter_plot:"),
+    st.Page("pages/13_data_issues.py", title="Data issues", icon=":material/rule:"),
     st.Page("pages/11_report.py", title="Audit report", icon=":material/download:"),
 ]
 

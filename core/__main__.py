@@ -30,6 +30,8 @@ TOOLS = {
     "slices": "core.audits.slices",
     "forensics": "core.audits.forensics",
     "limitations": "core.audits.limitations",
+    "embedding": "core.audits.embedding",
+    "data-issues": "core.audits.data_issues",
     "report": "core.report.report",
     "cards": "core.report.cards",
 }

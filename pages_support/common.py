@@ -293,3 +293,17 @@ def context_and_evaluation_or_stop():
     if res is None:
         st.stop()
     return ctx, res[0], res[1]
+
+
+def training_data(ctx: Context) -> tuple[ImageDataset | None, tuple | None]:
+    """(dataset, dataset key) of the training split of the sidebar's CIFAKE root, the data the leakage check
+    compares the selected split with (core.audits.data_issues.default_reference); (None, None) without one."""
+    from core.audits.data_issues import default_reference
+    if not ctx.dataset_key:
+        return None, None
+    path, split, fmt, class_map = ctx.dataset_key
+    ref = default_reference(path, split) if fmt in ("auto", "cifake") else None
+    if ref is None:
+        return None, None
+    key = (path, ref, fmt, class_map)
+    return open_dataset_cached(*key, Path(path).stat().st_mtime), key

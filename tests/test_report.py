@@ -27,7 +27,7 @@ def _threshold_moving_cells(df) -> float:
 
 
 def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path):
-    from core.report.report import report
+    from core.report import report
     from core.model.checkpoint import load_checkpoint
     from core.data.datasets import open_dataset
     from core.inference.evaluate import evaluate
