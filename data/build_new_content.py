@@ -24,6 +24,7 @@ How to run, from the repository root::
     python data/build_new_content.py --what probe --pkgs /work/scratch/pkgs     # data/new_content (+ card sheets and counts)
     python data/build_new_content.py --what all --retrain                      # both, generators trained again
     python data/build_new_content.py --what extra --out /tmp/x --gen-minutes 0.2   # smoke test
+    python data/build_new_content.py --what all --card-only                    # rewrite the READMEs from card/counts.json
 
 Generator training uses one thread (``--threads``) and the wall-time caps in ``GEN_MINUTES``.
 """
@@ -492,9 +493,17 @@ def write_card(path: Path, summary: dict, intro: str, split_dir: str, card_dir: 
               + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items())
               + (f" (the total includes training {', '.join(trained)})." if trained
                  else " (every generator's weights were there: no training)."), "",
-              "## Left out", "", "Every source was looked at on a contact sheet. Files of the kept folders left out, by reason:", ""]
+              "## Left out", "", "Every photo, wallpaper and Tux Paint stamp source was looked at on a contact sheet; the "
+              "icon themes and clipart through contact sheets of what each domain kept (below). Files of the kept "
+              "folders left out, by reason (every file is listed in `card/counts.json`, key `dropped`):", ""]
     for why, files in summary["dropped"].items():
-        lines.append(f"- {why} ({len(files)}): " + ", ".join(f"`{f.split('/')[-1]}`" for f in files))
+        if len(files) <= 30:
+            lines.append(f"- {why} ({len(files)}): " + ", ".join(f"`{f.split('/')[-1]}`" for f in files))
+        else:
+            per = {}
+            for f in files:
+                per[f.split(":")[0]] = per.get(f.split(":")[0], 0) + 1
+            lines.append(f"- {why} ({len(files)}: " + ", ".join(f"{k} {v}" for k, v in per.items()) + ")")
     lines += [f"- whole folders named {', '.join(f'`{k}`' for k in SKIPPED_DIRS)}: " + "; ".join(SKIPPED_DIRS.values())
               + "; symbolic links (other names of an icon that is there as a file); an icon smaller than 32 px or, "
               "in the icon themes, not square; a smaller size of an icon already taken; byte-identical copies.", "",
@@ -531,6 +540,32 @@ def set_summary(which: str, sources: dict, used: dict, gen_rows: list, seconds: 
                 dropped=dropped_of(sources))
 
 
+def generator_fakes(kind: str, name: str, dom: str, x: torch.Tensor, on: list, n: int, seed: int, args,
+                    gen_rows: list) -> list[tuple[np.ndarray, str, str]]:
+    """n samples of the generator weights/generators/NAME.pt (trained from scratch on x when missing or
+    --retrain; training seed `seed`, sampling seed seed + 100) as domain `dom`; its row goes to gen_rows."""
+    model, cfg = trained_generator(kind, args.weights / f"{name}.pt", x, args, seed, gen_rows)
+    gen_rows[-1].update(domain=dom, trained_on_domains=list(on))
+    t = time.time()
+    fakes = [(a, dom, o.replace(kind, name, 1)) for a, o in gen.generate(kind, model, cfg, n, seed + 100)]
+    gen_rows[-1]["sampling_seconds"] = round(time.time() - t, 1)
+    return fakes
+
+
+def finish_set(which: str, folder: str, split: str, intro: str, parts: tuple, rng, t0: float, args) -> dict:
+    """Write a set's split, contact sheets, counts.json and README; parts = (reals, fakes, sources, used,
+    gen_rows, seconds)."""
+    reals, fakes, sources, used, gen_rows, seconds = parts
+    out = args.out / folder
+    summary = set_summary(which, sources, used, gen_rows, seconds, args.pkgs)
+    write_set(out, split, reals, fakes, rng, out / "card", summary)
+    summary["seconds"]["total"] = round(time.time() - t0, 1)
+    (out / "card" / "counts.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_card(out / "README.md", summary, intro, f"data/{folder}/{split}", "card")
+    bs.log(f"[{which}] done in {time.time() - t0:.0f} s")
+    return summary
+
+
 def build_extra(args) -> dict:
     t0 = time.time()
     rng = np.random.default_rng(SEED)
@@ -544,19 +579,10 @@ def build_extra(args) -> dict:
     train_x = gen.to_tensor([a for a, d, _ in reals if d in EXTRA_GEN_ON])
     gen_rows = []
     for i, (kind, n) in enumerate(EXTRA_GEN.items()):
-        model, cfg = trained_generator(kind, args.weights / f"extra_{kind}.pt", train_x, args, SEED + 200 + i, gen_rows)
-        gen_rows[-1].update(domain=f"{kind}-extra", trained_on_domains=list(EXTRA_GEN_ON))
-        t = time.time()
-        fakes += [(a, f"{kind}-extra", o.replace(kind, f"extra_{kind}", 1))
-                  for a, o in gen.generate(kind, model, cfg, n, SEED + 300 + i)]
-        gen_rows[-1]["sampling_seconds"] = round(time.time() - t, 1)
-    out = args.out / "extra"
-    summary = set_summary("extra", sources, used, gen_rows, seconds, args.pkgs)
-    write_set(out, "train", reals, fakes, rng, out / "card", summary)
-    summary["seconds"]["total"] = round(time.time() - t0, 1)
-    write_card(out / "README.md", summary, EXTRA_INTRO, "data/extra/train", "card")
-    bs.log(f"[extra] done in {time.time() - t0:.0f} s")
-    return summary
+        fakes += generator_fakes(kind, f"extra_{kind}", f"{kind}-extra", train_x, EXTRA_GEN_ON, n, SEED + 200 + i,
+                                 args, gen_rows)
+    return finish_set("extra", "extra", "train", EXTRA_INTRO, (reals, fakes, sources, used, gen_rows, seconds),
+                      rng, t0, args)
 
 
 def build_probe(args) -> dict:
@@ -572,19 +598,10 @@ def build_probe(args) -> dict:
     gen_rows = []
     for i, (dom, (kind, on, n)) in enumerate(PROBE_GEN.items()):
         pool = domain_images(on, args.pkgs, PROBE_POOL, 32, np.random.default_rng(SEED + 500 + i), sources[on])
-        model, cfg = trained_generator(kind, args.weights / f"probe_{kind}.pt", gen.to_tensor([a for a, _, _ in pool]),
-                                       args, SEED + 600 + i, gen_rows)
-        gen_rows[-1].update(domain=dom, trained_on_domains=[on])
-        t = time.time()
-        fakes += [(a, dom, o.replace(kind, f"probe_{kind}", 1)) for a, o in gen.generate(kind, model, cfg, n, SEED + 700 + i)]
-        gen_rows[-1]["sampling_seconds"] = round(time.time() - t, 1)
-    out = args.out / "new_content"
-    summary = set_summary("probe", sources, used, gen_rows, seconds, args.pkgs)
-    write_set(out, "probe", reals, fakes, rng, out / "card", summary)
-    summary["seconds"]["total"] = round(time.time() - t0, 1)
-    write_card(out / "README.md", summary, PROBE_INTRO, "data/new_content/probe", "card")
-    bs.log(f"[probe] done in {time.time() - t0:.0f} s")
-    return summary
+        fakes += generator_fakes(kind, f"probe_{kind}", dom, gen.to_tensor([a for a, _, _ in pool]), [on], n,
+                                 SEED + 600 + i, args, gen_rows)
+    return finish_set("probe", "new_content", "probe", PROBE_INTRO, (reals, fakes, sources, used, gen_rows, seconds),
+                      rng, t0, args)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -598,12 +615,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="train the set's generators again even if their weights exist")
     p.add_argument("--gen-minutes", type=float, default=None, help="wall-time cap per generator (default: GEN_MINUTES)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
+    p.add_argument("--card-only", action="store_true", help="only rewrite the README of the set(s) from card/counts.json")
     return p
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.card_only:
+        for which, folder, split_dir, intro in (("extra", "extra", "data/extra/train", EXTRA_INTRO),
+                                                ("probe", "new_content", "data/new_content/probe", PROBE_INTRO)):
+            if args.what in (which, "all"):
+                counts = args.out / folder / "card" / "counts.json"
+                if not counts.is_file():
+                    print(f"{counts}: not found; build the set first (without --card-only)", file=sys.stderr)
+                    return 2
+                write_card(args.out / folder / "README.md", json.loads(counts.read_text()), intro, split_dir, "card")
+        return 0
     if args.what in ("extra", "all"):
         build_extra(args)
     if args.what in ("probe", "all"):
