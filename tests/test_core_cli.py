@@ -51,7 +51,7 @@ def test_evaluate_cli_outputs(trained_ckpt, tiny_cifake, tmp_path, capsys):
     assert rc == 0
     df = pd.read_csv(tmp_path / "ev" / "predictions.csv")
     m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert list(df.columns) == ["path", "label", "prob_fake", "logit", "source", "familiarity", "verdict"]
+    assert list(df.columns) == ["path", "label", "prob_fake", "logit", "source", "familiarity", "familiarity_features", "familiarity_colour", "verdict"]
     assert set(df.verdict) <= {"REAL", "FAKE", "UNSURE"} and df.familiarity.between(0, 1).all()
     assert len(df) == 48 and m["n"] == 48 and m["n_skipped"] == 1
     assert m["skipped"][0]["path"] == "FAKE/zz_broken.jpg"

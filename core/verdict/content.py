@@ -185,7 +185,8 @@ class ContentFamiliarity:
     def from_meta(cls, meta: dict) -> "ContentFamiliarity":
         enc = ContentEncoder(**meta["encoder"]["model_args"])
         enc.load_state_dict(meta["encoder"]["state_dict"])
-        enc.eval()
+        from core.model.models import fuse_for_inference
+        enc = fuse_for_inference(enc.eval())          # BatchNorm folded into the convolutions: the same features
         for p in enc.parameters():
             p.requires_grad_(False)
         return cls(encoder=enc, bank=torch.as_tensor(meta["bank"]).float(), labels=np.asarray(meta["labels"], np.int64),

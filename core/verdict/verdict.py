@@ -297,8 +297,9 @@ class VerdictModel:
                        "core.model.train to add it).")
         if self.familiarity is not None:
             out.append(f"UNSURE unlike the training data: Mahalanobis distance on the model's own features, "
-                       f"flagged when fewer than {self.familiarity.flag_rate:.0%} of held-out in-distribution "
-                       f"images are as far ({len(self.familiarity.reference):,} reference images).")
+                       f"flagged when fewer than {self.familiarity.flag_rate * self.familiarity.shares['features']:.0%} "
+                       f"of held-out in-distribution images are as far ({len(self.familiarity.reference):,} reference "
+                       f"images).")
             if self.familiarity.spread_reference is not None:
                 out.append("This checkpoint is an ensemble: an image is also 'unlike the training data' when its "
                            "members' P(AI) disagree more than on all but a few held-out in-distribution images "
@@ -319,8 +320,8 @@ class VerdictModel:
                 out.append(f"An image is also 'unlike the training data' when it is far less colourful than the "
                            f"{len(fam.colour_reference):,} held-out images (a grayscale image, for a model trained "
                            f"on colour ones): its colour p-value from below under {fam.flag_rate * fam.colour_share:.2%}"
-                           f"; the feature distance then flags under {fam.flag_rate * (1 - fam.colour_share):.2%}, "
-                           f"so the two together still flag at most {fam.flag_rate:.0%} of in-distribution images."
+                           f"; the other parts then flag under {fam.flag_rate * (1 - fam.colour_share):.2%} together, "
+                           f"so all of them still flag at most {fam.flag_rate:.0%} of in-distribution images."
                            + ("" if 1 / (len(fam.colour_reference) + 1) < fam.flag_rate * fam.colour_share else
                               f" With {len(fam.colour_reference):,} reference images it cannot flag any image: it "
                               f"needs more than {math.ceil(1 / (fam.flag_rate * fam.colour_share)) - 1:,}."))
