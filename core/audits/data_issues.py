@@ -109,8 +109,11 @@ def datalab_issues(table, pred_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
     names = np.asarray(CLASS_NAMES, dtype=object)
     rows, quality = [], {}
     lab = Datalab(labels, label_name="label", verbosity=0)
+    # n_jobs 1: cleanlab's label search otherwise forks a multiprocessing pool, which hung in the app's server
+    # process (a fork of a process with many threads can inherit a lock held by one of them).
     lab.find_issues(features=table.model.astype(np.float32), pred_probs=pred_probs,
-                    issue_types={"label": {}, "outlier": {}})
+                    issue_types={"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
+                                 "outlier": {}})
     # A Datalab of its own: the near-duplicate check would otherwise reuse the model features' neighbour graph.
     dup = Datalab(labels, label_name="label", verbosity=0)
     dup.find_issues(features=table.thumbs.astype(np.float32), issue_types={"near_duplicate": {"metric": "euclidean"}})
@@ -329,7 +332,13 @@ def main(argv=None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    write_data_issues(args.out, issues, summary)
+    # File by file into --out (each written atomically): the folder may hold other files, which stay.
+    from core.model.checkpoint import atomic_write_bytes
+    from core.report.audit_cache import json_bytes
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "issues.csv", issues[ISSUE_COLUMNS].to_csv(index=False).encode())
+    atomic_write_bytes(out / "summary.json", json_bytes(summary))
     for path, reason in summary["skipped"][:20]:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("images", "counts", "flagged_images", "pred_probs", "reference")}))

@@ -191,10 +191,11 @@ def main(argv=None) -> int:
         except (ValueError, ImportError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    from core.model.checkpoint import atomic_write_bytes
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    table[EMBEDDING_COLUMNS].to_csv(out / "embedding.csv", index=False)
-    (out / "embedding.json").write_text(json.dumps({**meta, "threshold": args.threshold}, indent=2))
+    atomic_write_bytes(out / "embedding.csv", table[EMBEDDING_COLUMNS].to_csv(index=False).encode())
+    atomic_write_bytes(out / "embedding.json", json.dumps({**meta, "threshold": args.threshold}, indent=2).encode())
     for path, reason in meta["skipped"][:20]:
         print(f"skipped: {path}: {reason}", file=sys.stderr)
     print(json.dumps({"images": len(table), "features": meta["features"], "projection": meta["projection"],
