@@ -72,6 +72,8 @@ WARM_UP_NICE = 10                   # the warm-up's CPU priority below the serve
 # workers still took a share of the cores a page opened on a fresh server computes on (quiet machine, same
 # run against b3b1fa1e: Forensics 13.4 s vs 10.9 s, Error slices 10.2 vs 8.8, Model & data 8.5 vs 6.5).
 WARM_UP_IDLE = True
+# benchmarks/bench_warm_up_ablation.py switches mechanisms off one at a time (comma-separated names).
+WITHOUT = set(filter(None, os.environ.get("RUN_APP_WITHOUT", "").split(",")))
 FIRST_STEP_TIMEOUT = 120            # s; the server starts anyway after this (the pages then compute themselves)
 
 
@@ -157,7 +159,8 @@ def prime_first_run() -> list[str]:
         print("priming the first run failed; the pages will load it themselves:\n" + traceback.format_exc(),
               file=sys.stderr, flush=True)
     logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").setLevel(logging.NOTSET)
-    gc.freeze()
+    if "gc_freeze" not in WITHOUT:
+        gc.freeze()
     return done
 
 
@@ -207,7 +210,7 @@ def warm_up_steps() -> list[tuple[str, object]]:
 
     def sweep():
         from core.audits.robustness import cached_sweep
-        cached_sweep(lm, test, RUNS_DIR, workers=SWEEP_WORKERS)
+        cached_sweep(lm, test, RUNS_DIR, workers=1 if "lanes" in WITHOUT else SWEEP_WORKERS)
 
     def stability():
         from core.audits.limitations import STABILITY_MAX_IMAGES
@@ -398,9 +401,16 @@ def warm_up(log=print, first_done: threading.Event | None = None, background=Non
                 return
             run([step])
     from core.inference.threads import start_single_threaded
-    for t in start_single_threaded([lambda: lane(own), lambda: lane([])], nice=WARM_UP_NICE, name="warm-up lane",
-                                   idle=WARM_UP_IDLE):
-        t.join()
+    if "lanes" in WITHOUT:
+        lower_priority(0 if "nice" in WITHOUT else WARM_UP_NICE)
+        if WARM_UP_IDLE and "idle" not in WITHOUT:
+            from core.inference.threads import lower_priority as lp
+            lp(0, idle=True)
+        run(own + shared)
+    else:
+        for t in start_single_threaded([lambda: lane(own), lambda: lane([])], nice=0 if "nice" in WITHOUT else WARM_UP_NICE,
+                                       name="warm-up lane", idle=WARM_UP_IDLE and "idle" not in WITHOUT):
+            t.join()
     log(WARM_UP_DONE)
     order = [name for name, _ in steps]
     return sorted(done, key=order.index)
@@ -428,7 +438,7 @@ PARENT_POLL_S = 0.5                         # the warm-up process exits within t
 
 # The warm-up process needs POSIX (pass_fds; result locks across processes are flocks): elsewhere it runs in
 # a thread of the server's process.
-WARM_UP_IN_PROCESS = os.name == "posix"
+WARM_UP_IN_PROCESS = os.name == "posix" and "process" not in WITHOUT
 
 
 def _warm_up_in_background() -> tuple[subprocess.Popen | threading.Thread, threading.Event]:
@@ -511,7 +521,8 @@ WAITER_POLL_S = 0.25        # how often the warm-up process looks for a page wai
 def _background_group() -> None:
     from core.inference.threads import own_background_group, set_group_nice
     if own_background_group(WARM_UP_GROUP_NICE):
-        threading.Thread(target=follow_waiters, args=(set_group_nice,), name="waiter watch", daemon=True).start()
+        if "waiters" not in WITHOUT:
+            threading.Thread(target=follow_waiters, args=(set_group_nice,), name="waiter watch", daemon=True).start()
 
 
 def follow_waiters(set_nice, stop: threading.Event | None = None, poll: float = WAITER_POLL_S) -> None:
@@ -540,7 +551,7 @@ def warm_up_process(signal_fd: int, parent_pid: int) -> int:
     log = lambda msg: print(msg, file=sys.stderr, flush=True)   # noqa: E731
     try:
         import_compute_modules()
-        warm_up(log=log, first_done=signal, background=_background_group)
+        warm_up(log=log, first_done=signal, background=None if "autogroup" in WITHOUT else _background_group)
     except Exception:                       # the pages compute (and report) it themselves
         log("warm-up failed; the pages will compute their results themselves:\n" + traceback.format_exc())
         return 1
@@ -557,15 +568,22 @@ def main(argv: list[str] | None = None) -> None:
     _, first_done = _warm_up_in_background()
     import_heavy_modules()                  # meanwhile, on the other core (the warm-up imports its own)
     t1 = time.perf_counter()
-    primed = prime_first_run()              # in the time this process would wait for the first step anyway
+    if "prime" in WITHOUT:
+        primed = []
+        if "gc_freeze" not in WITHOUT:
+            import gc
+            gc.freeze()
+    else:
+        primed = prime_first_run()              # in the time this process would wait for the first step anyway
     print(f"imported the app's modules in {t1 - t0:.1f} s, primed the first run ({', '.join(primed)}) in "
           f"{time.perf_counter() - t1:.1f} s", file=sys.stderr, flush=True)
     t1 = time.perf_counter()
-    if not first_done.is_set():
+    if not first_done.is_set() and "while_waiting" not in WITHOUT:
         compute_while_waiting(first_done, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         import gc
         gc.collect()                        # their garbage (only what is not frozen yet is walked) ...
-        gc.freeze()                         # ... and what they imported (scipy.ndimage, ...), as prime_first_run
+        if "gc_freeze" not in WITHOUT:
+            gc.freeze()                         # ... and what they imported (scipy.ndimage, ...), as prime_first_run
     if not first_done.wait(max(0.0, FIRST_STEP_TIMEOUT - (time.perf_counter() - t1))):
         print(f"warm-up: the first step is not done after {FIRST_STEP_TIMEOUT} s; starting the server anyway",
               file=sys.stderr, flush=True)

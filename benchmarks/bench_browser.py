@@ -2,41 +2,28 @@
 
     python benchmarks/bench_browser.py [--pages limitations,confusion] [--idle-seconds 20] [--out NAME]
     python benchmarks/bench_browser.py --baseline REV --idle-seconds 0 --out NAME   # HEAD against commit REV
-    python benchmarks/bench_browser.py --warm --idle-seconds 0               # every result on disk: drawing only
 
-For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is
-empty, as after the README's install), the running Python's environment linked in as the clone's
-.venv (the README puts the venv inside the repository), the README's run command started there
-(`python run_app.py`: the app's modules imported before the server answers, the default results computed
-in the background from then on; the clone's .streamlit/config.toml applies; `--plain`: `streamlit run
-dashboard.py` instead, for comparison), and a new headless Chromium (Debian's, through Playwright from
-PyPI; never `playwright install`) opening the page's URL. Times from the request:
+For each page: `git clone` of this repository's committed HEAD into a temporary folder (so runs/ is empty, as
+after the README's install), the running Python's environment linked in as the clone's .venv, the README's
+run command started there (`python run_app.py`; the clone's .streamlit/config.toml applies), and a new
+headless Chromium (Debian's, through Playwright from PyPI; never `playwright install`) opening the page's URL.
+Times from the request:
 
 - first numbers: the first metric, table, data frame or chart in the page's main area;
-- complete: the script run has finished (the app's data-test-script-state is "notRunning" for 1 s, no
-  spinner or progress bar left) with the page's content drawn: no stSkeleton left (the placeholder the
-  frontend shows while it loads an element's code, e.g. plotly.js, metrics, data frames: without this rule
-  Confusion counted as complete before any of its numbers was drawn); any st.exception element fails the page;
-- script done (`script_done_s`): the start of the last stretch in which the script run had finished
-  ("notRunning", content drawn). complete - script done is the frontend drawing what the script sent (loading
-  each element type's code, laying out charts and images), script done the server's share plus the page load.
+- complete: the script run has finished (data-test-script-state "notRunning" for 1 s, no spinner or progress
+  bar left) with the page's content drawn: no stSkeleton left (the frontend's placeholder while it loads an
+  element's code); any st.exception element fails the page;
+- script done (`script_done_s`): the start of the last stretch in which the script run had finished; complete
+  minus script done is the frontend drawing what the script sent.
 
-`server_start_s` is the time from the command to the server answering, so `server_start_s + complete_s` is
-what a user who starts the app and opens the page at once waits (`from_command_s`). `launcher_log`: run_app.py's
-own lines of that server's log (its imports, its wait for the warm-up's first step and what it computed
-meanwhile, the warm-up's steps up to the page's view).
+`server_start_s` is the time from the command to the server answering, so `from_command_s` (server start +
+complete) is what a user who starts the app and opens the page at once waits. `launcher_log`: run_app.py's own
+lines of that server's log. With --baseline REV every page is measured on a clone of REV too, alternating
+with HEAD (on a shared machine a same-run baseline is the only fair comparison).
 
-With --baseline REV every page is measured on a clone of REV too, alternating with HEAD (on a shared
-machine a same-run baseline is the only fair comparison).
-
-With --warm, one server per version instead: once its warm-up has stored every default result, Predict is
-opened once (the server process loads the model) and then every page, each in a new browser context: the
-script only reads from disk, so the times are the pages' own drawing (plus the frontend's page load).
-
-Then, on the last server, the page stays open and idle for --idle-seconds: the server process's CPU use
-over that time (psutil), with the shipped config (file watcher off) and, for comparison, with
-`--server.fileWatcherType auto`. Targets (issue 11): Limitations first numbers <= 5 s and complete
-<= 20 s; every other page complete <= 5 s; idle ~0% CPU. The machine may be shared: see `load_before`.
+Then, on one more server, a page stays open and idle for --idle-seconds: the server's CPU use over that time
+(psutil), with the shipped config (file watcher off) and with `--server.fileWatcherType auto`. Targets:
+Limitations first numbers <= 5 s and complete <= 20 s; every other page complete <= 5 s; the idle app ~0% CPU.
 """
 from __future__ import annotations
 
@@ -93,13 +80,15 @@ def fresh_clone(dest: Path, rev: str | None = None) -> Path:
     return dest
 
 
-def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool = True) -> subprocess.Popen:
+def start_server(clone: Path, port: int, extra: list[str] = (), launcher: bool = True,
+                 env: dict | None = None) -> subprocess.Popen:
     """The README's run command in the clone (run_app.py; with launcher=False plain `streamlit run
-    dashboard.py`, for comparison); returns once the server answers. Its output goes to clone/server.log."""
+    dashboard.py`, for comparison), `env` added to the environment; returns once the server answers. Its
+    output goes to clone/server.log."""
     py = str(clone / ".venv" / "bin" / "python")
     cmd = ([py, "run_app.py"] if launcher else [py, "-m", "streamlit", "run", "dashboard.py"]) + \
         ["--server.headless", "true", "--server.port", str(port), *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
     log = open(clone / "server.log", "w")
     p = subprocess.Popen(cmd, cwd=clone, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     _wait_http(f"http://localhost:{port}/_stcore/health", timeout=600)   # a loaded machine: slow, not broken
@@ -205,29 +194,32 @@ def idle_cpu(server: subprocess.Popen, browser, url: str, seconds: float) -> flo
     return used
 
 
-def warm_views(browser, tmp: Path, wanted: list[str], revs: list, plain: bool) -> list[dict]:
-    """--warm: per version one clone and server; once its warm-up is done (every default result on disk), Predict
-    once (the server process loads the model), then each page in a new browser context."""
-    rows = []
-    for rev in revs:
-        clone = fresh_clone(tmp / f"clone-warm-{rev or 'HEAD'}", rev)
-        port = _free_port()
-        server = start_server(clone, port, launcher=not plain)
-        try:
-            if not plain:
-                wait_warm_up(clone, timeout=1800)      # SCHED_IDLE beside other work: slow, not broken
-            first_view(browser, f"http://localhost:{port}/")
-            for path in wanted:
-                load = os.getloadavg()[0]
-                res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
-                rows.append({"page": PAGES[path], "version": f"{rev or 'HEAD'} (warm server)", "commit": commit(clone),
-                             "first_numbers_s": res["first_numbers_s"], "script_done_s": res["script_done_s"],
-                             "complete_s": res["complete_s"], "load_before": load, "error": res["error"]})
-                print(rows[-1], flush=True)
-        finally:
-            stop(server)
-            shutil.rmtree(clone, ignore_errors=True)
-    return rows
+def fresh_view(browser, tmp: Path, path: str, rev: str | None = None, launcher: bool = True,
+               env: dict | None = None, version: str | None = None) -> dict:
+    """One first view: a fresh clone of HEAD (or of commit `rev`), its server started with the README's command
+    (`env` added to its environment), the page `path` opened in a new browser context. Returns the row."""
+    clone = fresh_clone(Path(tempfile.mkdtemp(dir=tmp)) / "clone", rev)
+    port = _free_port()
+    load = os.getloadavg()[0]
+    t_start = time.perf_counter()
+    server = start_server(clone, port, launcher=launcher, env=env)
+    started = time.perf_counter() - t_start
+    try:
+        res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
+    finally:
+        stop(server)
+    first_t, done_t = TARGETS.get(path, (None, 5.0))
+    ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
+        (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
+    row = {"page": PAGES[path], "version": version or rev or "HEAD", "commit": commit(clone),
+           "first_numbers_s": res["first_numbers_s"], "script_done_s": res["script_done_s"],
+           "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
+           + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
+           "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
+           "load_before": load, "error": res["error"], "launcher_log": launcher_log(clone) if launcher else []}
+    shutil.rmtree(clone.parent, ignore_errors=True)
+    print(row, flush=True)
+    return row
 
 
 def main():
@@ -235,70 +227,33 @@ def main():
     ap.add_argument("--pages", default=",".join(p or "predict" for p in PAGES),
                     help="comma-separated url paths (predict = the default page; default: all)")
     ap.add_argument("--idle-seconds", type=float, default=20, help="idle CPU window (default: 20; 0 skips the idle measurement)")
-    ap.add_argument("--plain", action="store_true",
-                    help="start `streamlit run dashboard.py` instead of run_app.py, results in browser_plain.json "
-                         "(default: run_app.py, results in browser.json)")
     ap.add_argument("--baseline", default=None, metavar="REV",
                     help="also measure commit REV, alternating with HEAD page by page (which goes first alternates "
                          "too), so both see the same machine; rows carry `version` and the clone's `commit` (default: HEAD only)")
-    ap.add_argument("--warm", action="store_true",
-                    help="instead of a fresh server per page: one server per version, every page opened (each in a new "
-                         "browser context, after one visit to Predict) once the warm-up has stored every default "
-                         "result, i.e. the script reads from disk: what is left is the pages' own drawing; results "
-                         "in browser_warm.json (default: fresh servers)")
-    ap.add_argument("--out", default=None,
-                    help="results name under benchmarks/results/ (default: browser, or browser_plain with --plain); "
-                         "use another name for trial runs, e.g. on a loaded machine")
+    ap.add_argument("--out", default="browser", help="results name under benchmarks/results/ (default: browser)")
     args = ap.parse_args()
     import psutil
     from playwright.sync_api import sync_playwright
     wanted = ["" if p == "predict" else p for p in args.pages.split(",")]
+    runs = [(path, None) for path in wanted]
+    if args.baseline:
+        runs = [r for k, path in enumerate(wanted)
+                for r in ([(path, None), (path, args.baseline)] if k % 2 == 0 else [(path, args.baseline), (path, None)])]
     rows, idle = [], {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-browser-"))
     try:
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-            runs = [(path, None) for path in wanted]
-            if args.warm:
-                rows += warm_views(browser, tmp, wanted, [None] + ([args.baseline] if args.baseline else []), args.plain)
-                runs = []
-            if args.baseline and not args.warm:
-                runs = [r for k, path in enumerate(wanted)
-                        for r in ([(path, None), (path, args.baseline)] if k % 2 == 0 else
-                                  [(path, args.baseline), (path, None)])]
-            for path, rev in runs:
-                clone = fresh_clone(tmp / f"clone-{path or 'predict'}-{rev or 'HEAD'}", rev)
-                port = _free_port()
-                load = os.getloadavg()[0]
-                t_start = time.perf_counter()
-                server = start_server(clone, port, launcher=not args.plain)
-                started = time.perf_counter() - t_start
-                try:
-                    res = first_view(browser, f"http://localhost:{port}/{path}", title=PAGES[path])
-                finally:
-                    stop(server)
-                first_t, done_t = TARGETS.get(path, (None, 5.0))
-                ok = res["complete_s"] is not None and res["complete_s"] <= done_t and \
-                    (first_t is None or (res["first_numbers_s"] or 1e9) <= first_t)
-                res.pop("context", None)
-                rows.append({"page": PAGES[path], "version": rev or "HEAD", "commit": commit(clone), "first_numbers_s": res["first_numbers_s"],
-                             "script_done_s": res["script_done_s"], "complete_s": res["complete_s"], "target": (f"numbers <= {first_t:g} s, " if first_t else "")
-                             + f"complete <= {done_t:g} s", "meets": ok, "server_start_s": started,
-                             "from_command_s": started + res["complete_s"] if res["complete_s"] is not None else None,
-                             "load_before": load, "error": res["error"],
-                             "launcher_log": launcher_log(clone) if not args.plain else []})
-                print(rows[-1], flush=True)
-                shutil.rmtree(clone, ignore_errors=True)
+            rows = [fresh_view(browser, tmp, path, rev) for path, rev in runs]
             # Idle CPU, shipped config vs the file watcher switched on (after the warm-up has finished).
             clone = fresh_clone(tmp / "clone-idle")
             for label, extra in (("shipped config (fileWatcherType none)", []),
                                  ("--server.fileWatcherType auto", ["--server.fileWatcherType", "auto"])
                                  ) if args.idle_seconds > 0 else ():
                 port = _free_port()
-                server = start_server(clone, port, extra, launcher=not args.plain)
+                server = start_server(clone, port, extra)
                 try:
-                    if not args.plain:
-                        wait_warm_up(clone)
+                    wait_warm_up(clone)
                     idle[label] = idle_cpu(server, browser, f"http://localhost:{port}/", args.idle_seconds)
                 finally:
                     stop(server)
@@ -311,11 +266,8 @@ def main():
                        "server_start_s", "from_command_s", "load_before"])
     for k, v in idle.items():
         print(f"idle app, {k}: {v:.1f}% of one core over {args.idle_seconds:g} s")
-    save(args.out or ("browser_warm" if args.warm else "browser_plain" if args.plain else "browser"),
-         {"command": "streamlit run dashboard.py" if args.plain else "python run_app.py",
-          "head": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(), "baseline": args.baseline, "pages": rows,
-          "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds, "cores": psutil.cpu_count()})
+    save(args.out, {"command": "python run_app.py", "baseline": args.baseline, "pages": rows,
+                    "idle_cpu_percent_of_one_core": idle, "idle_seconds": args.idle_seconds, "cores": psutil.cpu_count()})
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def logo_section(threshold: float) -> None:
     st.subheader("Leave one generator out: the shipped recipe")
     res = load_leaderboard(LOGO_DIR)
     if res is None:
-        st.info(f"No stored leaderboard of the current result format in {LOGO_DIR}. Make one with `python -m "
-                f"core.audits.generalize --data data/sample --out {LOGO_DIR}` (one training run per family; fold models "
+        st.info(f"No stored leaderboard of the current result format in {LOGO_DIR}. Make one with `python -m core "
+                f"generalize --data data/sample --out {LOGO_DIR}` (one training run per family; fold models "
                 "already there are re-evaluated, not retrained).")
         return
     board, summary = res

@@ -5,16 +5,14 @@ Why not plotly: a page's first plotly chart makes the browser load, parse and co
 4.5 MB) before anything of the chart is drawn; Streamlit shows a skeleton meanwhile. A page with two
 plotly charts finished 2.5 s after a text-only page, against 0.6 s with the same two charts in Vega-Lite
 and 0.2 s with a PNG (medians of 3, `python benchmarks/bench_frontend.py`, on the 2 cores partly loaded:
-benchmarks/results/frontend_under_load.json; README "First views"). The charts here draw the
-same numbers as before; every one is built from the page's core results, so they can also be printed
-by the core CLIs. Functions only lay out: they never compute a metric.
+benchmarks/results/frontend.json; docs/performance.md). Every chart is built from the page's core results,
+so its numbers can also be printed by the core CLIs. Functions only lay out: they never compute a metric.
 
 Why dicts, not Altair: the specifications are written here as Vega-Lite dicts (`Chart`, drawn with
-st.vega_lite_chart(chart.to_dict())). Altair built the same specifications (tests/test_charts.py checks them
-against the Altair code they replace, tests/altair_charts_reference.py), but building and validating them took
-about 0.27 s per chart on this machine (cProfile: Altair's encode wraps every channel through its schema
-classes, and to_dict validates the whole specification), 3 s of the Limitations page's script on a warm disk.
-Layering follows Altair's rules (`Chart.__add__`, `layer`), so the specifications are the same.
+st.vega_lite_chart(chart.to_dict())). Altair builds the same specifications (tests/test_charts.py checks them
+against the Altair code in tests/altair_charts_reference.py), but building and validating one of each of the 17
+kinds and options the pages draw took 1,672 ms against 116 ms here (`python benchmarks/bench_charts.py`,
+benchmarks/results/charts.json). Layering follows Altair's rules (`Chart.__add__`, `layer`).
 """
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def static_table(df, formats: dict | None = None, height: int | None = None) -> 
     """A short table that needs no sorting or scrolling, as st.table (HTML) with `formats` ({column: format
     string or callable}, pandas Styler.format). Why not st.dataframe: its grid's code is a first view's most
     expensive element (+1.0 s against +0.4 s for st.table, a text-only page as reference:
-    benchmarks/results/frontend_under_load.json); a page with no st.dataframe never loads that code.
+    benchmarks/results/frontend.json); a page with no st.dataframe never loads that code.
     `height` (px): a taller table scrolls, with its header kept in view."""
     df = pd.DataFrame(df)
     style = df.style.format(_short_number, na_rep="n/a")

@@ -24,6 +24,14 @@ import torch  # noqa: E402
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True)
+def _torchvision_codecs_deprecation_silenced():
+    """core.data.images silences torchvision's codec deprecation once; pytest resets the filters per test."""
+    import warnings
+    warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision", DeprecationWarning)
+    yield
+
+
 def smooth_image(rng, size=32) -> Image.Image:
     small = rng.integers(0, 256, (4, 4, 3)).astype(np.uint8)
     return Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC)

@@ -24,7 +24,7 @@ def test_stale_result_format_is_recomputed(trained_ckpt, tiny_cifake, tmp_path, 
     assert m2["accuracy"] == m["accuracy"] != -1.0
     assert json.loads((out / "metrics.json").read_text())["result_format"] == ev.RESULT_FORMAT
     # A new format version gives new cache keys, for evaluations and sweeps alike.
-    from core.report.report import audit_cache
+    from core.report import audit_cache
     sweep_key, audit_key = robustness.sweep_path(tmp_path, lm, ds), audit_cache.result_dir(tmp_path, "stability", "k")
     monkeypatch.setattr(ev, "RESULT_FORMAT", ev.RESULT_FORMAT + 1)
     monkeypatch.setattr(robustness, "RESULT_FORMAT", ev.RESULT_FORMAT)

@@ -52,6 +52,31 @@ def test_mcnemar_exact_hand_worked():
     assert mcnemar_exact(0, 0) == 1.0
 
 
+def _wilson_by_formula(k, n, level):
+    from scipy.stats import norm
+    z = float(norm.ppf(0.5 + level / 2))
+    p, denom = k / n, 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / denom, z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def test_the_scipy_statistics_give_the_numbers_of_the_textbook_formulas():
+    """scipy.stats behind wilson_interval, mcnemar_exact and mean_interval: the same numbers as the formulas in
+    their docstrings (Wilson's score interval, 2 * P(X <= min), mean +- t * sd / sqrt(n)) over a grid."""
+    from scipy.stats import binom, t
+    for n in (1, 2, 5, 10, 37, 100, 1000):
+        for k in sorted({0, 1, n // 3, n // 2, n - 1, n}):
+            for level in (0.9, 0.95, 0.99):
+                assert wilson_interval(k, n, level) == pytest.approx(_wilson_by_formula(k, n, level), abs=1e-12)
+    for a in range(25):
+        for b in range(25):
+            want = 1.0 if a + b == 0 else min(1.0, 2 * binom.cdf(min(a, b), a + b, 0.5))
+            assert mcnemar_exact(a, b) == pytest.approx(want, abs=1e-12)
+    v = np.random.default_rng(0).normal(size=50)
+    half = t.ppf(0.975, 49) * v.std(ddof=1) / math.sqrt(50)
+    assert mean_interval(v) == pytest.approx((v.mean() - half, v.mean() + half), abs=1e-12)
+
+
 def test_bootstrap_ci_is_seeded_and_brackets_the_mean():
     x = np.r_[np.ones(70), np.zeros(30)]
     a = bootstrap_ci(np.mean, (x,), n_boot=500, seed=1)

@@ -272,18 +272,16 @@ _FAST_JPEG = None          # torchvision's decode_jpeg once imported, False when
 
 
 def _fast_jpeg_decoder():
-    """torchvision's JPEG decoding op: uint8 (N,) bytes -> uint8 (3, H, W) RGB, EXIF orientation applied.
-
-    The op itself (what torchvision.io.decode_jpeg calls for one CPU image): the public wrapper adds a
-    deprecation warning and argument checks to every call, which cost as much as decoding a 32x32 image.
-    """
+    """torchvision.io.decode_jpeg: uint8 (N,) bytes -> uint8 (3, H, W) RGB, EXIF orientation applied; False
+    when torchvision has no image codecs (every JPEG then goes through Pillow)."""
     global _FAST_JPEG
     if _FAST_JPEG is None:
         try:
-            from torchvision.io.image import ImageReadMode, _has_image_ops
-            op = torch.ops.image.decode_jpeg
-            rgb = ImageReadMode.RGB.value
-            _FAST_JPEG = (lambda t: op(t, rgb, True)) if _has_image_ops() else False
+            from torchvision.io import ImageReadMode, decode_jpeg
+            # deprecated from 0.29 on and used knowingly (module docstring): no warning per image
+            warnings.filterwarnings("ignore", "The image decoding and encoding capabilities of TorchVision",
+                                    DeprecationWarning)
+            _FAST_JPEG = lambda t: decode_jpeg(t, mode=ImageReadMode.RGB, apply_exif_orientation=True)  # noqa: E731
         except Exception:
             _FAST_JPEG = False
     return _FAST_JPEG

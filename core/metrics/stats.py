@@ -1,58 +1,57 @@
 """Small statistics used by the audit tools: Wilson intervals, t intervals of a mean, McNemar's exact test,
 seeded bootstrap CIs.
 
-All are textbook formulas checked against values worked by hand in tests/test_stats_stability.py.
-scipy gives the binomial CDF and the normal and t quantiles (it is installed as a dependency of scikit-learn).
+The intervals and the test are scipy.stats' (installed as a dependency of scikit-learn), checked against values
+worked by hand in tests/test_stats_stability.py. The bootstrap is written here: scipy.stats.bootstrap cannot
+resample within strata, and core.audits.compare scores two models on the same replicates.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from scipy.stats import binom, norm
+from scipy.stats import binomtest, ttest_1samp
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval (lo, hi) for a binomial proportion successes/n at confidence `level`.
+    """Wilson score interval (lo, hi) for a binomial proportion successes/n at confidence `level`
+    (scipy.stats.binomtest(...).proportion_ci(method="wilson"), no continuity correction).
 
     n = 0 gives (nan, nan). Unlike the normal interval it stays inside [0, 1] and is sensible at 0/n
     and n/n, which matters for small error slices.
     """
     if n <= 0:
         return float("nan"), float("nan")
-    z = float(norm.ppf(0.5 + level / 2))
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return max(0.0, float(ci.low)), min(1.0, float(ci.high))
 
 
 def mean_interval(values, level: float = 0.95) -> tuple[float, float]:
     """Student-t interval (lo, hi) for the mean of `values` (NaNs dropped) at confidence `level`.
 
-    mean +- t(level, n - 1) * sd / sqrt(n), sd with n - 1 degrees of freedom; (nan, nan) below 2 values.
-    Used for the Grad-CAM audit's per-image means (concentration, probability drops) on a subsample.
+    mean +- t(level, n - 1) * sd / sqrt(n), sd with n - 1 degrees of freedom (scipy.stats.ttest_1samp's
+    confidence interval); (nan, nan) below 2 values. Used for the Grad-CAM audit's per-image means
+    (concentration, probability drops) on a subsample.
     """
-    from scipy.stats import t
     v = np.asarray(values, dtype=np.float64)
     v = v[~np.isnan(v)]
     if len(v) < 2:
         return float("nan"), float("nan")
-    half = float(t.ppf(0.5 + level / 2, len(v) - 1)) * float(v.std(ddof=1)) / math.sqrt(len(v))
-    return float(v.mean()) - half, float(v.mean()) + half
+    ci = ttest_1samp(v, 0.0).confidence_interval(confidence_level=level)
+    return float(ci.low), float(ci.high)
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar p-value from the discordant counts (A right/B wrong, A wrong/B right).
 
-    Under H0 (equal error rates) only_a ~ Binomial(only_a + only_b, 1/2); the two-sided p-value is
-    min(1, 2 * P(X <= min(only_a, only_b))). No discordant pairs: p = 1.
+    Under H0 (equal error rates) only_a ~ Binomial(only_a + only_b, 1/2): the two-sided binomial test
+    (scipy.stats.binomtest), which for p = 1/2 is min(1, 2 * P(X <= min(only_a, only_b))). No discordant
+    pairs: p = 1.
     """
-    n = only_a + only_b
+    n = int(only_a) + int(only_b)
     if n == 0:
         return 1.0
-    return float(min(1.0, 2.0 * binom.cdf(min(only_a, only_b), n, 0.5)))
+    return float(binomtest(int(only_a), n, 0.5).pvalue)
 
 
 def bootstrap_indices(n: int, n_boot: int = 1000, seed: int = 0, strata=None):
