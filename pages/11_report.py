@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.report.report import build_report
 from pages_support import common as _common
-from pages_support.common import RUNS_DIR, get_context
+from pages_support.common import RUNS_DIR, get_context, training_data
 
 LOGO_DIR = _common.WEIGHTS_DIR / "logo"
 
@@ -21,7 +21,8 @@ def main() -> None:
         st.stop()
     st.markdown("One self-contained HTML file with the model card, headline metrics, confusion matrix, calibration, "
                 "the Limitations verdicts, the generalization leaderboard (when one is stored), residual spectra, "
-                "the shortcut check with its re-encoding control, verdict stability and the worst slices. Figures "
+                "the shortcut check with its re-encoding control, verdict stability, the worst slices and the data "
+                "issues (label issues, near duplicates, outliers, leakage from the training split). Figures "
                 "and thumbnails are embedded; it opens offline and makes no network request. Its numbers are the "
                 "pages' numbers for this model, data and threshold.")
     st.caption(f"Model `{Path(ctx.weights_path).name}` · {ctx.ds.describe()} · threshold {ctx.threshold:.2f}")
@@ -35,7 +36,7 @@ def main() -> None:
         with st.status("Building the report...", expanded=True) as status:
             doc = build_report(ctx.lm, ctx.weights_path, ctx.ds, ctx.threshold, RUNS_DIR, _common.SAMPLE_DIR,
                                LOGO_DIR if (LOGO_DIR / "leaderboard.csv").is_file() else None,
-                               log=lambda s: status.write(s))
+                               log=lambda s: status.write(s), reference=training_data(ctx)[0])
             status.update(label="Report ready", state="complete")
         kept = (key, doc.encode("utf-8"))
         st.session_state["_report"] = kept

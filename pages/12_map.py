@@ -36,10 +36,11 @@ def layout_ui(ctx, kind: str, seed: int):
     if not st.button("Compute the map", key="map_compute", type="primary"):
         return None
     bar = st.progress(0.0, text="Map...")
-    res = cached_layout(ctx.lm, ctx.ds, RUNS_DIR, kind, seed, method,
-                        progress=lambda f, text: bar.progress(min(1.0, f), text=text))
-    bar.empty()
-    return res
+    cached_layout(ctx.lm, ctx.ds, RUNS_DIR, kind, seed, method,
+                  progress=lambda f, text: bar.progress(min(1.0, f), text=text))
+    # Drawn from the stored map on a fresh run: a chart drawn below this run's notice and button would move up on
+    # the next run, and the browser would drop a selection made meanwhile.
+    st.rerun()
 
 
 def figure(table, colour: str) -> go.Figure:

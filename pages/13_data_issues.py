@@ -31,21 +31,22 @@ def issues_ui(ctx, reference):
         return None
     bar = st.progress(0.0, text="Data issues...")
     try:
-        res = cached_data_issues(ctx.lm, ctx.ds, reference, RUNS_DIR,
-                                 progress=lambda f, text: bar.progress(min(1.0, f), text=text))
+        cached_data_issues(ctx.lm, ctx.ds, reference, RUNS_DIR,
+                           progress=lambda f, text: bar.progress(min(1.0, f), text=text))
     except ValueError as e:
         bar.empty()
         st.error(f"Cannot check this data: {e}")
         return None
-    bar.empty()
-    return res
+    st.rerun()          # drawn from the stored result, as on any later visit
 
 
 def caption(r) -> str:
+    """The image's path, its issue score (low = worse) and its labels: the CSV row, as text."""
     given = r["given_label"]
     if r["issue"] == "label":
-        return f"score {r['score']:.3f} · labelled {given}, looks {r['suggested_label']} · P(AI) {r['prob_fake']:.3f}"
-    return f"score {r['score']:.3f} · {given} · P(AI) {r['prob_fake']:.3f}"
+        return (f"{r['path']} · score {r['score']:.3f} · labelled {given}, looks {r['suggested_label']} · "
+                f"P(AI) {r['prob_fake']:.3f}")
+    return f"{r['path']} · score {r['score']:.3f} · {given} · P(AI) {r['prob_fake']:.3f}"
 
 
 def pairs_ui(ctx, pair_ctx, rows, n_per_row: int = 3) -> None:
@@ -54,7 +55,7 @@ def pairs_ui(ctx, pair_ctx, rows, n_per_row: int = 3) -> None:
     for start in range(0, len(rows), n_per_row):
         cols = st.columns(2 * n_per_row)
         for k, (_, r) in enumerate(rows.iloc[start:start + n_per_row].iterrows()):
-            for col, c, item, text in ((cols[2 * k], ctx, r["path"], f"{r['path']} · {caption(r)}"),
+            for col, c, item, text in ((cols[2 * k], ctx, r["path"], caption(r)),
                                        (cols[2 * k + 1], pair_ctx, r["pair"], f"its pair: {r['pair']}")):
                 arr = load_array(c, item)
                 with col:

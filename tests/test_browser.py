@@ -6,9 +6,10 @@ One server for the module, on tiny fixtures (test_app's sample and model, built 
 page computes in seconds. Every test fails on Streamlit's exception element ([data-testid=stException]):
 with client.showErrorDetails = "none" a crash never shows a traceback in the text, but the element is
 still drawn. Covered: every page visited from the menu (the first visit a deep link on the fresh
-server; every chart drawn by Vega-Lite, none by plotly), a navigation that never lists a helper module
-(not even on first paint), a Predict batch holding bad files with its CSV download, a threshold change moving the confusion counts, a confusion
-cell whose images appear, and a foreign checkpoint refused in the sidebar. A screenshot of every page
+server; every chart drawn by Vega-Lite, none by plotly but the Map's), a navigation that never lists a helper
+module (not even on first paint), a Predict batch holding bad files with its CSV download, a threshold change
+moving the confusion counts, a confusion cell whose images appear, a foreign checkpoint refused in the sidebar,
+a lasso on the Map whose images appear and download as CSV, and the Data issues page's counts. A screenshot of every page
 and flow goes to ci-artifacts/browser_*.png.
 
 Playwright drives the system chromium (executable_path=/usr/bin/chromium; `playwright install` is never
@@ -33,6 +34,7 @@ import torch
 from PIL import Image
 
 from conftest import free_port, stop_process
+from core.data.labels import CLASS_NAMES
 from test_app import N_PER_CLASS, _encode, _noise, _smooth, app_dirs  # noqa: F401  (app_dirs is a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,10 +240,14 @@ def test_every_page_from_a_fresh_server_and_the_menu(page, server):
                                                    "Forensics", "Error slices"}, drawn
 
 
+# The Map's scatter is plotly's, for its lasso (Vega-Lite has none); it is drawn once a map is computed or stored.
+PLOTLY_PAGES = {"Map"}
+
+
 def charts_drawn(pg, label: str, timeout: float = 60) -> int:
-    """Vega-Lite charts of the page, once each has drawn its marks; fails on a plotly chart (its 4.5 MB script
-    held first views for seconds) or on a chart whose specification Vega could not draw."""
-    assert pg.locator(".js-plotly-plot").count() == 0, f"{label} draws a plotly chart"
+    """Vega-Lite charts of the page, once each has drawn its marks; fails on a plotly chart outside PLOTLY_PAGES
+    (its 4.5 MB script held first views for seconds) or on a chart whose specification Vega could not draw."""
+    assert label in PLOTLY_PAGES or pg.locator(".js-plotly-plot").count() == 0, f"{label} draws a plotly chart"
     charts = pg.locator('[data-testid="stMain"] [data-testid="stVegaLiteChart"]')
     for i in range(charts.count()):
         # vega-embed draws its marks (an svg.marks here) once the chart is on screen; a bad spec draws none.
@@ -330,3 +336,56 @@ def test_foreign_checkpoint_is_refused_in_the_sidebar(page, server, tmp_path):
     # The page says why it has nothing to show, instead of running with no model.
     assert "No usable model is selected" in page.locator('[data-testid="stMain"]').inner_text()
     shot(page, "foreign_checkpoint")
+
+
+def test_map_lasso_selection_shows_the_images_and_downloads_them(page, server):
+    page.goto(server["url"])
+    settle(page)
+    open_page(page, "Map")
+    page.get_by_role("button", name="Compute the map").click()
+    chart = page.locator('[data-testid="stMain"] .js-plotly-plot')
+    chart.wait_for(timeout=120_000)
+    settle(page, quiet=1.0)
+    shot(page, "map")
+    # A lasso (the chart's drag mode) around the whole plotting area selects every point.
+    area = chart.locator(".nsewdrag").first
+    area.scroll_into_view_if_needed()
+    box = area.bounding_box()
+    x0, y0 = box["x"] + 5, max(box["y"], 0) + 5
+    x1, y1 = box["x"] + box["width"] - 5, min(box["y"] + box["height"], page.viewport_size["height"]) - 5
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2)        # over the plot first: plotly arms its drag on hover
+    page.mouse.move(x0, y0, steps=5)
+    page.mouse.down()
+    for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 4)):
+        page.mouse.move(x, y, steps=15)
+    page.mouse.up()
+    page.get_by_text("selected images").wait_for(timeout=60_000)
+    settle(page, quiet=1.0)
+    shot(page, "map_lasso")
+    captions = page.locator('[data-testid="stMain"] [data-testid="stImageCaption"]').all_inner_texts()
+    assert len(captions) == 2 * N_PER_CLASS and all(re.match(r"true (REAL|FAKE) · P\(AI\) [0-9.]+ · verdict ", c)
+                                                    for c in captions), captions[:3]
+    assert page.locator('[data-testid="stMain"] [data-testid="stImage"] img').count() == len(captions)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="The selection (CSV)").click()
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    df = stored_predictions(server).set_index("path")
+    assert len(rows) == len(captions) and {r["path"] for r in rows} == set(df.index)
+    # the same images as captions (a grid of st.columns lists its captions column by column)
+    assert sorted(captions) == sorted(f"true {CLASS_NAMES[int(r['label'])]} · P(AI) {float(r['prob_fake']):.3f} · "
+                                      f"verdict {r['verdict']}" for r in rows)
+    for r in rows:
+        assert float(r["prob_fake"]) == pytest.approx(df.loc[r["path"], "prob_fake"])
+
+
+def test_data_issues_page_finds_issues_and_draws_them(page, server):
+    page.goto(server["url"])
+    settle(page)
+    open_page(page, "Data issues")
+    page.get_by_role("button", name="Find data issues").click()
+    page.locator('[data-testid="stMetricLabel"]', has_text="Images flagged").wait_for(timeout=120_000)
+    settle(page, quiet=1.0)
+    shot(page, "data_issues")
+    labels = page.locator('[data-testid="stMetricLabel"]').all_inner_texts()
+    assert {"Label issues", "Outliers", "Leakage from the training data", "Images flagged"} <= set(labels)
+    assert "without the flagged images" in page.locator('[data-testid="stMain"]').inner_text()

@@ -252,3 +252,21 @@ def test_data_issues_cli_writes_the_csv_and_summary_and_refuses_bad_input(traine
     assert main(["--data", str(tmp_path / "missing"), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_both_tools_run_on_a_parquet_data_set_without_splits(trained_ckpt, tmp_path, capsys):
+    from conftest import make_hemg_parquet
+    from core.audits import data_issues, embedding
+    shards = make_hemg_parquet(tmp_path / "hemg", n_per_class=12)
+    common = ["--weights", str(trained_ckpt), "--data", str(shards), "--runs", str(tmp_path / "runs")]
+    assert embedding.main(common + ["--out", str(tmp_path / "map")]) == 0
+    assert len(pd.read_csv(tmp_path / "map" / "embedding.csv")) == 24
+    assert data_issues.main(common + ["--out", str(tmp_path / "issues")]) == 0
+    summary = json.loads((tmp_path / "issues" / "summary.json").read_text())
+    assert summary["images"] == 24 and summary["reference"] is None and summary["counts"]["leakage"] is None
+    # too few images for Datalab's neighbour checks: a one-line reason
+    small = make_hemg_parquet(tmp_path / "small", n_per_class=4)
+    capsys.readouterr()
+    assert data_issues.main(["--weights", str(trained_ckpt), "--data", str(small), "--out", str(tmp_path / "x"),
+                             "--runs", str(tmp_path / "runs")]) == 2
+    assert "at least 20 images" in capsys.readouterr().err

@@ -58,8 +58,14 @@ def test_report_is_offline_and_its_numbers_are_core_evaluate(app_dirs, tmp_path)
     # what a reader sees: the headline table's accuracy and ECE rows
     assert f"<td class='l'>accuracy</td><td class='l'>{want['accuracy']:.4f}</td>" in doc
     assert f"<td class='l'>ece</td><td class='l'>{want['ece']:.4f}</td>" in doc
-    for title in ("Limitations verdicts", "Shortcut check", "Residual spectra", "Worst slices", "Model card"):
+    for title in ("Limitations verdicts", "Shortcut check", "Residual spectra", "Worst slices", "Data issues",
+                  "Model card"):
         assert f">{title}</h2>" in doc
+    # the data issues are core.audits.data_issues' on this split, with leakage checked against the root's train split
+    from core.audits.data_issues import cached_data_issues, rescore_without
+    issues, summary = cached_data_issues(lm, ds, open_dataset(app_dirs["sample"], split="train"), app_dirs["runs"])
+    assert data["data_issues"]["counts"] == summary["counts"] and summary["counts"]["leakage"] is not None
+    assert data["data_issues"]["rescore"] == rescore_without(df, issues["path"], t).to_dict("records")
     assert data["limitations"] and all(v["status"] for v in data["limitations"])
     assert "<td class='l'>gen-planted</td>" in doc and "0.6172" in doc
     assert set(data["flip_rates"]) >= {"jpeg:50", "hflip", "any"}

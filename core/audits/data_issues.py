@@ -41,7 +41,7 @@ PROBS = ("auto", "model", "cross-validated")
 CV_FOLDS = 5
 # Leakage (`leakage_pairs`), chosen on planted copies of training images in the sample's ood split and the clean
 # ood split (`python benchmarks/data_issues.py --tune`), never on the test split it is reported on.
-LEAK_RATIO = 0.5
+LEAK_RATIO = 0.6
 FLAT_LEVELS = 2.0           # pixel levels added to the detail: two flat patches must match to ~1 level to count
 MIN_IMAGES = 20            # Datalab's neighbour checks look at 10 neighbours per image
 DATA_ISSUES_VERSION = 1     # bump when a definition above changes (part of the runs/ key)
@@ -109,8 +109,11 @@ def datalab_issues(table, pred_probs: np.ndarray) -> tuple[pd.DataFrame, dict]:
     names = np.asarray(CLASS_NAMES, dtype=object)
     rows, quality = [], {}
     lab = Datalab(labels, label_name="label", verbosity=0)
+    # n_jobs 1: cleanlab's label search otherwise forks a multiprocessing pool, which hung in the app's server
+    # process (a fork of a process with many threads can inherit a lock held by one of them).
     lab.find_issues(features=table.model.astype(np.float32), pred_probs=pred_probs,
-                    issue_types={"label": {}, "outlier": {}})
+                    issue_types={"label": {"clean_learning_kwargs": {"find_label_issues_kwargs": {"n_jobs": 1}}},
+                                 "outlier": {}})
     # A Datalab of its own: the near-duplicate check would otherwise reuse the model features' neighbour graph.
     dup = Datalab(labels, label_name="label", verbosity=0)
     dup.find_issues(features=table.thumbs.astype(np.float32), issue_types={"near_duplicate": {"metric": "euclidean"}})
@@ -290,10 +293,8 @@ def open_reference(data: str, split: str | None, reference: str | None, class_ma
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Data issues of a dataset split: label issues, near duplicates, "
                                             "outliers (cleanlab) and leakage from the training data.")
-    p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
-    p.add_argument("--data", required=True, help="dataset path (any supported format)")
-    p.add_argument("--split", default="test", help="split of a CIFAKE root (default: test)")
-    p.add_argument("--class-map", default=None, help="map class names to REAL/FAKE, e.g. 'AiArtData=FAKE,RealArt=REAL'")
+    from core.audits.features import add_input_args
+    add_input_args(p)
     p.add_argument("--reference", default=None,
                    help="training data for the leakage check: a split of the same root or a dataset path, or 'none' "
                         "(default: the root's train split when --split is another one)")
@@ -302,36 +303,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "cross-validated on the data the model trained on (default: auto)")
     p.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds (default: 0)")
     p.add_argument("--out", required=True, help="folder for issues.csv and summary.json")
-    p.add_argument("--runs", default="runs", help="cache folder (default: runs)")
     return p
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from tqdm import tqdm
-    from core.data.datasets import DatasetError, open_dataset
-    from core.data.labels import LabelMappingError, parse_class_map
-    from core.model.checkpoint import CheckpointError, load_checkpoint
-    try:
-        lm = load_checkpoint(args.weights)
-        class_map = parse_class_map(args.class_map)
-        ds = open_dataset(args.data, split=args.split, class_map=class_map)
-        ref = open_reference(args.data, args.split, args.reference, class_map)
-    except (CheckpointError, DatasetError, LabelMappingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    from core.audits.features import run_cli, write_files
+    res = run_cli(args, "data issues", lambda lm, ds, class_map, progress: cached_data_issues(
+        lm, ds, open_reference(args.data, args.split, args.reference, class_map), args.runs, args.probs, args.seed,
+        progress))
+    if res is None:
         return 2
-    with tqdm(total=100, unit="%", desc="data issues") as bar:
-        def progress(fraction, text):
-            bar.set_postfix_str(text, refresh=False)
-            bar.update(round(100 * fraction) - bar.n)
-        try:
-            issues, summary = cached_data_issues(lm, ds, ref, args.runs, args.probs, args.seed, progress)
-        except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    write_data_issues(args.out, issues, summary)
-    for path, reason in summary["skipped"][:20]:
-        print(f"skipped: {path}: {reason}", file=sys.stderr)
+    issues, summary = res
+    from core.report.audit_cache import json_bytes
+    write_files(args.out, {"issues.csv": issues[ISSUE_COLUMNS].to_csv(index=False).encode(),
+                           "summary.json": json_bytes(summary)}, summary["skipped"])
     print(json.dumps({k: summary[k] for k in ("images", "counts", "flagged_images", "pred_probs", "reference")}))
     return 0
 

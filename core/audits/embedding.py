@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 
 # `python benchmarks/bench_projection.py` measures both on the same features (benchmarks/results/projection.json;
-# README, "Data audits"): t-SNE draws the better picture and needs no compiler, UMAP is the one fast enough for
-# 20,000 images.
+# docs/audits.md): on the sample's 3,000 test images t-SNE took 11.3 s and kept 56% of each image's 10 nearest
+# neighbours, UMAP 16.3 s from a fresh process and 44%; on 20,000 images t-SNE took 103 s, UMAP 34.9 s.
 PROJECTIONS = ("tsne", "umap")
 TSNE_MAX_IMAGES = 5000
 PCA_DIMS = 50               # PCA before the projection: the neighbour search runs on 50 numbers per image, not 512
@@ -154,10 +154,8 @@ def build_embedding(lm, ds, runs_dir="runs", kind: str = "model", seed: int = 0,
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="An embedding map of an evaluation: 2-D layout of the images' features.")
-    p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
-    p.add_argument("--data", required=True, help="dataset path (any supported format)")
-    p.add_argument("--split", default="test", help="split of a CIFAKE root (default: test)")
-    p.add_argument("--class-map", default=None, help="map class names to REAL/FAKE, e.g. 'AiArtData=FAKE,RealArt=REAL'")
+    from core.audits.features import add_input_args
+    add_input_args(p)
     p.add_argument("--out", required=True, help="folder for embedding.csv and embedding.json")
     p.add_argument("--features", default="model", choices=["model", "content"],
                    help="the model's features, or the familiarity's content features (default: model)")
@@ -165,40 +163,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--projection", default=None, choices=PROJECTIONS,
                    help=f"default: tsne up to {TSNE_MAX_IMAGES:,} images, umap above")
     p.add_argument("--threshold", type=float, default=0.5, help="P(FAKE) threshold of the verdict (default: 0.5)")
-    p.add_argument("--runs", default="runs", help="cache folder (default: runs)")
     return p
 
 
 def main(argv=None) -> int:
     args = get_args_parser().parse_args(argv)
-    from tqdm import tqdm
-    from core.data.datasets import DatasetError, open_dataset
-    from core.data.labels import LabelMappingError, parse_class_map
-    from core.model.checkpoint import CheckpointError, load_checkpoint
-    try:
-        lm = load_checkpoint(args.weights)
-        ds = open_dataset(args.data, split=args.split, class_map=parse_class_map(args.class_map))
-    except (CheckpointError, DatasetError, LabelMappingError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    from core.audits.features import run_cli, write_files
+    res = run_cli(args, "embedding", lambda lm, ds, _, progress: build_embedding(
+        lm, ds, args.runs, args.features, args.seed, args.threshold, args.projection, progress))
+    if res is None:
         return 2
-    with tqdm(total=100, unit="%", desc="embedding") as bar:
-        def progress(fraction, text):
-            bar.set_postfix_str(text, refresh=False)
-            bar.update(round(100 * fraction) - bar.n)
-        try:
-            table, meta = build_embedding(lm, ds, args.runs, args.features, args.seed, args.threshold,
-                                          args.projection, progress)
-        except (ValueError, ImportError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table[EMBEDDING_COLUMNS].to_csv(out / "embedding.csv", index=False)
-    (out / "embedding.json").write_text(json.dumps({**meta, "threshold": args.threshold}, indent=2))
-    for path, reason in meta["skipped"][:20]:
-        print(f"skipped: {path}: {reason}", file=sys.stderr)
+    table, meta = res
+    write_files(args.out, {"embedding.csv": table[EMBEDDING_COLUMNS].to_csv(index=False).encode(),
+                           "embedding.json": json.dumps({**meta, "threshold": args.threshold}, indent=2).encode()},
+                meta["skipped"])
     print(json.dumps({"images": len(table), "features": meta["features"], "projection": meta["projection"],
-                      "seed": meta["seed"], "seconds": meta["seconds"], "out": str(out)}))
+                      "seed": meta["seed"], "seconds": meta["seconds"], "out": args.out}))
     return 0
 
 

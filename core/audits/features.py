@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,3 +192,66 @@ def array_sha256(a: np.ndarray) -> str:
     h = hashlib.sha256(f"{a.dtype.str}|{a.shape}|".encode())
     h.update(a.tobytes())
     return h.hexdigest()
+
+
+def add_input_args(p) -> None:
+    """The data audits' shared options: --weights, --data, --split, --class-map, --runs."""
+    p.add_argument("--weights", default="weights/default.pt", help="checkpoint (default: weights/default.pt)")
+    p.add_argument("--data", required=True, help="dataset path (any supported format)")
+    p.add_argument("--split", default="test", help="split of a CIFAKE root (default: test)")
+    p.add_argument("--class-map", default=None, help="map class names to REAL/FAKE, e.g. 'AiArtData=FAKE,RealArt=REAL'")
+    p.add_argument("--runs", default="runs", help="cache folder (default: runs)")
+
+
+def cli_inputs(args):
+    """(model, dataset, class map) of a data audit's command line (--weights, --data, --split, --class-map), or
+    None after printing why they cannot be used."""
+    import sys
+    from core.data.datasets import DatasetError, open_dataset
+    from core.data.labels import LabelMappingError, parse_class_map
+    from core.model.checkpoint import CheckpointError, load_checkpoint
+    try:
+        class_map = parse_class_map(args.class_map)
+        return load_checkpoint(args.weights), open_dataset(args.data, split=args.split, class_map=class_map), class_map
+    except (CheckpointError, DatasetError, LabelMappingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def run_cli(args, desc: str, compute):
+    """A data audit's command line: `compute(lm, ds, class_map, progress)` on its inputs (`cli_inputs`) under a
+    percent bar; its result, or None after printing why not (bad inputs, a ValueError or ImportError from core)."""
+    import sys
+    inputs = cli_inputs(args)
+    if inputs is None:
+        return None
+    try:
+        with percent_bar(desc) as progress:
+            return compute(*inputs, progress)
+    except (ValueError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+@contextmanager
+def percent_bar(desc: str):
+    """A tqdm bar in percent for a command line; yields the `progress(fraction, text)` callback core takes."""
+    from tqdm import tqdm
+    with tqdm(total=100, unit="%", desc=desc) as bar:
+        def progress(fraction: float, text: str) -> None:
+            bar.set_postfix_str(text, refresh=False)
+            bar.update(round(100 * fraction) - bar.n)
+        yield progress
+
+
+def write_files(out_dir, files: dict[str, bytes], skipped=()) -> None:
+    """A data audit's command-line output: each file written atomically into out_dir (other files there stay), then
+    the first 20 skipped items with their reasons on stderr."""
+    import sys
+    from core.model.checkpoint import atomic_write_bytes
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        atomic_write_bytes(out / name, data)
+    for path, reason in list(skipped)[:20]:
+        print(f"skipped: {path}: {reason}", file=sys.stderr)

@@ -7,8 +7,9 @@ inline, and nothing refers to a network address, so it opens offline and can be 
 It holds the model card (core.report.cards), the headline metrics, confusion matrix and calibration at the
 threshold (core.inference.evaluate's predictions, core.metrics.metrics), the Limitations verdicts (core.audits.limitations),
 the generalization leaderboard when one is stored (core.audits.generalize), the residual spectra and the
-shortcut check (core.audits.forensics), verdict stability (core.audits.stability) and the worst slices
-(core.audits.slices). Every result comes from the same cached computations as the app (runs/), so the
+shortcut check (core.audits.forensics), verdict stability (core.audits.stability), the worst slices
+(core.audits.slices) and the data issues: label issues, near duplicates, outliers and leakage from the training
+data (core.audits.data_issues). Every result comes from the same cached computations as the app (runs/), so the
 report's numbers are the pages' numbers for the same model, data and threshold. The numbers are
 also embedded as JSON (<script id="audit-data" type="application/json">) for machines.
 """
@@ -127,12 +128,18 @@ def markdown_html(md: str) -> str:
 
 
 def _thumbs(ds, ids: list[str], captions: list[str], side: int = 96) -> str:
+    return _figures([(ds, pid, cap) for pid, cap in zip(ids, captions)], side)
+
+
+def _figures(items, side: int = 96) -> str:
+    """Thumbnails of (dataset, item id, caption) triples, in order; items that cannot be read are left out."""
     from PIL import Image
     from core.report.figures import png_bytes
     from core.data.images import ImageError
-    index = {ds.item_id(i): i for i in range(len(ds))}
+    indexes: dict[int, dict] = {}
     figs = []
-    for pid, cap in zip(ids, captions):
+    for ds, pid, cap in items:
+        index = indexes.setdefault(id(ds), {ds.item_id(i): i for i in range(len(ds))})
         try:
             img = ds.load(index[pid]).image
         except (KeyError, ImageError):
@@ -146,11 +153,39 @@ def _thumbs(ds, ids: list[str], captions: list[str], side: int = 96) -> str:
     return f"<div class='thumbs'>{''.join(figs)}</div>" if figs else "<p class='muted'>No images.</p>"
 
 
+def data_issues_html(di: dict, ds, reference) -> str:
+    """The data-issues section: what was checked and how, counts per type, the evaluation without the flagged
+    images, the worst label issues and the leakage pairs side by side (core.audits.data_issues)."""
+    from core.audits.data_issues import ISSUE_TITLES, ISSUES
+    issues, summary, rescore = di["issues"], di["summary"], di["rescore"]
+    counts = pd.DataFrame([{"issue": ISSUE_TITLES[k], "images": summary["counts"][k]} for k in ISSUES])
+    leak = (f"Leakage: images of this data whose 8 x 8 content thumbnail is within {summary['leak_ratio']} of a "
+            f"training image's ({esc(summary['reference'])})." if summary.get("reference") else
+            "Leakage is not checked: no training data was given (<code>--reference</code>).")
+    body = (f"<p>cleanlab's Datalab on {summary['images']:,} images: label issues from "
+            f"{esc(summary['pred_probs_meaning'])}; near duplicates on content thumbnails; outliers on the model's "
+            f"features. {leak} <code>python -m core data-issues</code> writes every flagged image.</p>"
+            + table_html(counts.fillna("not checked")) + "<h3>The evaluation without the flagged images</h3>"
+            + table_html(rescore))
+    labels = issues[issues["issue"] == "label"].head(8)
+    if len(labels):
+        body += "<h3>Worst label issues</h3>" + _thumbs(ds, labels["path"].tolist(), [
+            f"labelled {g}, looks {s} (score {v:.3f})" for g, s, v in
+            zip(labels["given_label"], labels["suggested_label"], labels["score"])])
+    pairs = issues[issues["issue"] == "leakage"].head(6)
+    if len(pairs) and reference is not None:
+        body += "<h3>Leakage pairs: each image beside its training image</h3>" + _figures(
+            [item for _, r in pairs.iterrows() for item in
+             ((ds, r["path"], f"{r['path']} (ratio {r['score']:.3f})"), (reference, r["pair"], f"train {r['pair']}"))])
+    return body
+
+
 # ----------------------------------------------------------------------------- the report
 
 def collect(lm, weights_path, ds, threshold: float = 0.5, runs_dir="runs", sample_dir="data/sample",
-            logo_dir=None, reencode_quality: int | None = 90, log=None) -> dict:
-    """Every number of the report, from the cached computations the app uses (see module docstring)."""
+            logo_dir=None, reencode_quality: int | None = 90, log=None, reference=None) -> dict:
+    """Every number of the report, from the cached computations the app uses (see module docstring). `reference`:
+    the training data the data-issue check looks for leakage from (None: not checked)."""
     from core.inference.evaluate import cached_evaluation
     from core.audits.forensics import cached_analysis, cached_reencoding, load_spectra_npz
     from core.audits.limitations import audit
@@ -183,6 +218,11 @@ def collect(lm, weights_path, ds, threshold: float = 0.5, runs_dir="runs", sampl
     wrong = df[(df["prob_fake"] >= threshold).astype(int) != df["label"]].copy()
     wrong["confidence"] = wrong["prob_fake"].where(wrong["prob_fake"] >= threshold, 1 - wrong["prob_fake"])
     out["errors"] = wrong.sort_values("confidence", ascending=False)
+    log("data issues")
+    from core.audits.data_issues import cached_data_issues, rescore_without
+    issues, summary = cached_data_issues(lm, ds, reference, runs_dir)
+    out["data_issues"] = {"issues": issues, "summary": summary,
+                          "rescore": rescore_without(df, issues["path"], threshold)}
     log("limitations")
     out["limitations"] = audit(lm, ds, threshold, Path(sample_dir), runs_dir, log=log)
     from core.audits.new_content import DEFAULT_PROBE, evaluate_new_content, probe_available
@@ -206,8 +246,8 @@ def headline(m: dict) -> dict:
             "errors": m.get("errors"), "errors_confidence_over_0.9": m.get("errors_confidence_over_0.9")}
 
 
-def render(data: dict, lm, ds, weights_path) -> str:
-    """The HTML document for `collect`'s numbers."""
+def render(data: dict, lm, ds, weights_path, reference=None) -> str:
+    """The HTML document for `collect`'s numbers (`reference`: the training data of the leakage pairs' images)."""
     from core.report.cards import model_card
     from core.report.figures import line_plot_png
     from core.audits.forensics import FLAG_THRESHOLD, radial_table, spectrum_figures
@@ -219,8 +259,8 @@ def render(data: dict, lm, ds, weights_path) -> str:
              f"{t:.2f}; made {esc(data['created'])} by <code>python -m core report</code>. Labels: 0 = REAL, 1 = FAKE; "
              "P(AI) = P(FAKE).</p>"]
     toc = ["Headline metrics", "Confusion matrix", "Calibration", "Limitations verdicts", "Generalization",
-           "Shortcut check", "Residual spectra", "Verdict stability", "Worst slices", "Most confident errors",
-           "Model card"]
+           "Shortcut check", "Residual spectra", "Verdict stability", "Worst slices", "Data issues",
+           "Most confident errors", "Model card"]
     parts.append("<p>" + " · ".join(f"<a href='#s{k}'>{esc(s)}</a>" for k, s in enumerate(toc)) + "</p>")
 
     def section(k, body):
@@ -299,11 +339,12 @@ def render(data: dict, lm, ds, weights_path) -> str:
                  + _thumbs(ds, wrong["path"].tolist(),
                            [f"P(AI) {v:.3f} true {CLASS_NAMES[int(lab)]}" for v, lab in zip(wrong["prob_fake"], wrong["label"])]))
     section(8, body)
+    section(9, data_issues_html(data["data_issues"], ds, reference))
     err = data["errors"].head(12)
-    section(9, _thumbs(ds, err["path"].tolist(), [f"P(AI) {v:.3f} true {CLASS_NAMES[int(lab)]}"
+    section(10, _thumbs(ds, err["path"].tolist(), [f"P(AI) {v:.3f} true {CLASS_NAMES[int(lab)]}"
                                                  for v, lab in zip(err["prob_fake"], err["label"])]))
     card_split = data["card_metrics"]
-    section(10, "<p class='muted'>core.report.cards on this evaluation, at threshold 0.5 as every model card.</p>"
+    section(11, "<p class='muted'>core.report.cards on this evaluation, at threshold 0.5 as every model card.</p>"
             + markdown_html(model_card(str(weights_path), lm, {"evaluation": card_split})))
     machine = {"model": data["model"], "weights_sha256": data["weights_sha256"], "dataset": data["dataset"],
                "threshold": t, "headline": h, "confusion_matrix": m["confusion_matrix"],
@@ -311,7 +352,10 @@ def render(data: dict, lm, ds, weights_path) -> str:
                "reencoding": {k: rc[k] for k in ("quality", "delta_accuracy", "delta_roc_auc")} if rc else None,
                "flip_rates": {r["change"]: r["flip_rate"] for r in fl.to_dict("records")},
                "worst_slices": sl.head(3)[["dimension", "slice", "images", "accuracy", "ci_low", "ci_high"]].to_dict("records"),
-               "limitations": [{"limitation": v.limitation, "status": v.status} for v in data["limitations"]]}
+               "limitations": [{"limitation": v.limitation, "status": v.status} for v in data["limitations"]],
+               "data_issues": {**{k: data["data_issues"]["summary"][k] for k in ("counts", "flagged_images",
+                                                                                "pred_probs", "reference")},
+                               "rescore": data["data_issues"]["rescore"].to_dict("records")}}
     blob = json.dumps(machine, default=float).replace("</", "<\\/")
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Audit report: "
             f"{esc(data['model'])}</title><style>{CSS}</style></head><body>{''.join(parts)}"
@@ -319,10 +363,10 @@ def render(data: dict, lm, ds, weights_path) -> str:
 
 
 def build_report(lm, weights_path, ds, threshold: float = 0.5, runs_dir="runs", sample_dir="data/sample",
-                 logo_dir=None, reencode_quality: int | None = 90, log=None) -> str:
-    """The report as one HTML string (see module docstring)."""
-    data = collect(lm, weights_path, ds, threshold, runs_dir, sample_dir, logo_dir, reencode_quality, log)
-    return render(data, lm, ds, weights_path)
+                 logo_dir=None, reencode_quality: int | None = 90, log=None, reference=None) -> str:
+    """The report as one HTML string (see module docstring); `reference`: training data for the leakage check."""
+    data = collect(lm, weights_path, ds, threshold, runs_dir, sample_dir, logo_dir, reencode_quality, log, reference)
+    return render(data, lm, ds, weights_path, reference)
 
 
 def main(argv=None) -> int:
@@ -339,21 +383,27 @@ def main(argv=None) -> int:
     p.add_argument("--logo", default="weights/logo", help="folder of a stored leave-one-generator-out leaderboard "
                                                           "(core.audits.generalize --out DIR), used when it holds "
                                                           "leaderboard.csv (default: weights/logo, the shipped recipe's)")
+    p.add_argument("--reference", default=None,
+                   help="training data for the data-issue leakage check: a split of the --data root or a dataset "
+                        "path, or 'none' (default: the root's train split when --split is another one)")
     p.add_argument("--reencode-quality", type=int, default=90, help="JPEG quality of the re-encoding control; "
                                                                     "0 skips it (default: 90)")
     args = p.parse_args(argv)
     from core.model.checkpoint import CheckpointError, load_checkpoint
     from core.data.datasets import DatasetError, open_dataset
     from core.data.labels import LabelMappingError, parse_class_map
+    from core.audits.data_issues import open_reference
     try:
         lm = load_checkpoint(args.weights)
         ds = open_dataset(args.data, split=args.split, class_map=parse_class_map(args.class_map))
+        reference = open_reference(args.data, args.split, args.reference, parse_class_map(args.class_map))
     except (CheckpointError, DatasetError, LabelMappingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logo = args.logo if args.logo and (Path(args.logo) / "leaderboard.csv").is_file() else None
     doc = build_report(lm, args.weights, ds, args.threshold, args.runs, args.sample, logo,
-                       args.reencode_quality or None, log=lambda s: print(f"... {s}", file=sys.stderr))
+                       args.reencode_quality or None, log=lambda s: print(f"... {s}", file=sys.stderr),
+                       reference=reference)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(doc, encoding="utf-8")
