@@ -20,8 +20,8 @@ unless their weights exist (``--retrain`` trains them again); the ``regen`` auto
 
 How to run, from the repository root::
 
-    python data/build_new_content.py --what extra --pkgs /work/scratch/pkgs     # data/extra (trains its DCGAN and VAE if missing)
-    python data/build_new_content.py --what probe --pkgs /work/scratch/pkgs     # data/new_content (+ card sheets and counts)
+    python data/build_new_content.py --what extra --pkgs DIR            # data/extra (trains its DCGAN and VAE if missing)
+    python data/build_new_content.py --what probe --pkgs DIR            # data/new_content (+ card sheets and counts)
     python data/build_new_content.py --what all --retrain                      # both, generators trained again
     python data/build_new_content.py --what extra --out /tmp/x --gen-minutes 0.2   # smoke test
     python data/build_new_content.py --what all --card-only                    # rewrite the READMEs from card/counts.json
